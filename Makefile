@@ -1,0 +1,74 @@
+# rhovid — every target works from a fresh clone: the first one that needs Python
+# creates .venv and installs the project (editable, with dev extras).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RHOVID := $(BIN)/rhovid
+
+# Common knobs (override on the command line: make pretrain METHOD=moco RHO=4).
+DATA ?= data/demo
+SRC ?= data/demo-src
+RUN ?= runs/$(METHOD)-$(ARCH)
+METHOD ?= byol
+ARCH ?= tiny
+RHO ?= 2
+BOX ?= slic
+BOXES ?= random slic fh hog
+STEPS ?= 200
+DEVICE ?= cpu
+WORKERS ?= 2
+EVAL ?= linear
+PRESET ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-all lint demo synth shards boxes pretrain eval ablation bench clean-demo
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed ## create .venv and install rhovid (editable, dev extras)
+
+test: setup ## the CI suite (GPU tests skip without CUDA; slow tests excluded)
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup ## every test, slow ones included
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check rhovid ingest store train evaluate benchmarks tests
+
+synth: setup ## a small labelled synthetic video tree in $(SRC)
+	$(RHOVID) synth $(SRC) --classes 4 --per-class 6 --seconds 6 --seed 0
+
+shards: setup ## ingest $(SRC) into $(DATA)/shards
+	$(RHOVID) ingest $(SRC) --out $(DATA) --workers $(WORKERS)
+
+boxes: setup ## compute box prior $(BOX) for $(DATA)
+	$(RHOVID) boxes $(DATA) --method $(BOX) --workers $(WORKERS)
+
+pretrain: setup ## pretrain $(METHOD) on $(DATA) into $(RUN)
+	$(RHOVID) train --data $(DATA) --method $(METHOD) --arch $(ARCH) --rho $(RHO) --steps $(STEPS) \
+		--device $(DEVICE) --out $(RUN) $(if $(PRESET),--preset $(PRESET),)
+
+eval: setup ## evaluate $(RUN) on $(DATA) ($(EVAL) = linear|knn|retrieval|finetune)
+	$(RHOVID) eval $(EVAL) --data $(DATA) --run $(RUN) --device $(DEVICE)
+
+ablation: setup ## one run per box set in $(BOXES), identical seeds and budgets
+	$(RHOVID) ablation --data $(DATA) --method $(METHOD) --boxes $(BOXES) --steps $(STEPS) \
+		--arch $(ARCH) --device $(DEVICE) --out runs/ablation-$(METHOD)
+
+bench: setup ## all benchmarks; results printed and written under benchmarks/results/
+	$(RHOVID) bench ingest
+	$(RHOVID) bench boxes
+	$(RHOVID) bench loader
+	$(RHOVID) bench train
+
+demo: setup ## the whole mission on a laptop: synth -> shards -> boxes -> pretrain -> eval
+	$(RHOVID) ablation demo --out data/demo-run
+
+clean-demo:
+	rm -rf data/demo data/demo-src data/demo-run

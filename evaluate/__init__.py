@@ -1,0 +1,1 @@
+"""rhovid.evaluate stage (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""rhovid.ingest stage (see DESIGN.md)."""

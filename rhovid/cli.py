@@ -1,0 +1,66 @@
+"""The ``rhovid`` console script: one subcommand per stage, each with ``--help``.
+
+Each subcommand lives in its stage's ``cli`` module, imported only when that subcommand
+runs, so ``rhovid ingest`` never pays for importing torch or DALI. A stage module exposes
+``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help). A plain dict: who builds what is visible here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("rhovid.ingest.synth_cli", "write a deterministic synthetic Kinetics-style video tree"),
+    "ingest": ("rhovid.ingest.cli", "transcode raw videos into fragmented-MP4 WebDataset shards"),
+    "boxes": ("rhovid.store.cli", "compute, list and show region-box priors in DATA/boxes.zarr"),
+    "train": ("rhovid.train.cli", "pretrain a rho-method or ConST-CL from shards"),
+    "eval": ("rhovid.evaluate.cli", "linear probe, kNN, retrieval and fine-tuning evaluations"),
+    "ablation": ("rhovid.evaluate.ablation_cli", "train + evaluate one run per box set / rho / timespan"),
+    "bench": ("rhovid.benchmarks.cli", "benchmarks: ingest, boxes, loader, train"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rhovid", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:  # import only the stage that will run
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        # User-facing errors are raised with messages that name the input; no traceback.
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"rhovid {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+def _version() -> str:
+    from rhovid import __version__
+
+    return f"rhovid {__version__}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

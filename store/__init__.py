@@ -1,0 +1,1 @@
+"""rhovid.store stage (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""rhovid.train stage (see DESIGN.md)."""
