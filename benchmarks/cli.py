@@ -16,7 +16,7 @@ BENCHMARKS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for name, module in BENCHMARKS.items():
-        p = sub.add_parser(name, help=f"benchmark: {name}")
+        p = sub.add_parser(name, help=f"benchmark: {name}", add_help=False)
         p.set_defaults(_bench_module=module)
         # Options are added lazily below only for the chosen benchmark.
         p.add_argument("bench_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

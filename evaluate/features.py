@@ -1,0 +1,233 @@
+"""Frozen-backbone features of every video of a split, multi-view, into the feature store.
+
+Multi-view test (Feichtenhofer et al. CVPR 2021, Sec. 4 / PySlowFast ``TEST.NUM_ENSEMBLE_VIEWS``
+x ``NUM_SPATIAL_CROPS``): ``temporal`` evenly spaced clips times ``spatial`` fixed square
+crops (left/centre/right) per video; the pooled backbone features of the views are averaged
+into one row. The views are planned by the trainer's sampler in evaluation mode
+(``plan_sample(augment=False)``) and executed with its CPU ops (``apply_clip``), so the
+frames, resize and normalisation are exactly those the backbone was trained on.
+
+Rows are the split's videos in shard order; extraction streams each shard once and skips
+(without decoding) the blocks the store already holds (see ``feature_store``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from rhovid.evaluate.feature_store import WriteStats, write_features
+
+SPATIAL_CROPS = {1: ("centre",), 2: ("left", "right"), 3: ("left", "centre", "right")}
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """Which clips of a video are encoded and averaged (multi-view test)."""
+
+    frames: int = 8
+    """Frames per clip T (use the pretraining value)."""
+    stride: int = 8
+    """Temporal stride between frames (use the pretraining value)."""
+    crop: int = 224
+    """Square crop side in pixels after resizing the short side to it."""
+    temporal: int = 2
+    """Evenly spaced clips per video."""
+    spatial: int = 3
+    """Fixed crops per clip: 1 = centre, 2 = left/right, 3 = left/centre/right (top/.../bottom if portrait)."""
+
+    @property
+    def views(self) -> str:
+        """``"<temporal>x<spatial>"`` as stored in the feature attrs."""
+        return f"{self.temporal}x{self.spatial}"
+
+
+def parse_views(text: str) -> tuple[int, int]:
+    """``"2x3"`` -> (2, 3): temporal clips x spatial crops."""
+    try:
+        t, s = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--views {text!r}: expected TEMPORALxSPATIAL, e.g. 2x3") from None
+    if t < 1 or s not in SPATIAL_CROPS:
+        raise ValueError(f"--views {text!r}: temporal must be >= 1 and spatial one of {sorted(SPATIAL_CROPS)}")
+    return t, s
+
+
+def split_rows(data: str | Path, split: str) -> list[dict]:
+    """Index entries of ``split`` in shard order (the feature store's row order)."""
+    from rhovid.ingest.shards import read_index
+
+    index = read_index(data)
+    rows = [e for e in index if e["split"] == split]
+    if not rows:
+        have = sorted({e["split"] for e in index})
+        raise ValueError(f"{data} has no videos in split {split!r}; splits present: {have}")
+    return sorted(rows, key=lambda e: e["shard"])  # stable: shard order within a shard
+
+
+def iter_samples(data: str | Path, rows: list[dict], skip: set[int]) -> Iterator[tuple[int, dict | None]]:
+    """``(row, sample)`` for every row in order, reading each shard once.
+
+    Rows in ``skip`` come back as ``(row, None)`` without being decoded. Samples are matched
+    by key, so a shard whose order differs from the index still works (it is buffered).
+    """
+    from rhovid.ingest.shards import iter_shard
+
+    shard_dir = Path(data) / "shards"
+    i = 0
+    while i < len(rows):
+        shard = rows[i]["shard"]
+        j = i
+        while j < len(rows) and rows[j]["shard"] == shard:
+            j += 1
+        wanted = {rows[r]["key"]: r for r in range(i, j) if r not in skip}
+        pending: dict[int, dict] = {}
+        nxt = i
+        if wanted:
+            path = shard_dir / shard
+            if not path.exists():
+                raise FileNotFoundError(f"{path} listed in {data}/index.json does not exist")
+            for sample in iter_shard(path):
+                r = wanted.get(sample["__key__"])
+                if r is not None:
+                    pending[r] = sample
+                while nxt < j and (nxt in skip or nxt in pending):
+                    yield nxt, pending.pop(nxt, None)
+                    nxt += 1
+                if nxt == j:
+                    break
+        while nxt < j:
+            if nxt not in skip and nxt not in pending:
+                raise KeyError(f"sample {rows[nxt]['key']!r} is not in {shard_dir / shard}")
+            yield nxt, pending.pop(nxt, None)
+            nxt += 1
+        i = j
+
+
+def sample_views(mp4: bytes, meta: dict, views: ViewConfig) -> np.ndarray:
+    """Decode the test views of one sample.
+
+    Returns:
+        (V, 3, T, S, S) float32 normalised, V = temporal x spatial (temporal-major).
+    """
+    from rhovid.ingest.decode import decode_rgb
+    from rhovid.train.augment import AugmentConfig, apply_clip
+    from rhovid.train.sampler import ClipSpec, plan_sample
+    from rhovid.train.streaming import slice_clips
+
+    spec = ClipSpec(rho=1, frames=views.frames, stride=views.stride)
+    plan = plan_sample(
+        meta, 0, spec, AugmentConfig(crop=views.crop), augment=False,
+        clips_per_video=views.temporal, spatial_crops=SPATIAL_CROPS[views.spatial],
+    )
+    # The spatial crops of one temporal clip share its frames: decode each frame set once
+    # (the trainer's execute_plan would decode it once per crop).
+    decoded: dict[tuple[int, ...], np.ndarray] = {}
+    out = []
+    for clip in plan.clips:
+        if clip.frames not in decoded:
+            (piece,) = slice_clips(mp4, meta, [clip.frames])
+            decoded[clip.frames] = decode_rgb(piece.data, piece.indices)
+        out.append(apply_clip(decoded[clip.frames], clip.aug))
+    return np.stack(out)
+
+
+def _views_task(args: tuple[bytes, dict, ViewConfig]) -> np.ndarray:
+    return sample_views(*args)
+
+
+@torch.no_grad()
+def encode_views(model: nn.Module, clips: np.ndarray, device: str, batch_clips: int) -> np.ndarray:
+    """Mean pooled feature over the views of each video.
+
+    Args:
+        model: backbone in eval mode, (N, C, T, H, W) -> (N, D).
+        clips: (B, V, C, T, H, W) float32.
+
+    Returns:
+        (B, D) float32.
+    """
+    b, v = clips.shape[:2]
+    flat = torch.from_numpy(clips.reshape(b * v, *clips.shape[2:]))
+    out = [model(x.to(device)).float().cpu() for x in torch.split(flat, batch_clips)]
+    return torch.cat(out).reshape(b, v, -1).mean(1).numpy()
+
+
+def extract_split(
+    data: str | Path,
+    split: str,
+    model: nn.Module,
+    name: str,
+    views: ViewConfig,
+    attrs: dict,
+    device: str = "cpu",
+    batch_clips: int = 32,
+    workers: int = 0,
+    block: int = 256,
+    progress: bool = True,
+) -> WriteStats:
+    """Encode every video of ``split`` into ``DATA/features.zarr/<name>/<split>``.
+
+    Args:
+        data: dataset folder.
+        split: shard split.
+        model: frozen backbone (eval mode), ``.feature_dim`` = D.
+        name: feature-set name (group under features.zarr).
+        views: multi-view test settings.
+        attrs: provenance: ``run`` (path or "random-init") and ``step``; ``views`` and the
+            view config are added here.
+        device: where the backbone runs.
+        batch_clips: clips per forward pass.
+        workers: decode processes (0 = decode inline).
+        block: rows per resumable block.
+        progress: tqdm bar.
+
+    Returns:
+        What was computed vs reused.
+    """
+    rows = split_rows(data, split)
+    keys = [r["key"] for r in rows]
+    labels = [-1 if r.get("label") is None else int(r["label"]) for r in rows]
+    model = model.to(device).eval()
+    full = {**attrs, "views": views.views, "config": {**attrs.get("config", {}), **asdict(views)}}
+    bar = tqdm(total=len(rows), desc=f"features {name}/{split}", unit="video", disable=not progress,
+               dynamic_ncols=True)
+    pool = (ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 0 else None)
+    state: dict = {"it": None}
+
+    def compute(lo: int, hi: int) -> np.ndarray:
+        if state["it"] is None:  # first block that needs work: rows before it are skipped
+            state["it"] = iter_samples(data, rows, skip=set(range(lo)))
+        samples = []
+        for r, sample in state["it"]:
+            if r >= lo:
+                samples.append((sample["mp4"], sample["json"], views))
+            if r == hi - 1:
+                break
+        tasks = pool.map(_views_task, samples) if pool else map(_views_task, samples)
+        out, chunk = [], []
+        for clips in tasks:
+            chunk.append(clips)
+            if len(chunk) * len(clips) >= batch_clips:
+                out.append(encode_views(model, np.stack(chunk), device, batch_clips))
+                chunk = []
+        if chunk:
+            out.append(encode_views(model, np.stack(chunk), device, batch_clips))
+        return np.concatenate(out)
+
+    try:
+        stats = write_features(data, name, split, keys, labels, int(model.feature_dim), compute, full, block,
+                               progress=bar.update)
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown()
+    return stats

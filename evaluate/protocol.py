@@ -1,0 +1,164 @@
+"""The evaluation protocol as a Python API: which backbone, which features, which metric.
+
+``rhovid eval`` (evaluate/cli.py) and the ablation runner (evaluate/ablation.py) both call
+these functions, so a number in ``ablation.md`` is exactly what ``rhovid eval`` prints.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from rhovid.evaluate.feature_store import Features, read_features
+from rhovid.evaluate.features import ViewConfig, extract_split
+from rhovid.evaluate.knn import knn_eval
+from rhovid.evaluate.linear import linear_eval
+from rhovid.evaluate.retrieval import retrieval_eval
+
+# evaluation name -> function(train_x, train_y, test_x, test_y, **options) -> results dict
+FEATURE_EVALUATIONS = {"linear": linear_eval, "knn": knn_eval, "retrieval": retrieval_eval}
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """A frozen backbone and the name its features are stored under."""
+
+    name: str
+    """Group in ``DATA/features.zarr`` (the run folder's name, or ``random-<arch>-seed<S>``)."""
+    model: nn.Module
+    """Backbone in eval mode: (N, C, T, H, W) -> (N, D)."""
+    attrs: dict
+    """Provenance stored with the features: run, step, config."""
+    views: ViewConfig
+    """Multi-view test settings (clip geometry from the run's config)."""
+    run_dir: Path | None
+    """The training run, None for a random-init backbone without a run."""
+
+
+def checkpoint_step(path: Path) -> int:
+    """``step-0000200.pt`` -> 200."""
+    m = re.match(r"step-(\d+)\.pt$", Path(path).name)
+    if not m:
+        raise ValueError(f"{path} is not named step-NNNNNNN.pt")
+    return int(m.group(1))
+
+
+def feature_source(
+    run: str | Path | None = None,
+    step: int | None = None,
+    random_init: bool = False,
+    arch: str | None = None,
+    seed: int = 0,
+    temporal: int = 2,
+    spatial: int = 3,
+    frames: int | None = None,
+    stride: int | None = None,
+    crop: int | None = None,
+) -> FeatureSource:
+    """The backbone to evaluate.
+
+    Args:
+        run: a ``rhovid train`` folder; its config gives the arch and clip geometry.
+        step: checkpoint step (None = latest).
+        random_init: the baseline: the same arch with random weights (seeded), no checkpoint.
+        arch: backbone for ``random_init`` without a run.
+        seed: init seed of the random backbone.
+        temporal, spatial: views per video (multi-view test).
+        frames, stride, crop: clip geometry; None = the run's (8, 8, 224 without a run).
+    """
+    import json
+
+    import torch
+
+    from rhovid.train.checkpoint import find_checkpoint, load_backbone
+    from rhovid.train.models import build_backbone
+
+    config: dict = {}
+    if run is not None:
+        run = Path(run)
+        cfg_path = run / "config.json"
+        if not cfg_path.exists():
+            raise FileNotFoundError(f"{run} is not a training run: {cfg_path} is missing")
+        config = json.loads(cfg_path.read_text())
+    elif not random_init:
+        raise ValueError("give --run RUN (a training run) or --random-init --arch ARCH")
+    data_cfg = config.get("data", {})
+    views = ViewConfig(
+        frames=frames or data_cfg.get("frames", 8),
+        stride=stride or data_cfg.get("stride", 8),
+        crop=crop or data_cfg.get("crop", 224),
+        temporal=temporal,
+        spatial=spatial,
+    )
+    if random_init:
+        arch = arch or config.get("arch")
+        if arch is None:
+            raise ValueError("--random-init without --run needs --arch")
+        torch.manual_seed(seed)
+        model = build_backbone(arch).eval()
+        return FeatureSource(f"random-{arch}-seed{seed}", model,
+                             {"run": "random-init", "step": None, "config": {"arch": arch, "seed": seed}}, views, run)
+    ckpt = find_checkpoint(run, step)
+    model, _ = load_backbone(run, checkpoint_step(ckpt))
+    attrs = {"run": str(run.resolve()), "step": checkpoint_step(ckpt),
+             "config": {"arch": config.get("arch"), "method": config.get("method")}}
+    return FeatureSource(run.name, model, attrs, views, run)
+
+
+def ensure_features(
+    data: str | Path,
+    src: FeatureSource,
+    splits: tuple[str, ...],
+    device: str = "cpu",
+    workers: int = 0,
+    batch_clips: int = 32,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Extract (or reuse) the features of ``splits``; logs what was computed vs reused."""
+    out = {}
+    for split in splits:
+        st = extract_split(data, split, src.model, src.name, src.views, src.attrs, device=device,
+                           batch_clips=batch_clips, workers=workers, progress=progress)
+        what = ("reused (stored)" if st.computed_rows == 0
+                else f"computed {st.computed_rows} videos" + (f", reused {st.reused_rows}" if st.reused_rows else ""))
+        log(f"features {src.name}/{split} [{src.views.views} views]: {what}")
+        out[split] = st
+    return out
+
+
+def labelled(f: Features) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with a label (>= 0): (x (N, D), y (N,))."""
+    keep = f.labels >= 0
+    return f.features[keep], f.labels[keep]
+
+
+def evaluate_stored(data: str | Path, name: str, evaluation: str, train_split: str = "train",
+                    test_split: str = "test", **options) -> dict:
+    """Run a feature evaluation on stored features; returns its results dict."""
+    if evaluation not in FEATURE_EVALUATIONS:
+        raise KeyError(f"unknown evaluation {evaluation!r}; known: {sorted(FEATURE_EVALUATIONS)}")
+    tr, te = read_features(data, name, train_split), read_features(data, name, test_split)
+    (xtr, ytr), (xte, yte) = labelled(tr), labelled(te)
+    if not len(ytr) or not len(yte):
+        raise ValueError(f"{data}: {evaluation} needs labelled videos in splits {train_split!r} and {test_split!r}")
+    res = FEATURE_EVALUATIONS[evaluation](xtr, ytr, xte, yte, **options)
+    return {**res, "train_split": train_split, "test_split": test_split, "views": tr.attrs["views"],
+            "step": tr.attrs.get("step")}
+
+
+def default_report_path(data: str | Path, src: FeatureSource, evaluation: str) -> Path:
+    """``RUN/eval/<evaluation>.json`` (``-random-init`` for the baseline), else ``DATA/eval/<name>/``."""
+    if src.run_dir is not None:
+        suffix = "-random-init" if src.attrs["run"] == "random-init" else ""
+        return src.run_dir / "eval" / f"{evaluation}{suffix}.json"
+    return Path(data) / "eval" / src.name / f"{evaluation}.json"
+
+
+def with_views(src: FeatureSource, **changes) -> FeatureSource:
+    """``src`` with view settings replaced."""
+    return replace(src, views=replace(src.views, **changes))

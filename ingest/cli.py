@@ -1,0 +1,80 @@
+"""``rhovid ingest SRC... --out DATA``: raw videos -> fragmented-MP4 WebDataset shards.
+
+SRC may be a folder tree ``SRC/<class>/<video>``, a Kinetics-style CSV
+(``label,youtube_id,time_start,time_end,split``; videos under ``--videos-root``), a list
+file (``.txt``/``.lst``/``.list``, one path per line, unlabelled) or a single video.
+Rerunning the same command resumes: sources already in finished shards are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from rhovid.ingest.pipeline import IngestConfig, ingest
+
+_D = IngestConfig()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = __doc__.split("\n\n")[0]
+    p.epilog = __doc__.split("\n\n", 1)[1].strip()
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("sources", nargs="+", metavar="SRC", help="folder tree, Kinetics CSV, list file or video")
+    p.add_argument("--out", required=True, metavar="DATA", help="output folder (shards/, index.json, failed.jsonl)")
+    p.add_argument("--fps", type=float, default=_D.fps, help="constant output frame rate (default %(default)s)")
+    p.add_argument("--short-side", type=int, default=_D.short_side,
+                   help="shorter output side in pixels (default %(default)s)")
+    p.add_argument("--gop", type=int, default=_D.gop,
+                   help="frames per GOP = per fragment (default %(default)s; see README for the measurement)")
+    p.add_argument("--shard-size", type=_size, default=_D.shard_size,
+                   help="close a shard at this many bytes; suffixes K/M/G (default 1G)")
+    p.add_argument("--shard-count", type=int, default=_D.shard_count,
+                   help="close a shard at this many samples (default: size only)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="local worker processes; 0 = inline (default: CPU count, %(default)s)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Dask distributed scheduler address, e.g. tcp://host:8786 (overrides --workers)")
+    p.add_argument("--keep-audio", action="store_true", help="keep the first audio track (AAC)")
+    p.add_argument("--split", default=_D.split,
+                   help="split for sources that name none: folders, list files (default %(default)s)")
+    p.add_argument("--videos-root", default=None, help="folder of the videos of a Kinetics CSV (default: its folder)")
+    p.add_argument("--min-frames", type=int, default=_D.min_frames,
+                   help="reject videos shorter than this many output frames (default %(default)s)")
+    p.add_argument("--max-pixels", type=int, default=_D.max_pixels,
+                   help="reject inputs with more pixels per frame (default 8192x4320)")
+    p.add_argument("--crf", type=int, default=_D.crf, help="x264 CRF (default %(default)s)")
+    p.add_argument("--preset", default=_D.preset, help="x264 preset (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds before one video's ffmpeg is killed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = IngestConfig(
+        fps=args.fps, short_side=args.short_side, gop=args.gop, shard_size=args.shard_size,
+        shard_count=args.shard_count, workers=args.workers, scheduler=args.scheduler,
+        keep_audio=args.keep_audio, progress=not args.no_progress, split=args.split,
+        videos_root=args.videos_root, min_frames=args.min_frames, max_pixels=args.max_pixels,
+        crf=args.crf, preset=args.preset, timeout_s=args.timeout,
+    )
+    report = ingest(args.sources, args.out, cfg)
+    print(report.summary())
+    if report.failures:
+        print(f"{report.failed} sources failed; reasons in {os.path.join(args.out, 'failed.jsonl')}:", file=sys.stderr)
+        for rec in report.failures[:10]:
+            print(f"  {rec['source']}: [{rec['stage']}] {rec['reason']}", file=sys.stderr)
+        if len(report.failures) > 10:
+            print(f"  ... and {len(report.failures) - 10} more", file=sys.stderr)
+    return 0
+
+
+def _size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 500M, 1G, 1048576)") from None

@@ -1,0 +1,249 @@
+"""``ingest()``: source specs -> per-video tasks on a pool/cluster -> shards written by this process.
+
+Resume rules (ingest/FORMAT.md): a rerun sweeps ``.tmp-`` leftovers (partial shards of a
+killed run), rebuilds the index from the finished shards, skips every source whose key is
+already in a finished shard, and retries the rest (including earlier failures). Killing the
+process at any moment therefore loses at most the open shards' samples, which the next run
+redoes; no sample is ever in two finished shards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rhovid.ingest.shards import (
+    ShardWriter,
+    index_entry,
+    iter_shard,
+    list_shards,
+    read_index_file,
+    shard_name,
+    shards_dir,
+    write_idx,
+    write_index,
+)
+from rhovid.ingest.sources import Source, assign_labels, expand_specs, sample_key
+from rhovid.ingest.transcode import TranscodeSettings
+from rhovid.ingest.worker import Task, run_task
+
+from rhovid.atomic import append_jsonl, atomic_write_text, read_jsonl, sweep_temporaries
+from rhovid.config import save_config, to_dict
+from rhovid.executor import map_unordered
+
+FAILED_FILE = "failed.jsonl"
+_SPLIT_RE = re.compile(r"[A-Za-z0-9_]+")
+CONFIG_FILE = "ingest.json"
+# Fields that change the bytes of a sample: a rerun into the same DATA must not change them.
+OUTPUT_FIELDS = ("fps", "short_side", "gop", "crf", "preset", "keep_audio")
+# The default GOP, chosen by measurement (README "Choosing the GOP"): 16 frames.
+DEFAULT_GOP = 16
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Settings of one ingest run."""
+
+    fps: float = 30.0
+    """Constant output frame rate."""
+    short_side: int = 256
+    """Shorter output side in pixels (even)."""
+    gop: int = DEFAULT_GOP
+    """Frames per GOP = per fragment (keyframe interval)."""
+    shard_size: int = 1 << 30
+    """Close a shard once it holds this many bytes."""
+    shard_count: int | None = None
+    """Close a shard once it holds this many samples (None = size only)."""
+    workers: int = 0
+    """0 = transcode inline; N = local process pool of N."""
+    scheduler: str | None = None
+    """Dask distributed scheduler address; overrides ``workers``."""
+    keep_audio: bool = False
+    """Keep the first audio track (AAC) instead of dropping audio."""
+    progress: bool = True
+    """Show a progress bar."""
+    split: str = "train"
+    """Split of sources that name none (folders, list files, CSV rows without split)."""
+    videos_root: str | None = None
+    """Where Kinetics CSV rows' videos live (default: the CSV's folder)."""
+    min_frames: int = 16
+    """Reject sources that yield fewer output frames (shorter than one clip)."""
+    max_pixels: int = 8192 * 4320
+    """Reject sources with more pixels per frame (8K)."""
+    min_coverage: float = 0.9
+    """Reject outputs shorter than this fraction of the probed duration (truncated input)."""
+    crf: int = 23
+    """x264 constant rate factor."""
+    preset: str = "veryfast"
+    """x264 preset."""
+    threads: int | None = None
+    """ffmpeg threads per video; None = 1 in a pool/cluster (it supplies parallelism), else auto."""
+    timeout_s: float | None = None
+    """Kill one video's ffmpeg after this many seconds (None = no limit)."""
+
+
+@dataclass
+class IngestReport:
+    """What one ``ingest()`` call did."""
+
+    ingested: int = 0
+    skipped: int = 0
+    failed: int = 0
+    shards: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    failures: list[dict] = field(default_factory=list)
+
+    def summary(self) -> str:
+        rate = self.ingested / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"ingested {self.ingested}, skipped {self.skipped} (already in shards), failed {self.failed}; "
+            f"{len(self.shards)} new shards; {self.input_bytes / 1e6:.1f} MB in -> "
+            f"{self.output_bytes / 1e6:.1f} MB out in {self.seconds:.1f} s ({rate:.2f} videos/s)"
+        )
+
+
+def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> IngestReport:
+    """Ingest ``sources`` into ``out`` (resumable; see the module docstring).
+
+    Args:
+        sources: folder trees, Kinetics CSV files, list files, video files and/or ``Source``s.
+        out: the DATA folder.
+        cfg: run settings.
+
+    Raises:
+        FileNotFoundError: a source spec does not exist.
+        ValueError: ``out`` was ingested with different output settings.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_config(out, cfg)
+    specs = expand_specs(sources, cfg.split, cfg.videos_root)
+    bad_splits = sorted({s.split for s in specs if not _SPLIT_RE.fullmatch(s.split)})
+    if bad_splits:
+        raise ValueError(f"split names {bad_splits} must be letters, digits or '_'")
+
+    sweep_temporaries(shards_dir(out))
+    sweep_temporaries(out)
+    doc = recover_index(out)
+    specs, labels = assign_labels(specs, doc["labels"])
+    samples = doc["samples"]
+    done = {e["key"] for e in samples}
+    todo = [s for s in specs if sample_key(s) not in done]
+    report = IngestReport(skipped=len(specs) - len(todo))
+    _reset_failures(out, {sample_key(s) for s in specs})
+    write_index(out, samples, labels)
+
+    threads = cfg.threads if cfg.threads is not None else (1 if cfg.workers > 0 or cfg.scheduler else 0)
+    settings = TranscodeSettings(
+        fps=cfg.fps, short_side=cfg.short_side, gop=cfg.gop, crf=cfg.crf, preset=cfg.preset,
+        keep_audio=cfg.keep_audio, threads=threads,
+    )
+    tasks = [
+        Task(s, sample_key(s), settings, cfg.min_frames, cfg.max_pixels, cfg.min_coverage, cfg.timeout_s)
+        for s in todo
+    ]
+    last_index_write = [time.monotonic()]
+
+    def on_finish(path: Path, metas: list[dict]) -> None:
+        samples.extend(index_entry(m, path.name) for m in metas)
+        report.shards.append(path.name)
+        if time.monotonic() - last_index_write[0] > 30:  # recover_index covers the gap after a kill
+            write_index(out, samples, labels)
+            last_index_write[0] = time.monotonic()
+
+    writers: dict[str, ShardWriter] = {}
+    results = map_unordered(
+        run_task, tasks, workers=cfg.workers, scheduler=cfg.scheduler, desc="ingest", unit="video",
+        nbytes=lambda v: v["source_bytes"], progress=cfg.progress,
+    )
+    try:
+        for res in results:
+            report.input_bytes += res.value["source_bytes"] if res.ok else 0
+            if res.ok and res.value["ok"]:
+                value = res.value
+                split = value["meta"]["split"]
+                if split not in writers:
+                    writers[split] = ShardWriter(out, split, cfg.shard_size, cfg.shard_count, on_finish)
+                writers[split].add(value["key"], value["mp4"], value["meta"])
+                report.ingested += 1
+                report.output_bytes += len(value["mp4"])
+            else:
+                record = _failure_record(res)
+                append_jsonl(out / FAILED_FILE, record)
+                report.failures.append(record)
+                report.failed += 1
+    except KeyboardInterrupt:
+        # Samples already added are complete: keep them (finish the open shards), then stop.
+        for w in writers.values():
+            w.close()
+        write_index(out, samples, labels)
+        raise
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    for w in writers.values():
+        w.close()
+    write_index(out, samples, labels)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def recover_index(out: Path) -> dict:
+    """index.json reconciled with the finished shards on disk.
+
+    Entries of shards that no longer exist are dropped; finished shards the index does not
+    list (a kill between rename and index write) are read back; missing ``.idx`` files are
+    rewritten.
+    """
+    doc = read_index_file(out)
+    shards = list_shards(out)
+    names = {p.name for p in shards}
+    samples = [e for e in doc["samples"] if e["shard"] in names]
+    listed = {e["shard"] for e in samples}
+    for path in shards:
+        if path.name not in listed:
+            samples.extend(index_entry(s["json"], path.name) for s in iter_shard(path))
+        if not path.with_suffix(".idx").exists():
+            write_idx(path)
+    samples.sort(key=lambda e: shard_name(e["shard"]))  # stable: keeps shard order within a shard
+    return {"labels": doc.get("labels", []), "samples": samples}
+
+
+def _check_config(out: Path, cfg: IngestConfig) -> None:
+    path = out / CONFIG_FILE
+    new = to_dict(cfg)
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in OUTPUT_FIELDS if k in old and old[k] != new[k]]
+        if diff:
+            raise ValueError(
+                f"{out} was ingested with different output settings ({'; '.join(diff)}); "
+                "rerun with the same settings or use a new --out"
+            )
+    save_config(cfg, path)
+
+
+def _reset_failures(out: Path, keys: set[str]) -> None:
+    """Drop failure records of sources this run handles (they are retried or already done)."""
+    path = out / FAILED_FILE
+    if not path.exists():
+        return
+    kept = [r for r in read_jsonl(path) if r.get("key") not in keys]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _failure_record(res) -> dict:
+    task: Task = res.task
+    if res.ok:  # the worker rejected the source
+        v = res.value
+        return {"source": v["source"], "key": v["key"], "stage": v["stage"], "reason": v["reason"]}
+    # the worker itself died or raised: a bug or a crash, not a verdict on the source
+    return {"source": task.source.path, "key": task.key, "stage": "worker",
+            "reason": f"{type(res.error).__name__}: {res.error}"}

@@ -1,0 +1,226 @@
+"""Write and read the shard set: ``DATA/shards/<split>-NNNNNN.tar`` (+ ``.idx``) and ``DATA/index.json``.
+
+This module is the one reader/writer of the on-disk format described in ingest/FORMAT.md;
+later stages import only the readers (``list_shards``, ``iter_shard``, ``read_index``,
+``shard_name``).
+
+Writes are atomic: a shard is written under a ``.tmp-`` name and renamed when complete, so
+a reader (or a rerun after SIGKILL) sees finished shards only. The DALI ``.idx`` is written
+by DALI's own ``wds2idx`` indexer after the rename.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rhovid.atomic import TMP_PREFIX, atomic_path, atomic_write_json
+
+SHARDS_DIR = "shards"
+INDEX_FILE = "index.json"
+FORMAT_VERSION = "rhovid-shards/1"
+_SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<num>\d{6})\.tar$")
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def shards_dir(data: str | os.PathLike) -> Path:
+    return Path(data) / SHARDS_DIR
+
+
+def list_shards(data: str | os.PathLike, split: str | None = None) -> list[Path]:
+    """Finished shards of ``DATA`` (optionally of one split), sorted by name."""
+    folder = shards_dir(data)
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in folder.iterdir():
+        m = _SHARD_RE.match(p.name)
+        if m and (split is None or m["split"] == split):
+            out.append(p)
+    return sorted(out)
+
+
+def shard_name(path: str | os.PathLike) -> str:
+    """``.../train-000003.tar`` -> ``train-000003`` (the box store's group name)."""
+    name = Path(path).name
+    return name[: -len(".tar")] if name.endswith(".tar") else name
+
+
+def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
+    """Samples of one shard in shard order: ``{"__key__": str, "mp4": bytes, "json": dict}``.
+
+    Members are grouped by key (the name up to the first '.'); ``json`` members are parsed,
+    others are returned as bytes under their extension.
+    """
+    sample: dict | None = None
+    with tarfile.open(path, mode="r:") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, ext = member.name.partition(".")
+            payload = tar.extractfile(member).read()
+            if sample is not None and sample["__key__"] != key:
+                yield sample
+                sample = None
+            if sample is None:
+                sample = {"__key__": key}
+            sample[ext] = json.loads(payload) if ext == "json" else payload
+    if sample is not None:
+        yield sample
+
+
+def read_index(data: str | os.PathLike) -> list[dict]:
+    """Entries of ``DATA/index.json``, one per sample (see ingest/FORMAT.md).
+
+    Raises:
+        FileNotFoundError: ``DATA`` has no index.json (not ingested yet).
+    """
+    path = Path(data) / INDEX_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `rhovid ingest SRC --out {data}` first")
+    return json.loads(path.read_text(encoding="utf-8"))["samples"]
+
+
+def read_index_file(data: str | os.PathLike) -> dict:
+    """The whole ``DATA/index.json`` document (samples, labels, format), or an empty one."""
+    path = Path(data) / INDEX_FILE
+    if not path.exists():
+        return {"format": FORMAT_VERSION, "labels": [], "samples": []}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+def index_entry(meta: dict, shard: str) -> dict:
+    """The index.json row of a sample (a subset of its json plus the shard file name)."""
+    return {
+        "key": meta["key"],
+        "shard": shard,
+        "split": meta["split"],
+        "label": meta["label"],
+        "label_name": meta["label_name"],
+        "num_frames": meta["num_frames"],
+        "fps": meta["fps"],
+        "duration_s": meta["duration_s"],
+        "width": meta["width"],
+        "height": meta["height"],
+        "source": meta["source"],
+    }
+
+
+def write_index(data: str | os.PathLike, samples: list[dict], labels: list[str]) -> None:
+    """Atomically (re)write ``DATA/index.json``; samples sorted by shard, then shard order."""
+    atomic_write_json(
+        Path(data) / INDEX_FILE,
+        {"format": FORMAT_VERSION, "labels": list(labels), "samples": samples},
+        indent=1,
+    )
+    os.chmod(Path(data) / INDEX_FILE, 0o644)
+
+
+def write_idx(tar_path: str | os.PathLike) -> Path:
+    """Write the DALI index ``<shard>.idx`` next to ``tar_path`` with DALI's ``wds2idx``."""
+    from wds2idx import IndexCreator  # ships with nvidia-dali; imported lazily (a script module)
+
+    tar_path = Path(tar_path)
+    idx_path = tar_path.with_suffix(".idx")
+    with atomic_path(idx_path) as tmp:
+        creator = IndexCreator(str(tar_path), str(tmp), verbose=False)
+        try:
+            creator.create_index()
+        finally:
+            creator.close()
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shards are shared read-only data
+    return idx_path
+
+
+def next_shard_number(data: str | os.PathLike, split: str) -> int:
+    """1 + the highest shard number of ``split`` already finished (0 when none)."""
+    nums = [int(_SHARD_RE.match(p.name)["num"]) for p in list_shards(data, split)]
+    return max(nums, default=-1) + 1
+
+
+class ShardWriter:
+    """Appends samples to ``<split>-NNNNNN.tar`` shards, cutting by size and count.
+
+    A shard is open under a ``.tmp-`` name until it reaches ``max_bytes`` or ``max_count``
+    (or ``close()``), then renamed and indexed; ``on_finish(path, metas)`` is called with
+    the finished shard and the json of its samples in order.
+    """
+
+    def __init__(self, data, split: str, max_bytes: int, max_count: int | None, on_finish):
+        if not re.fullmatch(r"[A-Za-z0-9_]+", split):
+            raise ValueError(f"split name {split!r} must be letters, digits or '_'")
+        self.folder = shards_dir(data)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.data = data
+        self.split = split
+        self.max_bytes = max_bytes
+        self.max_count = max_count
+        self.on_finish = on_finish
+        self._number = next_shard_number(data, split)
+        self._tar: tarfile.TarFile | None = None
+        self._file = None
+        self._tmp: Path | None = None
+        self._metas: list[dict] = []
+
+    def add(self, key: str, mp4: bytes, meta: dict) -> None:
+        """Append one sample (``<key>.json`` then ``<key>.mp4``)."""
+        if "." in key or "/" in key:
+            raise ValueError(f"sample key {key!r} must not contain '.' or '/'")
+        if self._tar is None:
+            self._open()
+        payload = json.dumps(meta, sort_keys=False).encode("utf-8")
+        self._add_member(f"{key}.json", payload)
+        self._add_member(f"{key}.mp4", mp4)
+        self._metas.append(meta)
+        full = self._file.tell() >= self.max_bytes
+        if full or (self.max_count is not None and len(self._metas) >= self.max_count):
+            self.close()
+
+    def close(self) -> Path | None:
+        """Finish the open shard (if any): close, fsync, rename, write the ``.idx``."""
+        if self._tar is None:
+            return None
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final = self.folder / f"{self.split}-{self._number:06d}.tar"
+        os.replace(self._tmp, final)
+        write_idx(final)
+        metas, self._metas = self._metas, []
+        self._tar = self._file = self._tmp = None
+        self._number += 1
+        self.on_finish(final, metas)
+        return final
+
+    def abort(self) -> None:
+        """Drop the open shard (its samples will be redone by the next run)."""
+        if self._tar is not None:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+            self._tar = self._file = self._tmp = None
+            self._metas = []
+
+    def _open(self) -> None:
+        name = f"{self.split}-{self._number:06d}.tar"
+        self._tmp = self.folder / f"{TMP_PREFIX}{name}.{os.getpid()}"
+        self._file = open(self._tmp, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w:", format=tarfile.USTAR_FORMAT)
+
+    def _add_member(self, name: str, payload: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(payload)
+        info.mode = 0o644
+        info.mtime = int(time.time())
+        self._tar.addfile(info, io.BytesIO(payload))

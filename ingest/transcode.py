@@ -1,0 +1,165 @@
+"""Transcode one source into fragmented MP4 with ffmpeg (argv built by ffmpeg-python).
+
+The output is what DESIGN.md decision 1 requires: H.264 8-bit 4:2:0, constant frame rate,
+short side scaled to ``short_side`` (even dimensions), rotation applied, audio dropped
+unless asked for, a keyframe exactly every ``gop`` frames (no scene-cut keyframes, closed
+GOPs) and one ``moof``/``mdat`` fragment per GOP, so every fragment starts with an IDR
+frame and ``init + fragment_k`` decodes on its own.
+
+ffmpeg never sees a shell: ffmpeg-python compiles an argv list, and inputs are passed as
+``file:/absolute/path`` URLs (see ``probe.ffmpeg_url``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+import ffmpeg
+from rhovid.ingest.probe import Probe, ffmpeg_url
+
+from rhovid.ffmpeg import ffmpeg_exe
+
+# Fragment at each keyframe; empty moov so the init segment is just ftyp+moov; tfdt/base in
+# moof so a fragment does not depend on bytes before it; no trailing mfra index.
+MOVFLAGS = "+frag_keyframe+empty_moov+default_base_moof+skip_trailer"
+
+
+class TranscodeError(Exception):
+    """ffmpeg failed on this source; the message carries ffmpeg's last error lines."""
+
+
+@dataclass(frozen=True)
+class TranscodeSettings:
+    """Output encoding parameters (the fields that change the bytes written)."""
+
+    fps: float = 30.0
+    """Constant output frame rate."""
+    short_side: int = 256
+    """Length of the shorter output side in pixels (aspect kept, both sides even)."""
+    gop: int = 16
+    """Frames per GOP = per fragment; every fragment starts with an IDR frame."""
+    crf: int = 23
+    """x264 constant rate factor (lower = better quality, larger files)."""
+    preset: str = "veryfast"
+    """x264 speed preset."""
+    keep_audio: bool = False
+    """Keep the first audio stream (re-encoded to AAC) instead of dropping it."""
+    threads: int = 0
+    """ffmpeg threads per transcode; 0 = ffmpeg's choice (all cores)."""
+
+
+def output_size(display_w: int, display_h: int, short_side: int) -> tuple[int, int]:
+    """Output ``(width, height)``: shorter side = ``short_side``, aspect kept, both even."""
+    if short_side < 2:
+        raise ValueError(f"short_side must be >= 2, got {short_side}")
+    short_side += short_side % 2
+    if display_w <= display_h:
+        return short_side, _even(display_h * short_side / display_w)
+    return _even(display_w * short_side / display_h), short_side
+
+
+def _even(x: float) -> int:
+    return max(2, 2 * round(x / 2))
+
+
+def ffmpeg_args(
+    src: str,
+    probe: Probe,
+    settings: TranscodeSettings,
+    trim: tuple[float, float] | None = None,
+    output: str = "pipe:1",
+) -> list[str]:
+    """The full ffmpeg argv (binary first) that transcodes ``src`` to fMP4 at ``output``.
+
+    Args:
+        src: source path (any name: it is passed as a ``file:`` URL).
+        probe: the source's probe (display size decides the output size; audio presence).
+        settings: output encoding parameters.
+        trim: ``(start_s, end_s)`` to cut from the source, or None for all of it.
+        output: ``pipe:1`` (bytes on stdout) or a file URL.
+    """
+    width, height = output_size(*probe.display_size, settings.short_side)
+    in_kwargs = {}
+    if trim is not None:
+        start, end = trim
+        # -ss before -i seeks to the keyframe before `start` and decodes up to it: exact.
+        in_kwargs = {"ss": f"{max(0.0, start):.6f}", "t": f"{max(0.0, end - start):.6f}"}
+    inp = ffmpeg.input(ffmpeg_url(src), **in_kwargs)
+    # ffmpeg auto-rotates (display matrix) before this chain, so width/height are post-rotation.
+    video = (
+        inp["v:0"]
+        .filter("fps", fps=_fps_str(settings.fps))
+        # out_range=tv: full-range inputs (MJPEG, phone videos) become limited-range like the rest
+        .filter("scale", width, height, out_range="tv")
+        .filter("setsar", "1")
+        .filter("format", "yuv420p")
+    )
+    streams = [video]
+    out_kwargs = {
+        "c:v": "libx264",
+        "preset": settings.preset,
+        "crf": settings.crf,
+        "pix_fmt": "yuv420p",
+        "profile:v": "high",
+        # Fixed GOP: keyframes only every `gop` frames (no scene cuts), closed GOPs, so a
+        # fragment never references frames of another one.
+        "g": settings.gop,
+        "keyint_min": settings.gop,
+        "sc_threshold": 0,
+        "x264-params": f"keyint={settings.gop}:min-keyint={settings.gop}:scenecut=0:open-gop=0",
+        "threads": settings.threads,
+        "movflags": MOVFLAGS,
+        "map_metadata": -1,
+        "map_chapters": -1,
+        "f": "mp4",
+    }
+    if settings.keep_audio and probe.has_audio:
+        streams.append(inp["a:0"])
+        out_kwargs.update({"c:a": "aac", "b:a": "128k", "ac": 2})
+    else:
+        out_kwargs["an"] = None
+    out_kwargs.update({"sn": None, "dn": None})
+    stream = ffmpeg.output(*streams, output, **out_kwargs)
+    args = ffmpeg.compile(stream, cmd=ffmpeg_exe(), overwrite_output=True)
+    # Quiet, never read stdin (a worker has none); errors still reach stderr.
+    return [args[0], "-nostdin", "-hide_banner", "-loglevel", "error", *args[1:]]
+
+
+def run_ffmpeg(args: list[str], timeout_s: float | None = None) -> bytes:
+    """Run an ffmpeg argv list and return its stdout.
+
+    Raises:
+        TranscodeError: non-zero exit (message = ffmpeg's last stderr lines) or timeout.
+    """
+    try:
+        proc = subprocess.run(args, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise TranscodeError(f"ffmpeg timed out after {timeout_s:.0f} s") from None
+    if proc.returncode != 0:
+        raise TranscodeError(f"ffmpeg exit {proc.returncode}: {_tail(proc.stderr)}")
+    return proc.stdout
+
+
+def transcode(
+    src: str,
+    probe: Probe,
+    settings: TranscodeSettings,
+    trim: tuple[float, float] | None = None,
+    timeout_s: float | None = None,
+) -> bytes:
+    """Transcode ``src`` and return the fragmented-MP4 bytes (see ``ffmpeg_args``)."""
+    return run_ffmpeg(ffmpeg_args(src, probe, settings, trim), timeout_s)
+
+
+def _fps_str(fps: float) -> str:
+    # 29.97 and friends as exact rationals, so the CFR grid does not drift over long videos.
+    for num, den in ((30000, 1001), (24000, 1001), (60000, 1001)):
+        if abs(fps - num / den) < 1e-3:
+            return f"{num}/{den}"
+    return f"{fps:g}"
+
+
+def _tail(stderr: bytes, lines: int = 3) -> str:
+    text = stderr.decode("utf-8", "replace").strip().splitlines()
+    return " | ".join(line.strip() for line in text[-lines:]) or "no error message"

@@ -1,0 +1,123 @@
+"""``rhovid boxes``: compute, list and show region-box priors in DATA/boxes.zarr.
+
+  rhovid boxes DATA --method slic [--param region_size=32 ...] [--box-fps 2] [--max-boxes 16]
+  rhovid boxes DATA --list
+  rhovid boxes DATA --show KEY --set NAME -o sheet.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rhovid.store.priors import METHODS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", type=Path, help="dataset folder (DATA/shards/*.tar)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--method", choices=list(METHODS), help="box prior to compute")
+    what.add_argument("--list", action="store_true", help="table of the box sets in DATA/boxes.zarr")
+    what.add_argument("--show", metavar="KEY", help="contact sheet of video KEY's frames with boxes (needs --set, -o)")
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="K=V", help="method parameter (repeatable); see store/FORMAT.md"
+    )
+    parser.add_argument("--box-fps", type=float, default=2.0, help="stored frames per second of video (default 2)")
+    parser.add_argument("--max-boxes", type=int, default=16, help="boxes kept per frame, K (default 16)")
+    parser.add_argument("--name", help="alias for the box set (e.g. the name the ablation uses)")
+    parser.add_argument("--split", help="only this split's shards (default: all)")
+    parser.add_argument("--workers", type=int, default=0, help="local worker processes (0 = inline)")
+    parser.add_argument("--scheduler", help="Dask scheduler address (tcp://host:port); overrides --workers")
+    parser.add_argument("--set", dest="set_name", help="--show: box set name or alias")
+    parser.add_argument("-o", "--out", type=Path, help="--show: output PNG")
+    parser.add_argument("--frames", type=int, default=16, help="--show: at most this many frames (default 16)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        print(format_table(list_rows(args.data)))
+        return 0
+    if args.show:
+        if not args.set_name or not args.out:
+            raise ValueError("--show KEY needs --set NAME and -o OUT.png")
+        from rhovid.store.show import contact_sheet
+
+        n = contact_sheet(args.data, args.show, args.set_name, args.out, max_frames=args.frames)
+        print(f"wrote {args.out} ({n} frames of {args.show}, box set {args.set_name})")
+        return 0
+    return _compute(args)
+
+
+def _compute(args: argparse.Namespace) -> int:
+    from rhovid.store.boxsets import parse_param_args
+    from rhovid.store.compute import compute_box_set
+
+    try:
+        report = compute_box_set(
+            args.data,
+            args.method,
+            parse_param_args(args.param),
+            box_fps=args.box_fps,
+            max_boxes=args.max_boxes,
+            name=args.name,
+            split=args.split,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            progress=not args.no_progress,
+        )
+    except ImportError as e:  # the prior cannot run on this machine: say where it does
+        print(f"rhovid boxes: error: {e}", file=sys.stderr)
+        return 1
+    alias = f" (alias {args.name})" if args.name else ""
+    if report.noop:
+        print(f"box set {report.set_name}{alias} already complete for {len(report.skipped)}/{report.shards_total} "
+              "shards; nothing to compute")
+        return 0
+    rate = report.frames / report.seconds if report.seconds else 0.0
+    print(f"box set {report.set_name}{alias}: computed {len(report.computed)} shards ({report.videos} videos, "
+          f"{report.frames} frames, {rate:.1f} frames/s), {len(report.skipped)} already complete")
+    for shard, err in report.failed:
+        print(f"  failed {shard}: {err}", file=sys.stderr)
+    if report.failed:
+        print(f"{len(report.failed)} shards failed; rerun the same command to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def list_rows(data: Path) -> list[dict]:
+    """One row per box set: name, method, params, shards done/total, mean boxes, mean box area."""
+    from rhovid.ingest.shards import list_shards
+    from rhovid.store.zarr_store import BoxStore
+
+    store = BoxStore(data)
+    total = len(list_shards(data))
+    rows = []
+    for s in store.list_sets():
+        n_rows = n_boxes = 0
+        area = 0.0
+        for shard in s["shards_done"]:
+            st = store.attrs(shard, s["name"])["stats"]
+            n_rows, n_boxes, area = n_rows + st["rows"], n_boxes + st["boxes"], area + st["area_fraction_sum"]
+        params = ",".join(f"{k}={v}" for k, v in s["params_hashed"].items())
+        rows.append({
+            "set": s["name"] + (f" ({', '.join(s['aliases'])})" if s["aliases"] else ""),
+            "method": s["method"],
+            "params": f"{params} box_fps={s['box_fps']:g} K={s['max_boxes']}",
+            "shards": f"{len(s['shards_done'])}/{total}",
+            "boxes/frame": f"{n_boxes / n_rows:.1f}" if n_rows else "-",
+            "box area": f"{area / n_boxes:.3f}" if n_boxes else "-",
+        })
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain fixed-width table (no dependency); 'no box sets' when empty."""
+    if not rows:
+        return "no box sets (compute one with `rhovid boxes DATA --method slic`)"
+    cols = list(rows[0])
+    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(width[c]) for c in cols), "  ".join("-" * width[c] for c in cols)]
+    lines += ["  ".join(str(r[c]).ljust(width[c]) for c in cols) for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,243 @@
+"""Compute a box set over a dataset's shards: one task per shard on the shared executor.
+
+The driver names the set, registers it, skips shards whose group is complete and hands the
+rest to ``rhovid.executor.map_unordered`` (local process pool or Dask, DESIGN.md decision
+6). A worker reads its shard's samples, decodes the frames at ``--box-fps``, runs the prior,
+post-processes, and writes the shard's group in one go, ``complete`` last; so an interrupted
+run leaves partial groups that the rerun recomputes, and complete groups are never rewritten.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rhovid.store.boxsets import (
+    box_set_name,
+    code_version,
+    make_params,
+    method_entry,
+    params_dict,
+    register_set,
+)
+from rhovid.store.regions import SelectParams, select_boxes
+from rhovid.store.zarr_store import ShardRows, ensure_root, group_status, write_shard_set
+
+from rhovid.executor import map_unordered
+
+
+def box_frame_indices(num_frames: int, fps: float, box_fps: float) -> np.ndarray:
+    """Frame indices ``round(i * fps / box_fps)`` for i = 0, 1, ... inside the video (round half up)."""
+    if num_frames <= 0:
+        return np.zeros(0, np.int64)
+    step = fps / box_fps
+    n = int(np.floor((num_frames - 1) / step + 0.5)) + 1
+    idx = np.floor(np.arange(n) * step + 0.5).astype(np.int64)
+    return np.unique(idx[idx < num_frames])
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything a worker needs for one shard (picklable for process pools and Dask)."""
+
+    shard_path: str
+    shard: str
+    root: str
+    set_name: str
+    method: str
+    params: SelectParams
+    box_fps: float
+    max_boxes: int
+    attrs: dict = field(default_factory=dict)
+    crash: bool = False
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    shard: str
+    videos: int
+    frames: int
+    seconds: float
+
+
+def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max_boxes: int):
+    """Boxes for every sample of a shard.
+
+    Args:
+        samples: iterable of ``{"__key__", "mp4", "json"}`` (``rhovid.ingest.shards.iter_shard``).
+        method, params: the prior.
+        box_fps: rate of stored frames per video second.
+        max_boxes: K.
+
+    Returns:
+        (ShardRows, keys, frame_sizes [[W, H], ...], frames processed).
+    """
+    from rhovid.ingest.decode import decode_rgb
+    from rhovid.store.priors.motion import decode_motion_vectors
+
+    _, fn = method_entry(method)
+    extra_names = params.extra_inputs()
+    gap = getattr(params, "gap", 1)
+    boxes, scores, counts, frames, offsets, keys, sizes = [], [], [], [], [0], [], []
+    for sample in samples:
+        meta, key = sample["json"], sample["__key__"]
+        idx = box_frame_indices(int(meta["num_frames"]), float(meta["fps"]), box_fps)
+        need = np.union1d(idx, np.maximum(idx - gap, 0)) if "previous" in extra_names else idx
+        decoded = decode_rgb(sample["mp4"], need) if len(need) else np.zeros((0, 1, 1, 3), np.uint8)
+        pos = np.searchsorted(need, idx)
+        rgb = decoded[pos]
+        extra = {}
+        if "previous" in extra_names:
+            extra["previous"] = decoded[np.searchsorted(need, np.maximum(idx - gap, 0))]
+        if "vectors" in extra_names:
+            extra["vectors"] = decode_motion_vectors(sample["mp4"], idx)
+        h, w = (decoded.shape[1], decoded.shape[2]) if len(idx) else (int(meta["height"]), int(meta["width"]))
+        for cand, cand_scores in fn(rgb, params, **extra) if len(idx) else []:
+            b, s = select_boxes(cand, w, h, max_boxes, params.min_size, params.max_area, cand_scores)
+            row = np.zeros((max_boxes, 4), np.float32)
+            row[: len(b)] = b
+            boxes.append(row)
+            srow = np.zeros(max_boxes, np.float32)
+            if s is not None:
+                srow[: len(s)] = s
+            scores.append(srow)
+            counts.append(len(b))
+        frames.extend(idx.tolist())
+        offsets.append(len(frames))
+        keys.append(key)
+        sizes.append([int(w), int(h)])
+    rows = ShardRows(
+        boxes=np.asarray(boxes, np.float32).reshape(-1, max_boxes, 4),
+        count=np.asarray(counts, np.int32),
+        frame=np.asarray(frames, np.int32),
+        video_offsets=np.asarray(offsets, np.int64),
+        score=np.asarray(scores, np.float32).reshape(-1, max_boxes) if params.scored else None,
+    )
+    return rows, keys, sizes, len(frames)
+
+
+def compute_shard(task: ShardTask) -> ShardResult:
+    """Worker: compute and write one shard's group (no-op if another run completed it)."""
+    from rhovid.ingest.shards import iter_shard
+
+    t0 = time.perf_counter()
+    root = Path(task.root)
+    if group_status(root, task.shard, task.set_name) == "complete":
+        return ShardResult(task.shard, 0, 0, 0.0)
+    rows, keys, sizes, n = compute_rows(
+        iter_shard(task.shard_path), task.method, task.params, task.box_fps, task.max_boxes
+    )
+    area = (rows.boxes[..., 2] - rows.boxes[..., 0]) * (rows.boxes[..., 3] - rows.boxes[..., 1])
+    frame_area = np.repeat([w * h for w, h in sizes], np.diff(rows.video_offsets)).astype(np.float64)
+    stats = {
+        "rows": int(len(rows.count)),
+        "boxes": int(rows.count.sum()),
+        "area_fraction_sum": float((area.sum(1) / np.maximum(frame_area, 1.0)).sum()),
+    }
+    attrs = {**task.attrs, "shard": task.shard, "keys": keys, "frame_sizes": sizes, "stats": stats}
+    write_shard_set(root, task.shard, task.set_name, rows, attrs, crash_before_complete=task.crash)
+    return ShardResult(task.shard, len(keys), n, time.perf_counter() - t0)
+
+
+@dataclass
+class ComputeReport:
+    """What one ``compute_box_set`` call did."""
+
+    set_name: str
+    method: str
+    shards_total: int
+    skipped: list[str] = field(default_factory=list)
+    """Shards whose group was already complete (not recomputed)."""
+    computed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    """(shard, error message) for shards that raised; rerun to retry them."""
+    frames: int = 0
+    """Frames processed by this call: the work counter (0 for a no-op)."""
+    videos: int = 0
+    seconds: float = 0.0
+
+    @property
+    def noop(self) -> bool:
+        return not self.computed and not self.failed
+
+
+def compute_box_set(
+    data: str | Path,
+    method: str,
+    params: dict | None = None,
+    *,
+    box_fps: float = 2.0,
+    max_boxes: int = 16,
+    name: str | None = None,
+    split: str | None = None,
+    workers: int = 0,
+    scheduler: str | None = None,
+    progress: bool = True,
+    crash_in: tuple[str, ...] = (),
+) -> ComputeReport:
+    """Compute (or finish) box set ``method(params)`` for every shard of DATA.
+
+    Args:
+        data: the dataset folder (DATA/shards/*.tar).
+        method: a key of ``rhovid.store.priors.METHODS``.
+        params: overrides of the method's params (values may be ``--param`` strings).
+        box_fps: stored frames per second of video.
+        max_boxes: K, boxes kept per frame.
+        name: optional alias for the set.
+        split: only this split's shards (default: all).
+        workers, scheduler: executor (0 = inline, N = process pool, scheduler = Dask).
+        progress: show a progress bar.
+        crash_in: test hook: shard names whose worker raises ``SimulatedCrash`` after writing
+            its arrays but before marking the group complete.
+
+    Raises:
+        ValueError: bad method/params/box_fps/max_boxes; FileNotFoundError: no shards;
+        ImportError: the prior cannot run here (e.g. torchvision not importable).
+    """
+    from rhovid.ingest.shards import list_shards, shard_name
+
+    p = make_params(method, params)
+    if not box_fps > 0:
+        raise ValueError(f"--box-fps must be > 0, got {box_fps}")
+    if max_boxes < 1:
+        raise ValueError(f"--max-boxes must be >= 1, got {max_boxes}")
+    shards = list_shards(data, split)
+    if not shards:
+        raise FileNotFoundError(f"{data}: no shards{f' of split {split!r}' if split else ''} under {data}/shards")
+    set_name = box_set_name(method, p, box_fps, max_boxes)
+    root = ensure_root(data)
+    entry = {
+        "method": method,
+        "params": params_dict(p),
+        "params_hashed": params_dict(p, hashed_only=True),
+        "box_fps": float(box_fps),
+        "max_boxes": int(max_boxes),
+        "code_version": code_version(method),
+    }
+    register_set(root, set_name, entry, alias=name)
+    report = ComputeReport(set_name, method, len(shards))
+    todo = []
+    for path in shards:
+        shard = shard_name(path)
+        if group_status(root, shard, set_name) == "complete":
+            report.skipped.append(shard)
+        else:
+            task = ShardTask(str(path), shard, str(root), set_name, method, p, float(box_fps), int(max_boxes),
+                             {**entry, "set": set_name}, shard in crash_in)
+            todo.append(task)
+    if not todo:
+        return report
+    p.check_runtime()  # only when there is work: listing/no-op requests run anywhere
+    t0 = time.perf_counter()
+    for res in map_unordered(compute_shard, todo, workers=workers, scheduler=scheduler,
+                             desc=f"boxes {set_name}", unit="shard", progress=progress):
+        if res.ok:
+            report.computed.append(res.task.shard)
+            report.frames += res.value.frames
+            report.videos += res.value.videos
+        else:
+            report.failed.append((res.task.shard, f"{type(res.error).__name__}: {res.error}"))
+    report.seconds = time.perf_counter() - t0
+    return report

@@ -1,0 +1,75 @@
+"""``rhovid boxes DATA --show KEY --set NAME -o F.png``: a contact sheet of one video's boxes.
+
+People check box priors by looking at them: each tile is a stored frame with its boxes
+drawn (brighter = larger / higher-scoring, the order they are stored in) and the frame index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rhovid.atomic import atomic_write_bytes
+
+COLUMNS = 4
+
+
+def contact_sheet(data: str | Path, key: str, set_name: str, out: str | Path, max_frames: int = 16) -> int:
+    """Draw video ``key``'s stored boxes on its frames and write a PNG grid.
+
+    Args:
+        data: dataset folder.
+        key: sample key.
+        set_name: box set name, alias or method name.
+        out: output .png path (written atomically).
+        max_frames: at most this many evenly spaced stored frames.
+
+    Returns:
+        The number of frames drawn.
+
+    Raises:
+        KeyError: unknown key or set; shard without the set (names the command).
+    """
+    import cv2
+
+    from rhovid.ingest.decode import decode_rgb
+    from rhovid.ingest.shards import iter_shard, list_shards, read_index
+    from rhovid.store.zarr_store import BoxStore
+
+    entry = next((e for e in read_index(data) if e["key"] == key), None)
+    if entry is None:
+        raise KeyError(f"video key {key!r} is not in {data}/index.json")
+    shard = Path(entry["shard"]).name.removesuffix(".tar")
+    boxes = BoxStore(data).load(shard, set_name)
+    stored = boxes.stored_frames(key)
+    pick = np.unique(np.linspace(0, len(stored) - 1, min(max_frames, len(stored))).round().astype(int))
+    path = next(p for p in list_shards(data) if p.name == f"{shard}.tar")
+    mp4 = next(s["mp4"] for s in iter_shard(path) if s["__key__"] == key)
+    frames = decode_rgb(mp4, stored[pick])
+    b, count, _ = boxes.lookup(key, stored[pick])
+    tiles = [_draw(cv2, f, b[i, : count[i]], int(stored[pick][i])) for i, f in enumerate(frames)]
+    h, w = tiles[0].shape[:2]
+    rows = -(-len(tiles) // COLUMNS)
+    sheet = np.full((rows * h, min(COLUMNS, len(tiles)) * w, 3), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, COLUMNS)
+        sheet[r * h : (r + 1) * h, c * w : (c + 1) * w] = t
+    ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"{out}: PNG encoding failed")
+    atomic_write_bytes(out, png.tobytes())
+    return len(tiles)
+
+
+def _draw(cv2, frame: np.ndarray, boxes: np.ndarray, index: int) -> np.ndarray:
+    """Frame (H, W, 3) RGB upscaled to >= 240 px tall, boxes in a colour ramp, 1-px border."""
+    scale = max(1, round(240 / frame.shape[0]))
+    img = np.ascontiguousarray(cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST))
+    for j, (x0, y0, x1, y1) in enumerate(boxes):
+        t = j / max(1, len(boxes) - 1)
+        colour = (255, int(255 * (1 - t)), int(64 + 128 * t))
+        cv2.rectangle(img, (int(x0 * scale), int(y0 * scale)), (int(x1 * scale) - 1, int(y1 * scale) - 1), colour, 1)
+    cv2.putText(img, f"f{index} n={len(boxes)}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
+    img[0, :] = img[-1, :] = img[:, 0] = img[:, -1] = 255
+    return img

@@ -1,0 +1,30 @@
+import subprocess
+import sys
+
+import pytest
+
+from rhovid.cli import COMMANDS, main
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_subcommand_has_help(command):
+    cmd = [sys.executable, "-m", "rhovid.cli", command, "--help"]
+    if command == "bench":
+        cmd = [sys.executable, "-m", "rhovid.cli", "bench", "--help"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out

@@ -1,0 +1,230 @@
+"""rhovid.ingest.synth: real ffmpeg encodes, decoded back with PyAV."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from rhovid.ingest.synth import VARIANTS, SynthConfig, frame_times, synthesize, video_names
+from rhovid.ingest.synth_scene import Scene, class_spec
+
+from rhovid.cli import main as cli_main
+
+
+def decode(path: Path, step: int = 1) -> np.ndarray:
+    """All (or every ``step``-th) frames as (N, H, W, 3) uint8 RGB."""
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(video=0)) if i % step == 0])
+
+
+def probe(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = list(c.decode(s))
+        return {
+            "codec": s.codec_context.name,
+            "pix_fmt": s.codec_context.pix_fmt,
+            "size": (frames[0].width, frames[0].height),
+            "frames": len(frames),
+            "times": np.array([float(f.pts * f.time_base) for f in frames]),
+            "rotation": frames[0].rotation,
+            "rate": s.average_rate,
+        }
+
+
+def test_tree_layout_and_decode(tiny_src):
+    """conftest's tiny_src: 3 classes x 2 videos, 4 s, 160x120 @ 30 -> H.264 4:2:0, exact frame count."""
+    classes = sorted(p.name for p in tiny_src.iterdir())
+    assert classes == [class_spec(k).name for k in range(3)] == ["c00_disk_drift", "c01_square_orbit",
+                                                                  "c02_triangle_bounce"]
+    for name in classes:
+        files = sorted(p.name for p in (tiny_src / name).iterdir())
+        assert files == [f"{name}_0000.mp4", f"{name}_0001.mp4"]
+        info = probe(tiny_src / name / files[0])
+        assert (info["codec"], info["pix_fmt"], info["size"], info["frames"]) == ("h264", "yuv420p", (160, 120), 120)
+        assert info["rate"] == 30
+        assert np.allclose(np.diff(info["times"]), 1 / 30, atol=1e-3)
+    assert not list(tiny_src.rglob(".tmp-*"))  # atomic writes leave no temporaries
+
+
+def test_same_seed_same_frames_different_seed_different(tmp_path):
+    cfg = SynthConfig(classes=2, per_class=1, seconds=1.0, width=96, height=72, fps=25, seed=3)
+    a = synthesize(tmp_path / "a", cfg)
+    b = synthesize(tmp_path / "b", SynthConfig(**{**cfg.__dict__, "workers": 2}))  # process-pool path
+    c = synthesize(tmp_path / "c", SynthConfig(**{**cfg.__dict__, "seed": 4}))
+    assert [p.relative_to(tmp_path / "a") for p in a] == [p.relative_to(tmp_path / "b") for p in b]
+    for pa, pb, pc in zip(a, b, c):
+        fa, fb, fc = decode(pa), decode(pb), decode(pc)
+        assert fa.shape == (25, 72, 96, 3)
+        assert np.array_equal(fa, fb)
+        assert np.abs(fa.astype(int) - fc.astype(int)).mean() > 10  # different backgrounds/objects
+
+
+def test_render_is_a_pure_function_of_time():
+    """Chunking cannot change content (minutes-long videos render in CHUNK-frame batches)."""
+    scene = Scene(class_spec(1), seed=0, index=0, width=160, height=120)
+    t = frame_times(70, 30.0)
+    whole = scene.render(t)
+    parts = np.concatenate([scene.render(t[:7]), scene.render(t[7:50]), scene.render(t[50:])])
+    assert whole.shape == (70, 120, 160, 3) and whole.dtype == np.uint8
+    assert np.array_equal(whole, parts)
+    assert np.abs(np.diff(whole.astype(np.int16), axis=0)).mean() > 1  # it moves
+    late = scene.render(np.array([600.0]))  # ten minutes in: still objects on a textured background
+    assert late.std() > 10
+
+
+def test_rerun_keeps_matching_files_and_replaces_stale_ones(tmp_path):
+    cfg = SynthConfig(classes=1, per_class=2, seconds=0.5, width=64, height=48)
+    first = synthesize(tmp_path, cfg)
+    stamps = [p.stat().st_mtime_ns for p in first]
+    assert synthesize(tmp_path, cfg) == first
+    assert [p.stat().st_mtime_ns for p in first] == stamps  # nothing re-encoded
+    first[0].write_bytes(b"not a video")  # e.g. clobbered by hand
+    synthesize(tmp_path, SynthConfig(**{**cfg.__dict__, "per_class": 3}))
+    assert probe(first[0])["frames"] == 15
+    assert first[1].stat().st_mtime_ns == stamps[1]
+    synthesize(tmp_path, SynthConfig(**{**cfg.__dict__, "fps": 20}))  # different content -> rewritten
+    assert probe(first[1])["frames"] == 10
+
+
+@pytest.fixture(scope="module")
+def variant_files(tmp_path_factory):
+    out = tmp_path_factory.mktemp("variants")
+    cfg = SynthConfig(classes=1, per_class=1, seconds=1.0, width=96, height=72, fps=30, variants=tuple(VARIANTS))
+    paths = synthesize(out, cfg)
+    return {p.stem.removeprefix("c00_disk_drift_0000").lstrip("_"): p for p in paths}
+
+
+def test_variant_names(variant_files):
+    assert set(variant_files) == {"", *VARIANTS}
+    assert variant_files[""].name == "c00_disk_drift_0000.mp4"
+    assert variant_files["vfr"].name == "c00_disk_drift_0000_vfr.mp4"
+    assert {p.parent for p in variant_files.values()} == {variant_files[""].parent}
+
+
+@pytest.mark.parametrize(
+    "variant, codec, pix_fmt, size",
+    [
+        ("10bit", "h264", "yuv420p10le", (96, 72)),
+        ("422", "h264", "yuv422p", (96, 72)),
+        ("444", "h264", "yuv444p", (96, 72)),
+        ("odd", "mpeg4", "yuv420p", (97, 73)),
+        ("vp9", "vp9", "yuv420p", (96, 72)),
+        ("mjpeg", "mjpeg", "yuvj420p", (96, 72)),
+        ("rotate", "h264", "yuv420p", (96, 72)),
+        ("vfr", "h264", "yuv420p", (96, 72)),
+    ],
+)
+def test_variant_has_its_property(variant_files, variant, codec, pix_fmt, size):
+    info = probe(variant_files[variant])
+    assert (info["codec"], info["pix_fmt"], info["size"], info["frames"]) == (codec, pix_fmt, size, 30)
+    assert info["rotation"] == (90 if variant == "rotate" else 0)
+    gaps = np.diff(info["times"])
+    assert gaps.min() > 0
+    if variant == "vfr":
+        assert gaps.max() / gaps.min() > 3  # irregular, not one constant frame duration
+        assert abs(info["times"][-1] - 29 / 30) < 0.05  # same overall span as the CFR video
+    else:
+        assert gaps.max() - gaps.min() < 2e-3
+
+
+def test_variant_content_matches_base(variant_files):
+    """Variants re-encode the same scene: 4:4:4 decodes close to the 4:2:0 base."""
+    base, full = decode(variant_files[""]).astype(int), decode(variant_files["444"]).astype(int)
+    assert np.abs(base - full).mean() < 6
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"variants": ("vfr", "hdr")}, "unknown variant"),
+        ({"width": 161}, "even width/height"),
+        ({"seconds": 0.001}, "no frames"),
+        ({"codec": "h266"}, "unknown codec"),
+        ({"classes": 0}, "classes"),
+    ],
+)
+def test_bad_config_is_a_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SynthConfig(**kwargs)
+
+
+def test_cli_writes_tree_and_reports_errors(tmp_path, capsys):
+    out = tmp_path / "src with space"
+    rc = cli_main(["synth", str(out), "--classes", "2", "--per-class", "1", "--seconds", "0.5", "--width", "64",
+                   "--height", "48", "--variants", "odd,rotate", "--no-progress"])
+    assert rc == 0
+    expected = [out / t.path for t in video_names(SynthConfig(classes=2, per_class=1, variants=("odd", "rotate")))]
+    assert sorted(out.rglob("*.*")) == sorted(expected) and len(expected) == 6
+    assert "wrote 6 videos" in capsys.readouterr().out
+    assert cli_main(["synth", str(out), "--variants", "bogus"]) == 1
+    assert "unknown variant" in capsys.readouterr().err
+
+
+# --- the class signal exists: nearest class centroid on hand-made features, across seeds ---------------------
+
+
+def _appearance(frames: np.ndarray) -> np.ndarray:
+    """Hue histogram of saturated pixels (objects are saturated, backgrounds are not)."""
+    hsv = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2HSV) for f in frames])
+    sat = hsv[..., 1] > 140
+    hist = np.bincount((hsv[..., 0][sat].astype(int) * 12 // 180) % 12, minlength=12).astype(np.float64)
+    return hist / max(hist.sum(), 1.0)
+
+
+def _motion(frames: np.ndarray) -> np.ndarray:
+    """Optical flow of saturated pixels: direction histogram, speed, divergence (zoom), curl (rotation)."""
+    hsv = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2HSV) for f in frames])
+    masks = np.where(hsv[..., 1] > 140, 255, 0).astype(np.uint8)
+    dirs, speed, div, curl, count = np.zeros(8), 0.0, 0.0, 0.0, 1.0
+    for a, b in zip(masks[:-1], masks[1:]):
+        flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 2, 5, 1.1, 0)
+        fx, fy, on = flow[..., 0], flow[..., 1], a > 0
+        mag = np.hypot(fx[on], fy[on])
+        bins = (np.arctan2(fy[on], fx[on]) % (2 * np.pi) * 8 / (2 * np.pi)).astype(int) % 8
+        dirs += np.bincount(bins, weights=mag, minlength=8)
+        speed += mag.sum()
+        div += np.abs(np.gradient(fx, axis=1) + np.gradient(fy, axis=0))[on].sum()
+        curl += (np.gradient(fy, axis=1) - np.gradient(fx, axis=0))[on].sum()
+        count += on.sum()
+    return np.concatenate([dirs / max(dirs.sum(), 1e-9), [speed / count, div / count, 10 * curl / count]])
+
+
+def _nearest_centroid_accuracy(x_train, y_train, x_test, y_test) -> float:
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mu) / sd, (x_test - mu) / sd
+    centroids = np.stack([x_train[y_train == k].mean(0) for k in np.unique(y_train)])
+    pred = np.argmin(((x_test[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+    return float((pred == y_test).mean())
+
+
+def test_class_is_learnable_from_appearance_and_from_motion(tmp_path):
+    """6 classes (chance 1/6): centroids from seed-0 videos classify seed-1 videos (new backgrounds,
+    positions, speeds, colour jitter, distractors) from colour alone, from motion alone, and from both."""
+    sets = {}
+    for seed in (0, 1):
+        cfg = SynthConfig(classes=6, per_class=3, seconds=2.0, width=96, height=72, fps=30, seed=seed)
+        paths = synthesize(tmp_path / str(seed), cfg)
+        frames = [decode(p, step=2) for p in paths]
+        labels = np.array([[class_spec(k).name for k in range(6)].index(p.parent.name) for p in paths])
+        sets[seed] = (np.stack([_appearance(f) for f in frames]), np.stack([_motion(f) for f in frames]), labels)
+    (a0, m0, y0), (a1, m1, y1) = sets[0], sets[1]
+    appearance = _nearest_centroid_accuracy(a0, y0, a1, y1)
+    motion = _nearest_centroid_accuracy(m0, y0, m1, y1)
+    both = _nearest_centroid_accuracy(np.hstack([a0, m0]), y0, np.hstack([a1, m1]), y1)
+    assert appearance >= 0.5, appearance
+    assert motion >= 0.5, motion
+    assert both >= 0.75, both
+
+
+def test_fps_fraction_and_frame_count(tmp_path):
+    """NTSC rates stay exact rationals; frame count is round(seconds * fps)."""
+    (path,) = synthesize(tmp_path, SynthConfig(classes=1, per_class=1, seconds=1.0, width=64, height=48,
+                                               fps=30000 / 1001))
+    info = probe(path)
+    assert info["rate"] == Fraction(30000, 1001)
+    assert info["frames"] == 30

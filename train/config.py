@@ -1,0 +1,179 @@
+"""Training configs (small frozen dataclasses) and the papers' presets as a plain dict.
+
+``rhovid train`` resolves: ``TrainConfig()`` defaults < ``--preset NAME`` < explicit flags <
+``--set key=value``; the result is written to ``RUN/config.json`` (DINOv2-style) and is the
+only thing ``--resume`` and ``load_backbone`` read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the loader samples (mirrors ``rhovid.train.data.LoaderConfig``)."""
+
+    data: str = ""
+    """Dataset folder written by ``rhovid ingest`` (holds shards/ and index.json)."""
+    split: str = "train"
+    """Split to train on."""
+    rho: int = 2
+    """Clips per video (rho >= 2 positives; Feichtenhofer et al. 2021, Sec. 3)."""
+    frames: int = 8
+    """Frames per clip T."""
+    stride: int = 8
+    """Temporal stride between sampled frames."""
+    timespan_s: float = 60.0
+    """Maximum distance between the clips of one video, seconds (paper Sec. 4.1: up to 60 s)."""
+    crop: int = 224
+    """Spatial crop size in pixels."""
+    boxes: str | None = None
+    """Box set for ConST-CL: None, "random" or a stored set name."""
+    max_boxes: int = 8
+    """Boxes per clip K (padded, see ``box_mask``)."""
+    workers: int = 8
+    """Decode worker processes per training process."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and LR schedule."""
+
+    name: Literal["sgd", "lars"] = "sgd"
+    """"sgd" (momentum) or "lars"; both exclude BN and biases from decay/adaptation."""
+    lr: float = 0.1
+    """Peak LR for a global batch of ``lr_batch`` clips-sets; scaled linearly with the real batch."""
+    lr_batch: int = 64
+    """Batch size ``lr`` is quoted for (64 = one PySlowFast 8-GPU shard, ``BASE_LR_SCALE_NUM_SHARDS``)."""
+    momentum: float = 0.9
+    """SGD/LARS momentum."""
+    weight_decay: float = 1e-6
+    """Weight decay on conv/linear weights (never on BN or biases)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    warmup_lr: float = 0.001
+    """LR at step 0 of the warm-up (absolute, not scaled)."""
+    final_lr: float = 0.0
+    """LR at the end of the half-cosine."""
+    lars_eta: float = 0.001
+    """LARS trust coefficient."""
+    clip_grad: float | None = None
+    """Clip the global gradient norm to this value (None = no clipping)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One pretraining run."""
+
+    method: Literal["simclr", "moco", "byol", "swav", "constcl"] = "simclr"
+    """Method from ``rhovid.train.methods.METHODS``."""
+    arch: Literal["tiny", "r3d18", "r3d50", "slow_r50"] = "tiny"
+    """Backbone from ``rhovid.train.models.build_backbone``."""
+    method_kwargs: dict = field(default_factory=dict)
+    """Extra keyword arguments for ``build_method`` (temperatures, momentum, head sizes, ...)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Loader settings."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and schedule."""
+    batch_size: int = 16
+    """Global batch (videos, each giving rho clips), split evenly over the processes."""
+    steps: int = 1000
+    """Optimizer updates in the whole run (the schedule's length)."""
+    checkpoint_every: int = 500
+    """Write a checkpoint every K steps (and at the end)."""
+    keep_checkpoints: int = 0
+    """Keep only the newest N checkpoints (0 = keep all)."""
+    log_every: int = 10
+    """Write a metrics record every N steps."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where to train; under torchrun each process uses cuda:LOCAL_RANK."""
+    precision: Literal["fp32", "bf16"] = "bf16"
+    """Autocast dtype on CUDA (CPU always runs fp32)."""
+    channels_last: bool = True
+    """channels_last_3d memory format on CUDA (faster cuDNN 3D convs)."""
+    sync_bn: bool = False
+    """Convert BatchNorm to SyncBatchNorm under DDP (CUDA only in torch)."""
+    find_unused_parameters: bool = False
+    """DDP flag for methods that leave some parameters without gradient in a step."""
+    seed: int = 0
+    """Seed for model init, loader sampling and every RNG."""
+    progress: bool = True
+    """Show a tqdm progress bar on rank 0."""
+
+
+# Fields that may differ between the saved config and a --resume command line.
+RESUMABLE_CHANGES = ("data.workers", "log_every", "progress", "keep_checkpoints")
+
+
+def _rho_method(method: str, rho: int, optim: OptimConfig, method_kwargs: dict | None = None) -> TrainConfig:
+    # Feichtenhofer et al. 2021, App. A / PySlowFast configs/contrastive_ssl: Slow-R50 8x8, 224 crops,
+    # 200 epochs of K400 (240k videos) at a global batch of 512 (64 GPUs x 8) = 93,750 steps, 35 warm-up
+    # epochs = 16,400 steps, cosine to 0, SyncBN, clips up to 60 s apart.
+    return TrainConfig(method=method, arch="slow_r50", method_kwargs=dict(method_kwargs or {}),
+                       data=DataConfig(rho=rho, frames=8, stride=8, timespan_s=60.0, crop=224, workers=8),
+                       optim=optim, batch_size=512, steps=93_750, checkpoint_every=2_000, log_every=20,
+                       device="cuda", sync_bn=True)
+
+
+# PySlowFast SOLVER values; lr is BASE_LR per 64-clip shard (BASE_LR_SCALE_NUM_SHARDS: True).
+_BYOL_OPT = OptimConfig(name="lars", lr=0.6, lr_batch=64, weight_decay=1e-6, warmup_steps=16_400, warmup_lr=0.001)
+_SIMCLR_OPT = OptimConfig(name="lars", lr=1.2, lr_batch=64, weight_decay=1e-6, warmup_steps=16_400, warmup_lr=0.001)
+_MOCO_OPT = OptimConfig(name="sgd", lr=0.1, lr_batch=64, weight_decay=1e-4, warmup_steps=16_400, warmup_lr=0.001)
+_SWAV_OPT = OptimConfig(name="lars", lr=0.6, lr_batch=64, weight_decay=1e-6, warmup_steps=16_400, warmup_lr=0.001)
+
+
+def _tiny(method: str, boxes: str | None = None) -> TrainConfig:
+    # CPU smoke runs: tiny net, 4x64^2 clips, a few hundred steps; SGD at a small LR is stable on
+    # the synthetic dataset for every method.
+    return TrainConfig(method=method, arch="tiny",
+                       data=DataConfig(rho=2, frames=4, stride=4, timespan_s=4.0, crop=64, boxes=boxes,
+                                       max_boxes=4, workers=2),
+                       optim=OptimConfig(name="sgd", lr=0.05, lr_batch=8, weight_decay=1e-5, warmup_steps=10,
+                                         warmup_lr=0.0),
+                       batch_size=8, steps=200, checkpoint_every=100, log_every=10, device="cpu", precision="fp32",
+                       channels_last=False)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    **{f"rho{r}-byol-slow-r50": _rho_method("byol", r, _BYOL_OPT) for r in (2, 4)},
+    **{f"rho{r}-moco-slow-r50": _rho_method("moco", r, _MOCO_OPT) for r in (2, 4)},
+    **{f"rho{r}-simclr-slow-r50": _rho_method("simclr", r, _SIMCLR_OPT) for r in (2, 4)},
+    **{f"rho{r}-swav-slow-r50": _rho_method("swav", r, _SWAV_OPT) for r in (2, 4)},
+    # ConST-CL (Yuan et al. 2022, Sec. 4.1): R3D-50 with the Y structure, 16x2 clips at 224, two views,
+    # boxes on the key frame, LARS at batch 1024 (CVRL recipe: lr 0.32 per 256), 200 epochs of K400.
+    "constcl-r3d50": TrainConfig(
+        method="constcl", arch="r3d50",
+        data=DataConfig(rho=2, frames=16, stride=2, timespan_s=60.0, crop=224, boxes="random", max_boxes=8),
+        optim=OptimConfig(name="lars", lr=0.32, lr_batch=256, weight_decay=1e-6, warmup_steps=2_350, warmup_lr=0.0),
+        batch_size=1024, steps=46_875, checkpoint_every=1_000, log_every=20, device="cuda", sync_bn=True),
+    **{f"tiny-{m}": _tiny(m) for m in ("simclr", "moco", "byol", "swav")},
+    "tiny-constcl": _tiny("constcl", boxes="random"),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    """The preset called ``name``; KeyError listing the known names otherwise."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
+
+
+def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two (nested) config dicts."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = f"{prefix}{k}"
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and k != "method_kwargs":
+            out += config_diff(va, vb, key + ".")
+        elif va != vb:
+            out.append(key)
+    return out
+
+
+def replace_data(cfg: TrainConfig, **changes) -> TrainConfig:
+    """``cfg`` with fields of ``cfg.data`` replaced."""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes))

@@ -1,0 +1,314 @@
+"""``ClipLoader``: rho-clip batches from the shards, on CPU (PyAV) or GPU (DALI).
+
+The public entry point of the loader (DESIGN.md "Loader"):
+
+    loader = ClipLoader(LoaderConfig(data="DATA", rho=2, frames=8, stride=8, boxes="random"))
+    for batch in loader:
+        batch["video"]      # (B, rho, 3, T, S, S) float32, Kinetics-normalised
+        batch["boxes"]      # (B, rho, K, 4) x0 y0 x1 y1 in crop pixels; batch["box_mask"] (B, rho, K)
+        batch["box_frame"]  # (B, rho) index into T of the frame the boxes belong to
+        batch["label"], batch["key"], batch["clip_start_s"]  # (B,), list[str], (B, rho)
+
+Work split: DataLoader worker processes read their shard spans (``train/streaming.py``),
+plan every sample (``train/sampler.py``), cut each clip's fragments out of its MP4, shuffle
+the slices in a bounded buffer, then either decode + augment them (``device="cpu"``,
+``train/decode_pyav.py``) or hand plans + slices to the DALI pipeline in the main process
+(``device="cuda"``, ``train/dali_pipeline.py``). Both executors run the same plans.
+
+Evaluation (``augment=False``): no shard shuffling, no buffer, no colour/flip/blur,
+``clips_per_video`` evenly spaced clips x ``spatial_crops`` fixed crops per video, returned in
+the rho dimension (``video`` is (B, views, 3, T, S, S)); every sample is returned once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing as mp
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from rhovid.ingest.shards import iter_shard, list_shards, read_index, shard_name
+from rhovid.train.augment import AugmentConfig
+from rhovid.train.sampler import ClipSpec, SamplePlan, plan_sample, sample_seed
+from rhovid.train.streaming import (
+    ClipSlice,
+    assign,
+    batches_per_worker,
+    dist_position,
+    shuffle_buffer,
+    slice_clips,
+    worker_sizes,
+    worker_skips,
+)
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """Everything the clip loader needs."""
+
+    data: str
+    """Dataset folder (with shards/ and index.json from `rhovid ingest`)."""
+    split: str = "train"
+    """Shard split to read."""
+    rho: int = 2
+    """Clips per video (positives); ignored when augment=False (views come from clips_per_video)."""
+    frames: int = 8
+    """Frames per clip (T)."""
+    stride: int = 8
+    """Frame stride (tau) in stored frames."""
+    timespan_s: float = 60.0
+    """Maximum distance between the starts of a video's clips, seconds."""
+    min_gap_s: float = 0.0
+    """Minimum distance between clip starts, seconds (clamped for short videos)."""
+    crop: int = 224
+    """Output crop side in pixels."""
+    boxes: str | None = None
+    """None, "random" (ConST-CL random boxes) or a box set name/alias of DATA/boxes.zarr."""
+    max_boxes: int = 8
+    """K: box slots per clip."""
+    box_frame: str = "centre"
+    """Frame of a clip whose boxes are returned: "centre" or "random"."""
+    batch_size: int = 16
+    """Videos per batch (B)."""
+    workers: int = 8
+    """DataLoader worker processes (0 = decode in the main process)."""
+    device: str = "cpu"
+    """"cpu" (PyAV in workers) or "cuda" (DALI mixed decode + GPU augmentation)."""
+    seed: int = 0
+    """Seed of shard order, shuffle buffer and every plan."""
+    augment: bool = True
+    """False = evaluation: deterministic centre/fixed crops, no colour/flip/blur, no shuffling."""
+    clips_per_video: int = 1
+    """Evaluation: evenly spaced clips per video (multi-view test)."""
+    spatial_crops: tuple[str, ...] = ("centre",)
+    """Evaluation: fixed square crops per clip ("left", "centre", "right")."""
+    augmentation: AugmentConfig | None = None
+    """Augmentation ranges (None = rho-methods defaults); its crop is replaced by `crop`."""
+    shuffle_buffer: int = 32
+    """Samples (as clip slices, not whole videos) in each worker's shuffle buffer."""
+    drop_last: bool | None = None
+    """Drop each worker's last partial batch (None = drop when augment)."""
+    rank: int | None = None
+    """Distributed rank (None = torch.distributed's, or 0)."""
+    world_size: int | None = None
+    """Distributed world size (None = torch.distributed's, or 1)."""
+    start_method: str = "spawn"
+    """Worker start method; spawn is safe with CUDA/DALI in the parent."""
+    device_id: int = 0
+    """CUDA device for the DALI path."""
+    dali_threads: int = 4
+    """CPU threads of the DALI pipeline."""
+
+
+class ClipDataset(IterableDataset):
+    """One rank's stream of batches for the current epoch (read from shared counters)."""
+
+    def __init__(self, cfg: LoaderConfig, shards: list[tuple[str, int]], rank: int, world: int,
+                 box_set: str | None, state, decode: bool = True):
+        self.cfg, self.shards, self.rank, self.world = cfg, shards, rank, world
+        self.box_set, self.state, self.decode = box_set, state, decode
+        self.spec = ClipSpec(cfg.rho, cfg.frames, cfg.stride, cfg.timespan_s, cfg.min_gap_s)
+        self.aug = replace(cfg.augmentation or AugmentConfig(), crop=cfg.crop)
+        self.drop_last = cfg.augment if cfg.drop_last is None else cfg.drop_last
+
+    def batch_counts(self) -> list[int]:
+        """Batches each worker yields this epoch."""
+        total = sum(n for _, n in self.shards)
+        q = total if self.world == 1 else total // self.world
+        return batches_per_worker(worker_sizes(q, self.cfg.workers), self.cfg.batch_size, self.drop_last)
+
+    def __iter__(self):
+        info = get_worker_info()
+        w, nw = (0, 1) if info is None else (info.id, info.num_workers)
+        epoch, consumed = self.state["epoch"].value, self.state["consumed"].value
+        counts = self.batch_counts()
+        skip = worker_skips(counts, consumed)[w]
+        items = self._plans(assign(self.shards, self.cfg.seed, epoch, self.rank, self.world, w, nw, self.cfg.augment),
+                            epoch)
+        if self.cfg.augment:
+            items = shuffle_buffer(items, self.cfg.shuffle_buffer, (self.cfg.seed, epoch, self.rank, w))
+        yield from self._batches(items, skip * self.cfg.batch_size, counts[w] - skip)
+
+    def _plans(self, spans, epoch):
+        """(plan, slices, error) per sample of the spans, in read order (no decoding)."""
+        cfg = self.cfg
+        boxes = None if cfg.boxes is None else ("random" if cfg.boxes == "random" else "store")
+        for span in spans:
+            shard_boxes = None
+            if boxes == "store":  # one read per shard (DESIGN.md decision 5)
+                from rhovid.store.zarr_store import BoxStore
+
+                shard_boxes = BoxStore(cfg.data).load(shard_name(span.shard), self.box_set)
+            for i, sample in enumerate(iter_shard(span.shard)):
+                if i < span.start:
+                    continue
+                if i >= span.stop:
+                    break
+                key = sample.get("__key__", "?")
+                try:
+                    meta = sample["json"]
+                    lookup = None if shard_boxes is None else functools.partial(shard_boxes.lookup, key)
+                    plan = plan_sample(
+                        meta, sample_seed(cfg.seed, epoch, key), self.spec, self.aug, augment=cfg.augment,
+                        boxes=boxes, max_boxes=cfg.max_boxes, box_frame=cfg.box_frame, lookup=lookup,
+                        clips_per_video=cfg.clips_per_video, spatial_crops=cfg.spatial_crops,
+                    )
+                    yield plan, slice_clips(sample["mp4"], meta, [c.frames for c in plan.clips]), None
+                except (KeyError, IndexError, ValueError, TypeError) as e:
+                    yield None, None, f"{span.shard}:{key}: {type(e).__name__}: {e}"
+
+    def _batches(self, items, skip_samples: int, target: int):
+        """Decode (or pass through) samples into ``target`` batches, skipping bad samples."""
+        from rhovid.train.decode_pyav import execute_plan
+
+        B = self.cfg.batch_size
+        good: list = []
+        made = 0
+        for n, (plan, slices, err) in enumerate(items):
+            if made >= target:
+                break
+            if n < skip_samples:
+                continue  # already consumed before a resume: planned, not decoded
+            if err is None and self.decode:
+                try:
+                    good.append((plan, execute_plan(plan, slices)))
+                except Exception as e:  # any decoder failure: skip the sample, never the epoch
+                    err = f"{plan.key}: {type(e).__name__}: {e}"
+            elif err is None:
+                good.append((plan, slices))
+            if err is not None:
+                self._skip(err)
+            if len(good) == B:
+                yield self._collate(good)
+                made += 1
+                good = []
+        if good and made < target:
+            if self.drop_last:
+                # Short only because samples were skipped: repeat samples so every worker (and
+                # rank) yields exactly `target` full batches; DDP would hang on a missing one.
+                good = (good * B)[:B]
+            yield self._collate(good)  # else: the final partial batch
+
+    def _skip(self, msg: str) -> None:
+        with self.state["skipped"].get_lock():
+            self.state["skipped"].value += 1
+            total = self.state["skipped"].value
+        log.warning("skipped undecodable sample %s (%d skipped so far)", msg, total)
+
+    def _collate(self, items: list) -> dict:
+        plans: list[SamplePlan] = [p for p, _ in items]
+        out = {
+            "boxes": torch.tensor(np.array([[c.boxes for c in p.clips] for p in plans], np.float32)),
+            "box_mask": torch.tensor(np.array([[c.box_mask for c in p.clips] for p in plans], bool)),
+            "box_frame": torch.tensor([[c.box_frame for c in p.clips] for p in plans], dtype=torch.long),
+            "label": torch.tensor([p.label for p in plans], dtype=torch.long),
+            "key": [p.key for p in plans],
+            "clip_start_s": torch.tensor([[c.start_s for c in p.clips] for p in plans], dtype=torch.float32),
+        }
+        if self.decode:
+            out["video"] = torch.from_numpy(np.stack([v for _, v in items]))
+        else:
+            out["plans"] = plans
+            out["slices"] = [s for _, s in items]
+        return out
+
+
+class ClipLoader:
+    """Iterable of batch dicts (see module docstring); ``len()`` = batches per epoch."""
+
+    def __init__(self, cfg: LoaderConfig):
+        if cfg.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
+        if cfg.boxes is not None and cfg.box_frame not in ("centre", "random"):
+            raise ValueError(f"box_frame must be 'centre' or 'random', got {cfg.box_frame!r}")
+        self.cfg = cfg
+        paths = list_shards(cfg.data, cfg.split)
+        if not paths:
+            raise FileNotFoundError(f"no shards of split {cfg.split!r} in {Path(cfg.data) / 'shards'}")
+        counts: dict[str, int] = {}
+        for e in read_index(cfg.data):
+            counts[e["shard"]] = counts.get(e["shard"], 0) + 1
+        self.shards = [(str(p), counts.get(p.name, 0)) for p in paths if counts.get(p.name, 0)]
+        box_set = None
+        if cfg.boxes not in (None, "random"):
+            from rhovid.store.zarr_store import BoxStore
+
+            box_set = BoxStore(cfg.data).resolve(cfg.boxes)  # KeyError listing the sets
+        self.rank, self.world = dist_position(cfg.rank, cfg.world_size)
+        ctx = mp.get_context(cfg.start_method)
+        self._state = {"epoch": ctx.Value("q", 0), "consumed": ctx.Value("q", 0), "skipped": ctx.Value("q", 0)}
+        self.dataset = ClipDataset(cfg, self.shards, self.rank, self.world, box_set, self._state,
+                                   decode=cfg.device == "cpu")
+        kw = {}
+        if cfg.workers > 0:
+            kw = dict(multiprocessing_context=ctx, persistent_workers=True, prefetch_factor=2)
+        self._dl = DataLoader(self.dataset, batch_size=None, num_workers=cfg.workers, **kw)
+        self._dali = None
+        self.epoch = 0
+        self._consumed = 0
+
+    @property
+    def skipped(self) -> int:
+        """Samples skipped because they could not be read or decoded (all workers, all epochs)."""
+        return self._state["skipped"].value
+
+    def __len__(self) -> int:
+        return sum(self.dataset.batch_counts())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` at its beginning (new shard order and new plans)."""
+        self.epoch, self._consumed = int(epoch), 0
+
+    def state_dict(self) -> dict:
+        """Resume position: epoch and batches consumed in it."""
+        return {"epoch": self.epoch, "batches": self._consumed, "seed": self.cfg.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a ``state_dict()`` position (the next batch is the one after it)."""
+        if state.get("seed", self.cfg.seed) != self.cfg.seed:
+            raise ValueError(f"loader state is for seed {state['seed']}, this loader has seed {self.cfg.seed}")
+        self.epoch, self._consumed = int(state["epoch"]), int(state["batches"])
+
+    def __iter__(self):
+        if self._consumed >= len(self):  # a finished epoch: go on with the next
+            self.epoch, self._consumed = self.epoch + 1, 0
+        self._state["epoch"].value = self.epoch
+        self._state["consumed"].value = self._consumed
+        for batch in self._dl:
+            if self.cfg.device == "cuda":
+                batch = self._run_dali(batch)
+            self._consumed += 1
+            yield batch
+        self.epoch, self._consumed = self.epoch + 1, 0
+
+    def _run_dali(self, batch: dict) -> dict:
+        from rhovid.train.dali_pipeline import DaliClipExecutor
+
+        if self._dali is None:
+            self._dali = DaliClipExecutor(
+                clips_per_batch=self.cfg.batch_size * len(batch["plans"][0].clips), frames=self.cfg.frames,
+                crop=self.cfg.crop, device_id=self.cfg.device_id, num_threads=self.cfg.dali_threads,
+            )
+        plans, slices = batch.pop("plans"), batch.pop("slices")
+        video = self._dali.run(plans, slices)  # (B * rho, 3, T, S, S) on the GPU
+        batch["video"] = video.reshape(len(plans), -1, *video.shape[1:])
+        return batch
+
+
+def plans_and_slices(data: str | Path, key: str, plan_fn) -> tuple[SamplePlan, list[ClipSlice], dict]:
+    """Read one sample by key and plan it with ``plan_fn(meta) -> SamplePlan`` (tests, benchmarks)."""
+    entry = next((e for e in read_index(data) if e["key"] == key), None)
+    if entry is None:
+        raise KeyError(f"sample {key!r} not in {data}/index.json")
+    path = Path(data) / "shards" / entry["shard"]
+    for sample in iter_shard(path):
+        if sample["__key__"] == key:
+            plan = plan_fn(sample["json"])
+            return plan, slice_clips(sample["mp4"], sample["json"], [c.frames for c in plan.clips]), sample["json"]
+    raise KeyError(f"sample {key!r} listed in index.json but not found in {path}")

@@ -1,0 +1,76 @@
+"""Process-group helpers and a gradient-carrying all-gather for negatives across devices.
+
+All functions work without an initialised process group (world size 1): single-process runs
+and tests never need `torch.distributed`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    """True when a default process group exists and has more than one member."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    """Number of processes (1 without a process group)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward returns this rank's slice of the summed upstream gradients.
+
+    Each rank computes a loss over the gathered tensor, so the gradient of the *global* loss
+    (the sum over ranks, which DDP then averages) w.r.t. this rank's input is the sum over ranks
+    of their gradients for this slice: all_reduce(SUM) then take our slice. This is what SimCLR
+    (Chen et al. 2020, Sec. 2 "global BN"/large batch) and PySlowFast's `AllGatherWithGradient` do.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.rank = dist.get_rank()
+        ctx.n = x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` (N, ...) from every rank in rank order -> (world * N, ...), keeping grads.
+
+    Every rank must pass the same N. Returns `x` itself when not distributed.
+    """
+    if not is_distributed():
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+@torch.no_grad()
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Like `gather_with_grad` but detached (for MoCo keys entering the queue)."""
+    if not is_distributed():
+        return x.detach()
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.detach().contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum `x` over ranks in place (no-op without a process group); returns `x`."""
+    if is_distributed():
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x

@@ -1,0 +1,297 @@
+"""The training loop, readable top to bottom (nanoGPT/MAE style): no callbacks, no trainer class.
+
+``train(cfg, run_dir)`` runs single-process, or one process per device under ``torchrun``
+(DDP: NCCL on GPU, gloo on CPU; the process group is initialised from the environment when
+``WORLD_SIZE > 1``). Each step: next batch -> LR from the schedule (a pure function of the
+step) -> forward under bf16 autocast on GPU -> NaN/inf guard -> backward -> optimizer step ->
+method ``after_step`` (momentum encoders) -> metrics / checkpoint. ``--resume`` restores the
+model, optimizer, schedule step, loader position and every RNG, so an interrupted run reaches
+the same parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from rhovid.config import from_dict, save_config, to_dict
+from rhovid.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from rhovid.train.config import RESUMABLE_CHANGES, TrainConfig, config_diff
+from rhovid.train.metrics import MetricsWriter, StepTimer
+from rhovid.train.optim import build_optimizer, lr_at, set_lr
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or one of its terms) became NaN/inf; the message names the step and the term."""
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, batches: Iterable[dict] | None = None,
+          resume: bool = False) -> dict:
+    """Pretrain ``cfg.method`` and write the run folder (config.json, metrics, events, checkpoints).
+
+    Args:
+        cfg: The resolved run config.
+        run_dir: Output folder; must be empty or missing unless ``resume``.
+        batches: Batches to train on instead of a ``ClipLoader`` built from ``cfg.data`` (each a dict
+            with ``video`` (B, rho, C, T, H, W) and the other loader keys, B = this process's share).
+            Re-iterated once per epoch; ``set_epoch``/``state_dict``/``load_state_dict`` are used
+            when present, otherwise resume replays the epoch up to the saved position.
+        resume: Continue from ``RUN/checkpoints/latest`` (starts fresh when there is none yet).
+
+    Returns:
+        ``{"step", "loss", "checkpoint", "rank"}`` of the finished run.
+    """
+    run_dir = Path(run_dir)
+    rank, world, device, own_group = init_distributed(cfg.device)
+    check_run_dir(run_dir, cfg, resume)
+    if world > 1:
+        dist.barrier()  # every rank has checked the folder before rank 0 writes into it
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    if rank == 0:
+        save_config(cfg, run_dir / "config.json", extra=provenance(world))
+
+    # Same initial weights on every rank (DDP would broadcast rank 0's anyway); per-rank RNG after.
+    from rhovid.train.methods import build_method
+
+    torch.manual_seed(cfg.seed)
+    model = build_method(cfg.method, arch=cfg.arch, **cfg.method_kwargs)
+    if cfg.sync_bn and world > 1:
+        if device.type != "cuda":
+            raise ValueError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); set sync_bn=false")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    on_gpu = device.type == "cuda"
+    if on_gpu and cfg.channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+    o = cfg.optim
+    optimizer = build_optimizer(model, o.name, o.lr, o.momentum, o.weight_decay, o.lars_eta)
+    peak_lr = o.lr * cfg.batch_size / o.lr_batch  # linear scaling rule (Goyal et al. 2017)
+
+    stream = BatchStream(batches if batches is not None else build_loader(cfg, rank, world))
+    start, ckpt_path = 0, latest_checkpoint(run_dir) if resume else None
+    if ckpt_path is not None:
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = ckpt["step"]
+        if len(ckpt["ranks"]) != world:
+            raise ValueError(f"{ckpt_path} was written by {len(ckpt['ranks'])} processes, this run has {world}; "
+                             "exact resume needs the same number")
+        set_rng_state(ckpt["ranks"][rank]["rng"])
+        stream.load_state_dict(ckpt["ranks"][rank]["data"])
+    else:
+        seed_everything(cfg.seed + rank)
+
+    ddp = model
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if on_gpu else None, find_unused_parameters=cfg.find_unused_parameters)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.precision == "bf16"
+                else contextlib.nullcontext())
+    metrics = MetricsWriter(run_dir, enabled=rank == 0, resume_step=start if resume else None)
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.method}", unit="step",
+               disable=rank != 0 or not cfg.progress, dynamic_ncols=True)
+    timer, window, loss = StepTimer(), {}, float("nan")
+    model.train()
+    for step in range(start, cfg.steps):
+        batch = next(stream)
+        timer.mark_data()
+        lr = lr_at(step, peak_lr=peak_lr, total_steps=cfg.steps, warmup_steps=o.warmup_steps,
+                   warmup_lr=o.warmup_lr, final_lr=o.final_lr)
+        set_lr(optimizer, lr)
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with autocast:
+            out = ddp(batch)
+        values = check_finite(step, out, world, device)  # one sync; raises before a bad update
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        if o.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad)
+        optimizer.step()
+        model.after_step(step, cfg.steps)
+        if on_gpu:
+            torch.cuda.synchronize()  # so compute time is the step's GPU time, not its launch time
+        timer.mark_compute()
+        loss = values["loss"]
+        for k, v in values.items():
+            window[k] = window.get(k, 0.0) + v
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            n = timer.steps
+            times = timer.pop()
+            rec = {"loss": window.pop("loss") / n, "terms": {k: v / n for k, v in window.items()}, "lr": lr,
+                   "epoch": stream.epoch, **times,
+                   "clips_per_s": times["steps_per_s"] * cfg.batch_size * cfg.data.rho}
+            window.clear()
+            metrics.log(done, rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.3g}", data=f"{times['data_frac']:.0%}")
+        bar.update(1)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            ranks = gather_objects({"rng": rng_state(), "data": stream.state_dict()}, world)
+            if rank == 0:
+                ckpt_path = save_checkpoint(run_dir, done, model, optimizer, to_dict(cfg), ranks,
+                                            keep=cfg.keep_checkpoints)
+            timer.restart()  # checkpoint time is neither data wait nor compute
+    bar.close()
+    metrics.close()
+    if world > 1:
+        dist.barrier()
+        if own_group:
+            dist.destroy_process_group()
+    return {"step": cfg.steps, "loss": loss, "checkpoint": ckpt_path, "rank": rank}
+
+
+class BatchStream:
+    """Endless batches from ``source``, epoch after epoch, with a resumable (epoch, index) position."""
+
+    def __init__(self, source: Iterable[dict]):
+        self.source, self.epoch, self.index = source, 0, 0
+        self._it, self._skip, self._restored = None, 0, False
+
+    def __next__(self) -> dict:
+        for _ in range(2):  # at most one epoch boundary per batch; a fresh empty epoch is an error
+            if self._it is None:
+                if hasattr(self.source, "set_epoch") and not self._restored:
+                    self.source.set_epoch(self.epoch)
+                self._restored = False
+                self._it = iter(self.source)
+                for _ in range(self._skip):  # stateless source: replay up to the saved position
+                    next(self._it)
+                self._skip = 0
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self._it, self.epoch, self.index = None, self.epoch + 1, 0
+                continue
+            self.index += 1
+            return batch
+        raise ValueError(f"the training data yielded no batches in epoch {self.epoch} "
+                         "(too few videos for one batch? check --data/--batch-size)")
+
+    def state_dict(self) -> dict:
+        state = {"epoch": self.epoch, "index": self.index}
+        if hasattr(self.source, "state_dict"):
+            state["loader"] = self.source.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.index, self._it = state["epoch"], state["index"], None
+        if "loader" in state and hasattr(self.source, "load_state_dict"):
+            self.source.load_state_dict(state["loader"])  # the loader restores epoch and position itself
+            self._restored = True
+        else:
+            self._skip = self.index
+
+
+def init_distributed(device: str) -> tuple[int, int, torch.device, bool]:
+    """Join the torchrun process group when ``WORLD_SIZE > 1``; returns (rank, world, device, created)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available; use --device cpu")
+    created = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+        created = True
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if device == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local), created
+    return rank, world, torch.device("cpu"), created
+
+
+def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
+    """Refuse to write into a non-empty run without ``resume``, or to resume with a different config."""
+    saved = run_dir / "config.json"
+    if not resume:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ValueError(f"run folder {run_dir} is not empty; pass --resume to continue it "
+                             "or choose another --out")
+        return
+    if saved.exists():
+        old = to_dict(from_dict(TrainConfig, _config_fields(saved), strict=False))
+        changed = [k for k in config_diff(old, to_dict(cfg)) if k not in RESUMABLE_CHANGES]
+        if changed:
+            raise ValueError(f"--resume: the config differs from {saved} in {changed}; exact resume needs "
+                             f"the same config (only {list(RESUMABLE_CHANGES)} may change)")
+
+
+def check_finite(step: int, out: dict, world: int, device: torch.device) -> dict[str, float]:
+    """Loss and term values averaged over ranks; raise ``NonFiniteLossError`` naming the first bad term.
+
+    Each rank's loss covers its own anchors (negatives are gathered), so the mean over ranks is the
+    global-batch loss. NaN/inf on any rank survives the mean, so every rank stops together (the
+    others would otherwise hang in the next all-reduce).
+    """
+    names = ["loss", *out["terms"]]
+    vals = torch.stack([out["loss"].detach().float().reshape(()),
+                        *(torch.as_tensor(t).detach().float().reshape(()).to(out["loss"].device)
+                          for t in out["terms"].values())])
+    if world > 1:
+        vals = vals.to(device)
+        dist.all_reduce(vals, op=dist.ReduceOp.SUM)
+        vals = vals / world
+    values = dict(zip(names, vals.tolist()))
+    if not all(np.isfinite(v) for v in values.values()):
+        terms = [n for n in names[1:] if not np.isfinite(values[n])]
+        culprit = terms[0] if terms else "loss"
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        raise NonFiniteLossError(f"non-finite loss at step {step + 1}: term {culprit!r} is {values[culprit]} "
+                                 f"({shown}); stopped before the update. Lower the LR / add warm-up and "
+                                 "rerun with --resume from the last checkpoint")
+    return values
+
+
+def build_loader(cfg: TrainConfig, rank: int, world: int):
+    """The ``ClipLoader`` for this process's share of the global batch."""
+    from rhovid.train.data import ClipLoader, LoaderConfig
+
+    d = cfg.data
+    if not d.data:
+        raise ValueError("no --data given: pass the folder written by `rhovid ingest`")
+    return ClipLoader(LoaderConfig(data=d.data, split=d.split, rho=d.rho, frames=d.frames, stride=d.stride,
+                                   timespan_s=d.timespan_s, crop=d.crop, boxes=d.boxes, max_boxes=d.max_boxes,
+                                   batch_size=cfg.batch_size // world, workers=d.workers, device=cfg.device,
+                                   seed=cfg.seed, rank=rank, world_size=world))
+
+
+def gather_objects(obj, world: int) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (a one-element list without a process group)."""
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def provenance(world: int) -> dict:
+    """Versions and launch facts saved beside the resolved config (DINOv2-style)."""
+    import rhovid
+
+    return {"versions": {"rhovid": rhovid.__version__, "torch": torch.__version__, "numpy": np.__version__,
+                         "python": platform.python_version(),
+                         "cuda": torch.version.cuda if torch.cuda.is_available() else None},
+            "world_size": world}
+
+
+def _config_fields(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())

@@ -1,0 +1,75 @@
+"""SwAV swapped prediction with Sinkhorn-Knopp codes over rho clips (rho-SwAV)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from rhovid.train.distributed import all_reduce_sum, is_distributed, world_size
+
+
+@torch.no_grad()
+def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """Equipartitioned soft codes Q (Caron et al. 2020, Sec. 3.1 Eq. 3 and Alg. 1).
+
+    Alternately normalises exp(scores / eps) so that every prototype receives 1/K of the (global)
+    batch mass and every sample 1/N_global; sums over samples are all-reduced across ranks, so the
+    equipartition constraint holds over the global batch.
+
+    Args:
+        scores: prototype scores (N, K) of this rank's samples: cosine similarities in [-1, 1], so
+            the exponent spans at most 2 / epsilon (= 40) after the max is subtracted.
+        epsilon: entropy regularisation (SwAV: 0.05).
+        iterations: Sinkhorn-Knopp iterations (SwAV: 3).
+
+    Returns:
+        codes (N, K); every row sums to 1 (the last step normalises per sample).
+    """
+    scores = scores.float() / epsilon
+    # Subtract the global max before exp: the normalisations cancel it, and exp cannot overflow.
+    top = scores.max()
+    if is_distributed():
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    q = torch.exp(scores - top).t()  # (K, N)
+    k, n = q.shape
+    n_global = n * world_size()
+    q /= all_reduce_sum(q.sum())
+    for _ in range(iterations):
+        q /= all_reduce_sum(q.sum(dim=1, keepdim=True))  # each prototype: total mass 1/K
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)  # each sample: total mass 1/N
+        q /= n_global
+    return (q * n_global).t()
+
+
+class SwAVLoss(nn.Module):
+    """Swapped prediction over all ordered pairs of rho clips (rho-paper Sec. 3.1; Caron et al. Eq. 1).
+
+    For clips i != j of the same video, the softmax of clip i's prototype scores predicts the
+    Sinkhorn code of clip j: ``-sum_k q_j[k] log p_i[k]``; the loss is the mean over pairs and
+    videos. Codes are computed per clip position over the global batch, without gradient.
+
+    Args:
+        temperature: softmax temperature of the predictions (SwAV: 0.1).
+        epsilon: Sinkhorn entropy regularisation (0.05).
+        sinkhorn_iterations: Sinkhorn-Knopp iterations (3).
+    """
+
+    def __init__(self, temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iterations: int = 3):
+        super().__init__()
+        self.temperature = temperature
+        self.epsilon = epsilon
+        self.sinkhorn_iterations = sinkhorn_iterations
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        """Loss for prototype scores (B, rho, K) (cosine similarities to normalised prototypes)."""
+        b, rho, _ = scores.shape
+        if rho < 2:
+            raise ValueError(f"SwAVLoss needs rho >= 2 clips per video, got scores of shape {tuple(scores.shape)}")
+        codes = torch.stack([sinkhorn(scores[:, j].detach(), self.epsilon, self.sinkhorn_iterations)
+                             for j in range(rho)], dim=1)  # (B, rho, K)
+        log_p = torch.log_softmax(scores / self.temperature, dim=-1)
+        cross = -torch.einsum("bjk,bik->bij", codes.to(log_p.dtype), log_p)  # (B, rho_i, rho_j)
+        off = ~torch.eye(rho, dtype=torch.bool, device=scores.device)
+        return cross[:, off].mean()
