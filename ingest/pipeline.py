@@ -15,13 +15,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rhovid.atomic import append_jsonl, atomic_write_text, read_jsonl, sweep_temporaries
+from rhovid.config import save_config, to_dict
+from rhovid.executor import map_unordered
 from rhovid.ingest.shards import (
     ShardWriter,
     index_entry,
     iter_shard,
     list_shards,
     read_index_file,
-    shard_name,
     shards_dir,
     write_idx,
     write_index,
@@ -29,10 +31,6 @@ from rhovid.ingest.shards import (
 from rhovid.ingest.sources import Source, assign_labels, expand_specs, sample_key
 from rhovid.ingest.transcode import TranscodeSettings
 from rhovid.ingest.worker import Task, run_task
-
-from rhovid.atomic import append_jsonl, atomic_write_text, read_jsonl, sweep_temporaries
-from rhovid.config import save_config, to_dict
-from rhovid.executor import map_unordered
 
 FAILED_FILE = "failed.jsonl"
 _SPLIT_RE = re.compile(r"[A-Za-z0-9_]+")
@@ -124,6 +122,8 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, cfg)
     specs = expand_specs(sources, cfg.split, cfg.videos_root)
+    # `rhovid ingest . --out data` must not ingest its own shards
+    specs = [s for s in specs if not Path(s.path).resolve().is_relative_to(out.resolve())]
     bad_splits = sorted({s.split for s in specs if not _SPLIT_RE.fullmatch(s.split)})
     if bad_splits:
         raise ValueError(f"split names {bad_splits} must be letters, digits or '_'")
@@ -212,7 +212,7 @@ def recover_index(out: Path) -> dict:
             samples.extend(index_entry(s["json"], path.name) for s in iter_shard(path))
         if not path.with_suffix(".idx").exists():
             write_idx(path)
-    samples.sort(key=lambda e: shard_name(e["shard"]))  # stable: keeps shard order within a shard
+    samples.sort(key=lambda e: e["shard"])  # stable: keeps shard order within a shard
     return {"labels": doc.get("labels", []), "samples": samples}
 
 

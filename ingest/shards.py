@@ -119,6 +119,7 @@ def index_entry(meta: dict, shard: str) -> dict:
 
 def write_index(data: str | os.PathLike, samples: list[dict], labels: list[str]) -> None:
     """Atomically (re)write ``DATA/index.json``; samples sorted by shard, then shard order."""
+    samples = sorted(samples, key=lambda e: e["shard"])  # stable: keeps the order within a shard
     atomic_write_json(
         Path(data) / INDEX_FILE,
         {"format": FORMAT_VERSION, "labels": list(labels), "samples": samples},

@@ -31,10 +31,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from rhovid.ingest.synth_scene import Scene, class_spec
 
 from rhovid.atomic import atomic_path
 from rhovid.ffmpeg import ffmpeg_exe
+from rhovid.ingest.synth_scene import Scene, class_spec
 
 TAG = "rhovid-synth v1"
 """Prefix of the ``comment`` tag written into every file; a rerun keeps files whose tag matches."""
@@ -68,6 +68,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "444": ("mp4", [*_X264, "-pix_fmt", "yuv444p"]),
     "vp9": CODECS["libvpx-vp9"],
     "mjpeg": CODECS["mjpeg"],
+    # A second (AAC sine-tone) stream, for --keep-audio and "video stream is not stream 0"-style code paths.
+    "audio": ("mp4", [*_X264, "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "48k", "-shortest"]),
 }
 
 
@@ -103,7 +105,10 @@ class SynthConfig:
     """0 = generate in this process; N = a local pool of N processes (ffmpeg runs one thread each)."""
 
     def __post_init__(self):
-        object.__setattr__(self, "variants", tuple(self.variants))
+        variants = self.variants.split(",") if isinstance(self.variants, str) else self.variants
+        object.__setattr__(self, "variants", tuple(v for v in variants if v))
+        object.__setattr__(self, "fps", float(self.fps))  # 30 and 30.0 must give the same file tag
+        object.__setattr__(self, "seconds", float(self.seconds))
         if self.classes < 1 or self.per_class < 1:
             raise ValueError(f"classes and per_class must be >= 1, got {self.classes}, {self.per_class}")
         if not self.seconds > 0 or not self.fps > 0 or round(self.seconds * self.fps) < 1:
@@ -213,11 +218,15 @@ def write_video(task: VideoTask) -> int:
     filters = []
     if task.variant == "vfr":
         filters = ["-vf", f"settb=1/90000,setpts=(N+0.4*sin(1.7*N))/(({rate})*TB)"]
+    audio = ["-an"]
+    if task.variant == "audio":
+        audio = ["-f", "lavfi", "-i", f"sine=frequency={220 * (1 + task.class_index % 4)}:sample_rate=16000:"
+                 f"duration={n / cfg.fps:.3f}", "-map", "0:v", "-map", "1:a"]
     fmt = {"mp4": "mp4", "mkv": "matroska", "webm": "webm", "avi": "avi"}[ext]
     with atomic_path(path) as tmp, tempfile.TemporaryFile() as log:
         argv = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-y",
                 *pre, "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate,
-                "-i", "pipe:0", *filters, *enc, "-threads", "1", "-an",
+                "-i", "pipe:0", *audio, *filters, *enc, "-threads", "1",
                 "-metadata", f"comment={task.tag}", "-f", fmt, str(tmp)]
         # stderr goes to a file, not a pipe: a full stderr pipe would deadlock our stdin writes.
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)

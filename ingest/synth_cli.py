@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     paths = synthesize(args.out, cfg, progress=not args.no_progress)
     dt = time.perf_counter() - t0
     size = sum(p.stat().st_size for p in paths)
-    print(f"wrote {len(paths)} videos ({size / 1e6:.1f} MB) to {args.out} in {dt:.1f} s")
+    print(f"{len(paths)} videos ({size / 1e6:.1f} MB) ready in {args.out} after {dt:.1f} s "
+          "(files from an identical earlier run are kept)")
     print(f"  {cfg.classes} classes x {cfg.per_class} videos, {cfg.seconds:g} s, {cfg.width}x{cfg.height} "
           f"@ {cfg.fps:g} fps, seed {cfg.seed}" + (f", variants: {','.join(variants)}" if variants else ""))
     for k in range(min(cfg.classes, 8)):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+DRAW_BATCH = 8
+"""Frames per vectorised object draw: its pixel box is the union of its positions over the batch."""
 SHAPES = ("disk", "square", "triangle", "ring", "cross", "diamond", "ellipse", "star")
 TEXTURES = ("stripes", "checker", "dots", "rings", "waves")
 MOTIONS = ("drift", "orbit", "bounce", "pulse", "spin", "zigzag")
@@ -123,7 +125,8 @@ class Scene:
         # Low saturation: colour belongs to the objects, texture to everything.
         c0 = _rgb(rng.uniform(), rng.uniform(0.05, 0.3), rng.uniform(0.15, 0.4))
         c1 = _rgb(rng.uniform(), rng.uniform(0.05, 0.3), rng.uniform(0.6, 0.9))
-        self.canvas = (c0 + lum[..., None] * (c1 - c0)).astype(np.uint8)
+        self.canvas = (c0 + lum[..., None] * (c1 - c0)).astype(np.uint8)  # (2H, 2W, 3), periodic
+        self.tiled = np.tile(self.canvas, (2, 2, 1))  # any H x W window at offsets < (2H, 2W) is one slice
         speed = rng.uniform(0, 12) * self.unit  # camera pan, px/s
         ang = rng.uniform(0, 2 * math.pi)
         self.pan = (rng.uniform(0, wc), rng.uniform(0, hc), speed * math.cos(ang), speed * math.sin(ang))
@@ -198,14 +201,16 @@ class Scene:
         x0, y0, vx, vy = self.pan
         ox = np.floor(x0 + vx * t).astype(np.int64)
         oy = np.floor(y0 + vy * t).astype(np.int64)
-        rows = (np.arange(self.h)[None, :] + oy[:, None]) % hc  # (T, H)
-        cols = (np.arange(self.w)[None, :] + ox[:, None]) % wc  # (T, W)
-        frames = self.canvas[rows[:, :, None], cols[:, None, :]]  # (T, H, W, 3)
+        frames = np.empty((len(t), self.h, self.w, 3), np.uint8)
+        for i, (y, x) in enumerate(zip(oy % hc, ox % wc)):  # slices of the tiled canvas: no gather
+            frames[i] = self.tiled[y:y + self.h, x:x + self.w]
         ph, amp = self.shake
         sx, sy = amp * np.sin(2.3 * t + ph[0]), amp * np.sin(1.9 * t + ph[1])  # hand-held camera shake
         for o in self.objects:
             cx, cy, sc, ang = self._track(o, t)
-            _draw(frames, o, cx + sx, cy + sy, sc, ang)
+            for a in range(0, len(t), DRAW_BATCH):  # short batches keep a moving object's box small
+                b = slice(a, a + DRAW_BATCH)
+                _draw(frames[b], o, cx[b] + sx[b], cy[b] + sy[b], sc[b], ang[b])
         return frames
 
 
@@ -226,10 +231,10 @@ def _draw(frames: np.ndarray, o: _Object, cx, cy, scale, angle) -> None:
     mask = _shape_mask(o.shape, u, v)
     if not mask.any():
         return
-    pat = _texture(o.texture, u, v, o.tex_freq, o.tex_angle)
+    pat = _texture(o.texture, u[mask], v[mask], o.tex_freq, o.tex_angle)  # only where the object is
     c0, c1 = o.colors
     region = frames[:, ya:yb, xa:xb]
-    region[mask] = np.where(pat[mask][:, None], c1, c0).astype(np.uint8)
+    region[mask] = np.where(pat[:, None], c1, c0).astype(np.uint8)
 
 
 def _shape_mask(shape: str, u, v):

@@ -16,9 +16,9 @@ import subprocess
 from dataclasses import dataclass
 
 import ffmpeg
-from rhovid.ingest.probe import Probe, ffmpeg_url
 
 from rhovid.ffmpeg import ffmpeg_exe
+from rhovid.ingest.probe import Probe, ffmpeg_url
 
 # Fragment at each keyframe; empty moov so the init segment is just ftyp+moov; tfdt/base in
 # moof so a fragment does not depend on bytes before it; no trailing mfra index.

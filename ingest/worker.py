@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
+from rhovid import __version__
 from rhovid.ingest.fmp4 import parse_fragments
 from rhovid.ingest.probe import ProbeError, probe
 from rhovid.ingest.sources import Source
 from rhovid.ingest.transcode import TranscodeError, TranscodeSettings, output_size, transcode
-
-from rhovid import __version__
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from rhovid.atomic import atomic_write_json
 from rhovid.store.priors import METHODS
 from rhovid.store.regions import SelectParams
-
-from rhovid.atomic import atomic_write_json
 
 STORE_VERSION = 1  # layout of the per-shard groups (store/FORMAT.md)
 REGISTRY = "sets.json"
@@ -58,7 +57,9 @@ def make_params(method: str, overrides: dict[str, object] | None = None) -> Sele
     kwargs = {}
     for key, value in (overrides or {}).items():
         if key not in fields:
-            raise ValueError(f"--param {key}: method {method} has no parameter {key!r}; valid: {', '.join(fields)}")
+            raise ValueError(
+                f"--param {key}: method {method} has no parameter {key!r}; valid: {', '.join(fields)}"
+            )
         kwargs[key] = _coerce(method, key, value, fields[key].default)
     try:
         return cls(**kwargs)
@@ -83,7 +84,9 @@ def _coerce(method: str, key: str, value: object, default: object) -> object:
             return low in ("1", "true", "yes")
         return kind(value)
     except ValueError:
-        raise ValueError(f"--param {key}={value}: method {method} expects {kind.__name__} for {key!r}") from None
+        raise ValueError(
+            f"--param {key}={value}: method {method} expects {kind.__name__} for {key!r}"
+        ) from None
 
 
 def params_dict(params: SelectParams, hashed_only: bool = False) -> dict:
@@ -155,7 +158,9 @@ def register_set(root: Path, name: str, entry: dict, alias: str | None = None) -
                 raise ValueError(f"--name {alias}: that is the name of another box set")
             current = reg["aliases"].get(alias)
             if current not in (None, name):
-                raise ValueError(f"--name {alias}: alias already names box set {current}; choose another alias")
+                raise ValueError(
+                    f"--name {alias}: alias already names box set {current}; choose another alias"
+                )
             reg["aliases"][alias] = name
         reg["sets"][name] = entry
         atomic_write_json(root / REGISTRY, reg)
@@ -174,8 +179,13 @@ def resolve_set(reg: dict, name: str) -> str:
     by_method = [n for n, e in reg["sets"].items() if e.get("method") == name]
     if len(by_method) == 1:
         return by_method[0]
-    avail = ", ".join(
-        [*sorted(reg["sets"]), *(f"{a} (-> {n})" for a, n in sorted(reg["aliases"].items()))]
-    ) or "none (compute one with `rhovid boxes DATA --method M`)"
-    why = f"method {name!r} has {len(by_method)} box sets; name one" if by_method else f"unknown box set {name!r}"
+    avail = (
+        ", ".join([*sorted(reg["sets"]), *(f"{a} (-> {n})" for a, n in sorted(reg["aliases"].items()))])
+        or "none (compute one with `rhovid boxes DATA --method M`)"
+    )
+    why = (
+        f"method {name!r} has {len(by_method)} box sets; name one"
+        if by_method
+        else f"unknown box set {name!r}"
+    )
     raise KeyError(f"{why}; available: {avail}")

@@ -1,8 +1,8 @@
 """``rhovid boxes``: compute, list and show region-box priors in DATA/boxes.zarr.
 
-  rhovid boxes DATA --method slic [--param region_size=32 ...] [--box-fps 2] [--max-boxes 16]
-  rhovid boxes DATA --list
-  rhovid boxes DATA --show KEY --set NAME -o sheet.png
+rhovid boxes DATA --method slic [--param region_size=32 ...] [--box-fps 2] [--max-boxes 16]
+rhovid boxes DATA --list
+rhovid boxes DATA --show KEY --set NAME -o sheet.png
 """
 
 from __future__ import annotations
@@ -19,11 +19,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--method", choices=list(METHODS), help="box prior to compute")
     what.add_argument("--list", action="store_true", help="table of the box sets in DATA/boxes.zarr")
-    what.add_argument("--show", metavar="KEY", help="contact sheet of video KEY's frames with boxes (needs --set, -o)")
-    parser.add_argument(
-        "--param", action="append", default=[], metavar="K=V", help="method parameter (repeatable); see store/FORMAT.md"
+    what.add_argument(
+        "--show", metavar="KEY", help="contact sheet of video KEY's frames with boxes (needs --set, -o)"
     )
-    parser.add_argument("--box-fps", type=float, default=2.0, help="stored frames per second of video (default 2)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="method parameter (repeatable); see store/FORMAT.md",
+    )
+    parser.add_argument(
+        "--box-fps", type=float, default=2.0, help="stored frames per second of video (default 2)"
+    )
     parser.add_argument("--max-boxes", type=int, default=16, help="boxes kept per frame, K (default 16)")
     parser.add_argument("--name", help="alias for the box set (e.g. the name the ablation uses)")
     parser.add_argument("--split", help="only this split's shards (default: all)")
@@ -31,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", help="Dask scheduler address (tcp://host:port); overrides --workers")
     parser.add_argument("--set", dest="set_name", help="--show: box set name or alias")
     parser.add_argument("-o", "--out", type=Path, help="--show: output PNG")
-    parser.add_argument("--frames", type=int, default=16, help="--show: at most this many frames (default 16)")
+    parser.add_argument(
+        "--frames", type=int, default=16, help="--show: at most this many frames (default 16)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -72,12 +82,16 @@ def _compute(args: argparse.Namespace) -> int:
         return 1
     alias = f" (alias {args.name})" if args.name else ""
     if report.noop:
-        print(f"box set {report.set_name}{alias} already complete for {len(report.skipped)}/{report.shards_total} "
-              "shards; nothing to compute")
+        print(
+            f"box set {report.set_name}{alias} already complete for {len(report.skipped)}/{report.shards_total} "
+            "shards; nothing to compute"
+        )
         return 0
     rate = report.frames / report.seconds if report.seconds else 0.0
-    print(f"box set {report.set_name}{alias}: computed {len(report.computed)} shards ({report.videos} videos, "
-          f"{report.frames} frames, {rate:.1f} frames/s), {len(report.skipped)} already complete")
+    print(
+        f"box set {report.set_name}{alias}: computed {len(report.computed)} shards ({report.videos} videos, "
+        f"{report.frames} frames, {rate:.1f} frames/s), {len(report.skipped)} already complete"
+    )
     for shard, err in report.failed:
         print(f"  failed {shard}: {err}", file=sys.stderr)
     if report.failed:
@@ -101,14 +115,16 @@ def list_rows(data: Path) -> list[dict]:
             st = store.attrs(shard, s["name"])["stats"]
             n_rows, n_boxes, area = n_rows + st["rows"], n_boxes + st["boxes"], area + st["area_fraction_sum"]
         params = ",".join(f"{k}={v}" for k, v in s["params_hashed"].items())
-        rows.append({
-            "set": s["name"] + (f" ({', '.join(s['aliases'])})" if s["aliases"] else ""),
-            "method": s["method"],
-            "params": f"{params} box_fps={s['box_fps']:g} K={s['max_boxes']}",
-            "shards": f"{len(s['shards_done'])}/{total}",
-            "boxes/frame": f"{n_boxes / n_rows:.1f}" if n_rows else "-",
-            "box area": f"{area / n_boxes:.3f}" if n_boxes else "-",
-        })
+        rows.append(
+            {
+                "set": s["name"] + (f" ({', '.join(s['aliases'])})" if s["aliases"] else ""),
+                "method": s["method"],
+                "params": f"{params} box_fps={s['box_fps']:g} K={s['max_boxes']}",
+                "shards": f"{len(s['shards_done'])}/{total}",
+                "boxes/frame": f"{n_boxes / n_rows:.1f}" if n_rows else "-",
+                "box area": f"{area / n_boxes:.3f}" if n_boxes else "-",
+            }
+        )
     return rows
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from rhovid.executor import map_unordered
 from rhovid.store.boxsets import (
     box_set_name,
     code_version,
@@ -23,9 +25,7 @@ from rhovid.store.boxsets import (
     register_set,
 )
 from rhovid.store.regions import SelectParams, select_boxes
-from rhovid.store.zarr_store import ShardRows, ensure_root, group_status, write_shard_set
-
-from rhovid.executor import map_unordered
+from rhovid.store.zarr_store import ShardRows, ensure_root, group_status, store_root, write_shard_set
 
 
 def box_frame_indices(num_frames: int, fps: float, box_fps: float) -> np.ndarray:
@@ -79,20 +79,24 @@ def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max
 
     _, fn = method_entry(method)
     extra_names = params.extra_inputs()
-    gap = getattr(params, "gap", 1)
     boxes, scores, counts, frames, offsets, keys, sizes = [], [], [], [], [0], [], []
     for sample in samples:
         meta, key = sample["json"], sample["__key__"]
-        idx = box_frame_indices(int(meta["num_frames"]), float(meta["fps"]), box_fps)
-        need = np.union1d(idx, np.maximum(idx - gap, 0)) if "previous" in extra_names else idx
-        decoded = decode_rgb(sample["mp4"], need) if len(need) else np.zeros((0, 1, 1, 3), np.uint8)
-        pos = np.searchsorted(need, idx)
-        rgb = decoded[pos]
-        extra = {}
+        n_frames = int(meta["num_frames"])
+        idx = box_frame_indices(n_frames, float(meta["fps"]), box_fps)
+        need, extra = idx, {}
         if "previous" in extra_names:
-            extra["previous"] = decoded[np.searchsorted(need, np.maximum(idx - gap, 0))]
+            # the frame `gap` before; frames with none before them compare with the one after
+            gap = params.gap
+            ref = np.where(idx >= gap, idx - gap, np.minimum(idx + gap, n_frames - 1))
+            need = np.union1d(idx, ref)
         if "vectors" in extra_names:
-            extra["vectors"] = decode_motion_vectors(sample["mp4"], idx)
+            decoded, extra["vectors"] = decode_motion_vectors(sample["mp4"], idx)
+        else:
+            decoded = decode_rgb(sample["mp4"], need) if len(need) else np.zeros((0, 1, 1, 3), np.uint8)
+        rgb = decoded[np.searchsorted(need, idx)]
+        if "previous" in extra_names:
+            extra["previous"] = decoded[np.searchsorted(need, ref)]
         h, w = (decoded.shape[1], decoded.shape[2]) if len(idx) else (int(meta["height"]), int(meta["width"]))
         for cand, cand_scores in fn(rgb, params, **extra) if len(idx) else []:
             b, s = select_boxes(cand, w, h, max_boxes, params.min_size, params.max_area, cand_scores)
@@ -120,8 +124,12 @@ def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max
 
 def compute_shard(task: ShardTask) -> ShardResult:
     """Worker: compute and write one shard's group (no-op if another run completed it)."""
+    import cv2
+
     from rhovid.ingest.shards import iter_shard
 
+    # Parallelism is one shard per worker; OpenCV's own thread pool on top would oversubscribe.
+    cv2.setNumThreads(1)
     t0 = time.perf_counter()
     root = Path(task.root)
     if group_status(root, task.shard, task.set_name) == "complete":
@@ -205,9 +213,11 @@ def compute_box_set(
         raise ValueError(f"--max-boxes must be >= 1, got {max_boxes}")
     shards = list_shards(data, split)
     if not shards:
-        raise FileNotFoundError(f"{data}: no shards{f' of split {split!r}' if split else ''} under {data}/shards")
+        raise FileNotFoundError(
+            f"{data}: no shards{f' of split {split!r}' if split else ''} under {data}/shards"
+        )
     set_name = box_set_name(method, p, box_fps, max_boxes)
-    root = ensure_root(data)
+    root = store_root(data)
     entry = {
         "method": method,
         "params": params_dict(p),
@@ -216,7 +226,6 @@ def compute_box_set(
         "max_boxes": int(max_boxes),
         "code_version": code_version(method),
     }
-    register_set(root, set_name, entry, alias=name)
     report = ComputeReport(set_name, method, len(shards))
     todo = []
     for path in shards:
@@ -224,15 +233,37 @@ def compute_box_set(
         if group_status(root, shard, set_name) == "complete":
             report.skipped.append(shard)
         else:
-            task = ShardTask(str(path), shard, str(root), set_name, method, p, float(box_fps), int(max_boxes),
-                             {**entry, "set": set_name}, shard in crash_in)
-            todo.append(task)
+            attrs = {**entry, "set": set_name}
+            todo.append(
+                ShardTask(  # absolute paths: Dask workers may run elsewhere on a shared filesystem
+                    str(Path(path).resolve()),
+                    shard,
+                    str(root.resolve()),
+                    set_name,
+                    method,
+                    p,
+                    float(box_fps),
+                    int(max_boxes),
+                    attrs,
+                    crash=shard in crash_in,
+                )
+            )
+    if todo:
+        p.check_runtime()  # before anything is written; a no-op request runs anywhere
+    ensure_root(data)
+    register_set(root, set_name, entry, alias=name)
     if not todo:
         return report
-    p.check_runtime()  # only when there is work: listing/no-op requests run anywhere
     t0 = time.perf_counter()
-    for res in map_unordered(compute_shard, todo, workers=workers, scheduler=scheduler,
-                             desc=f"boxes {set_name}", unit="shard", progress=progress):
+    for res in map_unordered(
+        compute_shard,
+        todo,
+        workers=workers,
+        scheduler=scheduler,
+        desc=f"boxes {set_name}",
+        unit="shard",
+        progress=progress,
+    ):
         if res.ok:
             report.computed.append(res.task.shard)
             report.frames += res.value.frames

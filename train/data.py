@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
 from rhovid.ingest.shards import iter_shard, list_shards, read_index, shard_name
 from rhovid.train.augment import AugmentConfig
 from rhovid.train.sampler import ClipSpec, SamplePlan, plan_sample, sample_seed
@@ -43,7 +45,6 @@ from rhovid.train.streaming import (
     worker_sizes,
     worker_skips,
 )
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,10 @@ class ClipDataset(IterableDataset):
         w, nw = (0, 1) if info is None else (info.id, info.num_workers)
         epoch, consumed = self.state["epoch"].value, self.state["consumed"].value
         counts = self.batch_counts()
+        # The DataLoader always starts its round-robin at worker 0; after a resume the next
+        # batch is due from worker `consumed % nw`, so worker ids are rotated by that much
+        # (batch counts are non-increasing in the worker id, so the order stays identical).
+        w = (w + consumed) % nw
         skip = worker_skips(counts, consumed)[w]
         items = self._plans(assign(self.shards, self.cfg.seed, epoch, self.rank, self.world, w, nw, self.cfg.augment),
                             epoch)

@@ -23,7 +23,13 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from rhovid.config import from_dict, save_config, to_dict
-from rhovid.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from rhovid.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from rhovid.train.config import RESUMABLE_CHANGES, TrainConfig, config_diff
 from rhovid.train.metrics import MetricsWriter, StepTimer
 from rhovid.train.optim import build_optimizer, lr_at, set_lr
@@ -135,6 +141,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, batches: Iterable[dict] | None 
             metrics.log(done, rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.3g}", data=f"{times['data_frac']:.0%}")
         bar.update(1)
+        timer.mark_compute(step_done=False)  # logging is the loop's work, not data wait
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             ranks = gather_objects({"rng": rng_state(), "data": stream.state_dict()}, world)
             if rank == 0:

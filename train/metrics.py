@@ -27,12 +27,16 @@ class StepTimer:
         self.data_s += now - self._t
         self._t = now
 
-    def mark_compute(self) -> None:
-        """Call when the step's work has finished (after a device sync)."""
+    def mark_compute(self, step_done: bool = True) -> None:
+        """Call when the step's work has finished (after a device sync).
+
+        ``step_done=False`` books the time since the last mark as compute without counting a step
+        (the loop's own logging work, so it is not mistaken for data wait).
+        """
         now = time.perf_counter()
         self.compute_s += now - self._t
         self._t = now
-        self.steps += 1
+        self.steps += int(step_done)
 
     def restart(self) -> None:
         """Start the next interval now, discarding the time since the last mark (e.g. checkpointing)."""

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from rhovid.train.augment import AugmentConfig, ClipAug, draw_clip_aug, fixed_crop
 
 # (global frames) -> (boxes (F, K, 4) x0y0x1y1 stored pixels, count (F,), score or None)

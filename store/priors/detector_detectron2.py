@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
 from rhovid.store.regions import SelectParams
 
 COCO_PERSON = 0  # detectron2's contiguous COCO class id for "person"
@@ -109,8 +110,11 @@ def detectron2_boxes(frames: np.ndarray, p: Detectron2Params) -> list[tuple[np.n
             if fmt == "BGR":
                 chunk = chunk[..., ::-1]
             inputs = [
-                {"image": torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))), "height": f.shape[0],
-                 "width": f.shape[1]}
+                {
+                    "image": torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))),
+                    "height": f.shape[0],
+                    "width": f.shape[1],
+                }
                 for f in chunk
             ]
             for res in model(inputs):
@@ -119,6 +123,9 @@ def detectron2_boxes(frames: np.ndarray, p: Detectron2Params) -> list[tuple[np.n
                 if p.classes == "person":
                     keep &= inst.pred_classes == COCO_PERSON
                 out.append(
-                    (inst.pred_boxes.tensor[keep].float().cpu().numpy(), inst.scores[keep].float().cpu().numpy())
+                    (
+                        inst.pred_boxes.tensor[keep].float().cpu().numpy(),
+                        inst.scores[keep].float().cpu().numpy(),
+                    )
                 )
     return out

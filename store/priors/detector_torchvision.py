@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
 from rhovid.store.regions import SelectParams
 
 COCO_PERSON = 1  # torchvision's COCO category id for "person" (0 is background)
@@ -56,7 +57,9 @@ def require_torchvision():
     """Import torchvision or raise ImportError saying where this prior runs."""
     try:
         import torchvision
-    except Exception as e:  # a CUDA wheel beside CPU torch fails with OSError/RuntimeError, not only ImportError
+    except (
+        Exception
+    ) as e:  # a CUDA wheel beside CPU torch fails with OSError/RuntimeError, not only ImportError
         raise ImportError(
             f"torchvision is not importable here ({type(e).__name__}: {e}); the 'torchvision' box prior runs "
             "where it imports (e.g. a GPU machine with a torchvision build matching torch). "

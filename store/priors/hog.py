@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+
 from rhovid.store.regions import SelectParams
 
 

@@ -3,7 +3,8 @@
 Two sources of "where is something moving":
 
 - ``source="diff"`` (default): absolute difference between the frame and the frame ``gap``
-  decoded frames before it, blurred, thresholded, dilated; each connected component is a box.
+  frames before it (after it for the first ``gap`` frames), blurred, thresholded, dilated;
+  each connected component is a box.
 - ``source="mv"``: the H.264 motion vectors the decoder already has (PyAV, codec option
   ``flags2=+export_mvs``), rasterised on an 8-px grid; cells moving more than
   ``mv_threshold`` px form the components. No pixel work beyond decoding, but intra
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from rhovid.store.regions import SelectParams
 
 MV_CELL = 8  # px; H.264 partitions are 4..16 px, 8 keeps a 16x16 macroblock as 2x2 cells
@@ -79,35 +81,45 @@ def component_boxes(mask: np.ndarray, dilate: int, cell: int = 1) -> np.ndarray:
     return np.concatenate([s[:, :2], s[:, :2] + s[:, 2:]], axis=1) * cell
 
 
-def decode_motion_vectors(mp4: bytes, indices: Sequence[int]) -> np.ndarray:
-    """Per-frame motion magnitude on an 8-px grid, from the codec's motion vectors.
+def decode_motion_vectors(mp4: bytes, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """RGB frames and their motion magnitude on an 8-px grid, from the codec's motion vectors.
+
+    One decoding pass gives both, so the ``mv`` source costs one decode like the others.
 
     Args:
         mp4: a whole video (or fragment slice) PyAV can open.
-        indices: frame indices (local to ``mp4``) to return.
+        indices: increasing frame indices (local to ``mp4``) to return.
 
     Returns:
-        (N, ceil(H/8), ceil(W/8)) float32 magnitude in px (0 where no vector, e.g. I-frames).
+        rgb (N, H, W, 3) uint8 and magnitude (N, ceil(H/8), ceil(W/8)) float32 in px (0 where
+        there is no vector, e.g. on I-frames).
+
+    Raises:
+        IndexError: an index past the last decodable frame.
     """
     import av
 
     wanted = {int(i): k for k, i in enumerate(indices)}
-    out = None
     with av.open(io.BytesIO(mp4)) as container:
         stream = container.streams.video[0]
         stream.codec_context.options = {"flags2": "+export_mvs"}
         h, w = stream.codec_context.height, stream.codec_context.width
-        out = np.zeros((len(indices), -(-h // MV_CELL), -(-w // MV_CELL)), np.float32)
-        last = max(wanted) if wanted else -1
+        rgb = np.zeros((len(wanted), h, w, 3), np.uint8)
+        mag = np.zeros((len(wanted), -(-h // MV_CELL), -(-w // MV_CELL)), np.float32)
+        last, seen = (max(wanted) if wanted else -1), 0
         for i, frame in enumerate(container.decode(stream)):
             if i > last:
                 break
             if i not in wanted:
                 continue
+            seen += 1
+            rgb[wanted[i]] = frame.to_ndarray(format="rgb24")
             mvs = frame.side_data.get("MOTION_VECTORS")
             if mvs is not None and len(mvs):
-                _rasterise(mvs.to_ndarray(), out[wanted[i]])
-    return out
+                _rasterise(mvs.to_ndarray(), mag[wanted[i]])
+    if seen < len(wanted):
+        raise IndexError(f"frame {last} is past the last decodable frame")
+    return rgb, mag
 
 
 def _rasterise(v: np.ndarray, grid: np.ndarray) -> None:

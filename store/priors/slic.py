@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from rhovid.store.regions import SelectParams, label_boxes
 
 ALGORITHMS = {"slic": 100, "slico": 101, "mslic": 102}  # cv2.ximgproc.SLIC, SLICO, MSLIC

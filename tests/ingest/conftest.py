@@ -26,12 +26,13 @@ def encode(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *(extra_in or [])]
-    args += ["-f", "lavfi", "-i", f"{pattern}=size={size}:rate={rate}:duration={seconds}"]
+    args += ["-f", "lavfi", "-i", f"{pattern}=size={size}:rate={rate}"]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac"]
     if vf:
         args += ["-vf", vf]
     args += codec or ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    args += ["-t", f"{seconds}"]
     args += ["file:" + str(path.resolve())]
     subprocess.run(args, check=True, capture_output=True)
     return path

@@ -108,7 +108,6 @@ def test_sigkill_mid_run_then_rerun_yields_every_good_source_once(tmp_path, enco
         proc.wait(timeout=30)
         proc.stdout.close()
         proc.stderr.close()
-        print("HIT", hit, proc.returncode, len(list_shards(data)))
         assert hit or proc.returncode == 0
         for p in list_shards(data):  # every finished shard is a complete, readable tar
             assert all({"mp4", "json"} <= set(s) for s in iter_shard(p))

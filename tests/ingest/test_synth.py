@@ -9,10 +9,10 @@ import av
 import cv2
 import numpy as np
 import pytest
-from rhovid.ingest.synth import VARIANTS, SynthConfig, frame_times, synthesize, video_names
-from rhovid.ingest.synth_scene import Scene, class_spec
 
 from rhovid.cli import main as cli_main
+from rhovid.ingest.synth import VARIANTS, SynthConfig, frame_times, synthesize, video_names
+from rhovid.ingest.synth_scene import Scene, class_spec
 
 
 def decode(path: Path, step: int = 1) -> np.ndarray:
@@ -33,6 +33,7 @@ def probe(path: Path) -> dict:
             "times": np.array([float(f.pts * f.time_base) for f in frames]),
             "rotation": frames[0].rotation,
             "rate": s.average_rate,
+            "audio": [a.codec_context.name for a in c.streams.audio],
         }
 
 
@@ -117,12 +118,14 @@ def test_variant_names(variant_files):
         ("mjpeg", "mjpeg", "yuvj420p", (96, 72)),
         ("rotate", "h264", "yuv420p", (96, 72)),
         ("vfr", "h264", "yuv420p", (96, 72)),
+        ("audio", "h264", "yuv420p", (96, 72)),
     ],
 )
 def test_variant_has_its_property(variant_files, variant, codec, pix_fmt, size):
     info = probe(variant_files[variant])
     assert (info["codec"], info["pix_fmt"], info["size"], info["frames"]) == (codec, pix_fmt, size, 30)
     assert info["rotation"] == (90 if variant == "rotate" else 0)
+    assert info["audio"] == (["aac"] if variant == "audio" else [])
     gaps = np.diff(info["times"])
     assert gaps.min() > 0
     if variant == "vfr":
@@ -160,7 +163,7 @@ def test_cli_writes_tree_and_reports_errors(tmp_path, capsys):
     assert rc == 0
     expected = [out / t.path for t in video_names(SynthConfig(classes=2, per_class=1, variants=("odd", "rotate")))]
     assert sorted(out.rglob("*.*")) == sorted(expected) and len(expected) == 6
-    assert "wrote 6 videos" in capsys.readouterr().out
+    assert "6 videos" in capsys.readouterr().out
     assert cli_main(["synth", str(out), "--variants", "bogus"]) == 1
     assert "unknown variant" in capsys.readouterr().err
 

@@ -6,7 +6,14 @@ import re
 
 import pytest
 
-from rhovid.store.boxsets import box_set_name, make_params, parse_param_args, read_registry, register_set, resolve_set
+from rhovid.store.boxsets import (
+    box_set_name,
+    make_params,
+    parse_param_args,
+    read_registry,
+    register_set,
+    resolve_set,
+)
 
 
 def name(method="slic", params=None, box_fps=2.0, max_boxes=16):
@@ -65,7 +72,9 @@ def test_aliases_resolve_and_conflicts_are_refused(tmp_path):
     assert resolve_set(reg, "slic") == a  # the only slic set
     register_set(tmp_path, b, {"method": "slic"})
     reg = read_registry(tmp_path)
-    with pytest.raises(KeyError, match=rf"method 'slic' has 2 box sets; name one; available: .*{b}.*superpixels \(-> {a}\)"):
+    with pytest.raises(
+        KeyError, match=rf"method 'slic' has 2 box sets; name one; available: .*{b}.*superpixels \(-> {a}\)"
+    ):
         resolve_set(reg, "slic")
     with pytest.raises(KeyError, match=rf"unknown box set 'nope'; available: {min(a, b)}, {max(a, b)}"):
         resolve_set(reg, "nope")
@@ -91,7 +100,9 @@ def test_unavailable_detectors_say_where_they_run(tmp_path):
     try:
         import detectron2  # noqa: F401
     except Exception:
-        with pytest.raises(ImportError, match=r"detectron2 is not installed here .*runs where it is installed"):
+        with pytest.raises(
+            ImportError, match=r"detectron2 is not installed here .*runs where it is installed"
+        ):
             make_params("detectron2", {"config": str(weights), "weights": str(weights)}).check_runtime()
     else:
         with pytest.raises(ValueError, match="needs --param config=PATH"):

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from rhovid.cli import main
-from rhovid.ingest.shards import list_shards, read_index, shard_name
+from rhovid.ingest.decode import decode_rgb
+from rhovid.ingest.shards import iter_shard, list_shards, read_index, shard_name
 from rhovid.store.compute import box_frame_indices, compute_box_set
+from rhovid.store.priors.motion import decode_motion_vectors
 from rhovid.store.zarr_store import BoxStore, group_status, store_root
 
 
@@ -65,10 +67,28 @@ def test_compute_round_trip_then_noop(data, capsys):
     again = compute_box_set(data, "slic", {"region_size": 16}, box_fps=2.0, max_boxes=8, progress=False)
     assert again.noop and again.frames == 0 and sorted(again.skipped) == shards_of(data)
     capsys.readouterr()
-    assert main(["boxes", str(data), "--method", "slic", "--param", "region_size=16", "--max-boxes", "8",
-                 "--name", "sp16", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "boxes",
+                str(data),
+                "--method",
+                "slic",
+                "--param",
+                "region_size=16",
+                "--max-boxes",
+                "8",
+                "--name",
+                "sp16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert f"box set {report.set_name} (alias sp16) already complete for 2/2 shards; nothing to compute" in out
+    assert (
+        f"box set {report.set_name} (alias sp16) already complete for 2/2 shards; nothing to compute" in out
+    )
     assert BoxStore(data).load(shards_of(data)[0], "sp16").set_name == report.set_name
     assert main(["boxes", str(data), "--list"]) == 0
     table = capsys.readouterr().out
@@ -109,13 +129,15 @@ def test_interrupted_run_resumes_without_touching_finished_shards(data):
 
 
 def test_missing_shard_error_names_a_command_that_computes_it(data, capsys):
-    report = compute_box_set(data, "hog", {"hit_threshold": "-0.5"}, max_boxes=4, progress=False)
+    report = compute_box_set(data, "hog", {"hit_threshold": "-0.5", "min_side": "160"}, max_boxes=4, progress=False)
     shard = shards_of(data)[1]
     scored = BoxStore(data).load(shard, report.set_name).rows
     assert scored.score.shape == (len(scored.count), 4)
     assert (np.diff(scored.score, axis=1)[np.arange(4)[None, 1:] < scored.count[:, None]] <= 0).all()
     shutil.rmtree(store_root(data) / shard / report.set_name)
-    with pytest.raises(KeyError, match=f"shard {shard} has no box set {report.set_name}; compute it with: ") as e:
+    with pytest.raises(
+        KeyError, match=f"shard {shard} has no box set {report.set_name}; compute it with: "
+    ) as e:
         BoxStore(data).load(shard, report.set_name)
     command = str(e.value.args[0]).split("compute it with: ")[1]
     assert main([*shlex.split(command)[1:], "--no-progress"]) == 0
@@ -127,6 +149,12 @@ def test_motion_vectors_source_finds_moving_objects(data):
     report = compute_box_set(data, "motion", {"source": "mv"}, progress=False)
     counts = np.concatenate([BoxStore(data).load(s, report.set_name).rows.count for s in shards_of(data)])
     assert counts.sum() > 0 and not report.failed
+    sample = next(iter_shard(list_shards(data)[0]))
+    idx = box_frame_indices(sample["json"]["num_frames"], sample["json"]["fps"], 2.0)
+    rgb, mag = decode_motion_vectors(sample["mp4"], idx)
+    np.testing.assert_array_equal(rgb, decode_rgb(sample["mp4"], idx))  # one pass gives the same frames
+    assert mag.shape == (len(idx), -(-rgb.shape[1] // 8), -(-rgb.shape[2] // 8))
+    assert (mag[0] == 0).all() and mag[1:].max() > 0  # frame 0 is an I-frame: no vectors
 
 
 def test_show_writes_a_contact_sheet(data, tmp_path, capsys):
@@ -170,8 +198,11 @@ def test_cli_error_messages(data, tmp_path, capsys):
     except Exception:
         rc, msg = err(data, "--method", "torchvision", "--param", f"weights={weights}")
         assert rc == 1 and "torchvision is not importable here" in msg
+        assert BoxStore(data).list_sets() == []  # refused before anything was registered or written
     try:
         import detectron2  # noqa: F401
     except Exception:
-        rc, msg = err(data, "--method", "detectron2", "--param", f"weights={weights}", "--param", f"config={weights}")
+        rc, msg = err(
+            data, "--method", "detectron2", "--param", f"weights={weights}", "--param", f"config={weights}"
+        )
         assert rc == 1 and "detectron2 is not installed here" in msg

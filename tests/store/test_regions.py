@@ -108,7 +108,9 @@ def test_opencv_and_skimage_paths_both_give_valid_boxes(method):
             assert inside.any()
         if method == "fh":
             assert (np.abs(cand - red).max(1) <= 2).any(), impl
-    labels = (slic_labels if method == "slic" else fh_labels)(frames[0], make_params(method, {"impl": "skimage"}))
+    labels = (slic_labels if method == "slic" else fh_labels)(
+        frames[0], make_params(method, {"impl": "skimage"})
+    )
     assert labels.shape == (96, 128)
 
 
@@ -125,10 +127,10 @@ def test_motion_diff_box_covers_the_moving_square():
     cur = prev.copy()
     prev[0, 20:40, 20:40] = 200
     cur[0, 20:40, 30:50] = 200
-    (boxes, scores), = motion_boxes(cur, make_params("motion"), previous=prev)
+    ((boxes, scores),) = motion_boxes(cur, make_params("motion"), previous=prev)
     assert scores is None and len(boxes) == 1
     x0, y0, x1, y1 = boxes[0]
     # changed pixels span x 20..50, y 20..40; blur (5) and dilation (7) widen that by a few px
     assert 14 <= x0 <= 20 and 14 <= y0 <= 20 and 50 <= x1 <= 56 and 40 <= y1 <= 46
-    (still, _), = motion_boxes(cur, make_params("motion"), previous=cur)
+    ((still, _),) = motion_boxes(cur, make_params("motion"), previous=cur)
     assert len(still) == 0

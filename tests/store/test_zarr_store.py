@@ -34,11 +34,18 @@ def rows(scored: bool, seed: int = 0) -> tuple[ShardRows, list[str]]:
 
 def make_store(data, name="slic-0000abcd", scored=False, shards=("train-000000",)):
     root = ensure_root(data)
-    entry = {"method": name.split("-")[0], "params_hashed": {"region_size": 24}, "box_fps": 2.0, "max_boxes": K}
+    entry = {
+        "method": name.split("-")[0],
+        "params_hashed": {"region_size": 24},
+        "box_fps": 2.0,
+        "max_boxes": K,
+    }
     register_set(root, name, entry)
     r, keys = rows(scored)
     for shard in shards:
-        write_shard_set(root, shard, name, r, {**entry, "set": name, "keys": keys, "frame_sizes": [[100, 80]] * 2})
+        write_shard_set(
+            root, shard, name, r, {**entry, "set": name, "keys": keys, "frame_sizes": [[100, 80]] * 2}
+        )
     return root, r
 
 

@@ -54,7 +54,7 @@ def test_round_trip_weights_only(tmp_path):
             p.zero_()
     restored.load_state_dict(raw["model"])
     opt2.load_state_dict(raw["optimizer"])
-    for (k, a), b in zip(opt.state.items(), opt2.state.values()):
+    for a, b in zip(opt.state.values(), opt2.state.values()):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
     assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 7
 

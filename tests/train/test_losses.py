@@ -235,3 +235,16 @@ def test_instance_no_regions_is_zero_with_graph():
                                torch.ones(2, 2, dtype=torch.bool))
     assert float(out.detach()) == 0.0
     out.backward()
+
+
+def test_low_precision_inputs_give_fp32_losses():
+    """Under bf16 autocast the heads emit bf16; every loss computes (and returns) fp32."""
+    z = torch.randn(4, 2, 16).bfloat16()
+    ref = float(RhoInfoNCE(0.1)(z.float()))
+    out = RhoInfoNCE(0.1)(z)
+    assert out.dtype == torch.float32 and float(out) == pytest.approx(ref, rel=1e-6)
+    assert RhoBYOLLoss()(z, z.flip(1)).dtype == torch.float32
+    assert RhoMoCoLoss()(z, z, _unit(8, 16).bfloat16()).dtype == torch.float32
+    assert SwAVLoss()(z[..., :5].float().tanh().bfloat16()).dtype == torch.float32
+    mask = torch.ones(4, 2, dtype=torch.bool)
+    assert RegionInstanceLoss()(z, z, mask, mask).dtype == torch.float32

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from rhovid.train.augment import AugmentConfig, ClipAug, apply_clip, colour_affine
 from rhovid.train.sampler import (
     ClipSpec,

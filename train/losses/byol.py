@@ -18,8 +18,12 @@ class RhoBYOLLoss(nn.Module):
     The targets are detached here: gradients never flow into the target network.
     """
 
+    # Losses run in fp32 even under bf16 autocast: logits / tau up to 10 lose ~0.05 in bf16.
+    @torch.autocast("cuda", enabled=False)
     def forward(self, p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Loss for online predictions p (B, rho, D) and target projections z (B, rho, D). Scalar."""
+        p = p.to(torch.promote_types(p.dtype, torch.float32))
+        z = z.to(torch.promote_types(z.dtype, torch.float32))
         if p.shape != z.shape or p.shape[1] < 2:
             raise ValueError(f"RhoBYOLLoss needs p and z of equal shape (B, rho>=2, D); got {tuple(p.shape)}, {tuple(z.shape)}")
         rho = p.shape[1]

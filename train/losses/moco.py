@@ -24,12 +24,17 @@ class RhoMoCoLoss(nn.Module):
         super().__init__()
         self.temperature = temperature
 
+    # Losses run in fp32 even under bf16 autocast: logits / tau up to 10 lose ~0.05 in bf16.
+    @torch.autocast("cuda", enabled=False)
     def forward(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
         """Loss for queries q (B, rho, D), keys k (B, rho, D) and queue (Q, D). Returns a scalar.
 
         q and k are L2-normalised here; queue entries must already be unit vectors. Keys are
         detached (they come from the momentum encoder).
         """
+        q = q.to(torch.promote_types(q.dtype, torch.float32))
+        k = k.to(torch.promote_types(k.dtype, torch.float32))
+        queue = queue.to(torch.promote_types(queue.dtype, torch.float32))
         b, rho, _ = q.shape
         if rho < 2 or k.shape != q.shape:
             raise ValueError(f"RhoMoCoLoss needs q and k of shape (B, rho>=2, D); got {tuple(q.shape)}, {tuple(k.shape)}")

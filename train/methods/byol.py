@@ -17,13 +17,13 @@ class BYOL(nn.Module):
 
     Args:
         arch: backbone name.
-        momentum: target EMA momentum at step 0, cosine-annealed to 1 (rho-paper / BYOL: 0.996
-            for BYOL on ImageNet; we default to the rho-paper's 0.994 for both MoCo and BYOL).
+        momentum: target EMA momentum at step 0, cosine-annealed to 1 (0.996: BYOL Sec. 3.2 and
+            PySlowFast's BYOL configs; rho-MoCo uses 0.994).
         proj_dim: projector and predictor output (256).
         hidden_dim: projector and predictor hidden width (4096).
     """
 
-    def __init__(self, arch: str = "tiny", momentum: float = 0.994, proj_dim: int = 256, hidden_dim: int = 4096):
+    def __init__(self, arch: str = "tiny", momentum: float = 0.996, proj_dim: int = 256, hidden_dim: int = 4096):
         super().__init__()
         self.backbone = build_backbone(arch)
         self.projector = byol_head(self.backbone.feature_dim, hidden_dim, proj_dim)

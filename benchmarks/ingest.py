@@ -1,0 +1,242 @@
+"""Ingest benchmark: videos/s, overhead over the plain ffmpeg CLI, 1 -> 2 worker speed-up, GOP sweep.
+
+Measured side by side in one run on the same generated sources (testsrc2 / mandelbrot):
+- the plain ffmpeg CLI running, one file after another, exactly the argv ingest runs
+  (``transcode.ffmpeg_args``, one ffmpeg thread) -> the reference time;
+- ``ingest()`` inline (probe + transcode + fragment table + checks + tar/idx/index writes),
+  with a 1-process pool and with a 2-process pool (one ffmpeg thread per process);
+  overhead = ingest inline / ffmpeg CLI (goal <= 1.10), speed-up = 1 worker / 2 workers
+  (goal >= 1.8 on 2 free cores);
+- the GOP sweep behind the default ``--gop``: bytes per video second, and the frames decoded
+  per random 8x8 clip (8 frames, stride 8 = a 57-frame span) when the loader slices the
+  covering fragments; waste = decoded - span.
+
+Each timing is the fastest of ``--repeats`` runs (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--videos", type=int, default=8, help="generated source videos (default 8)")
+    p.add_argument("--seconds", type=float, default=8.0, help="length of each source (default 8)")
+    p.add_argument("--size", default="480x360", help="source resolution (default 480x360)")
+    p.add_argument("--short-side", type=int, default=256, help="ingest --short-side (default 256)")
+    p.add_argument("--repeats", type=int, default=3, help="timing repeats; the fastest counts (default 3)")
+    p.add_argument("--gops", default="8,16,32,64", help="GOP sizes of the sweep ('' to skip)")
+    p.add_argument("--gop-seconds", type=float, default=20.0, help="length of the GOP-sweep video")
+    p.add_argument("--clips", type=int, default=2000, help="random 8x8 clips per GOP for the waste (default 2000)")
+    p.add_argument("--timed-clips", type=int, default=60, help="of which decoded and timed (default 60)")
+    p.add_argument("--out", type=Path, default=None, help="markdown result file "
+                   "(default benchmarks/results/ingest-<date>-cpu.md; a .json is written beside it)")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out or RESULTS / f"ingest-{date.today().isoformat()}-cpu.md"
+    with tempfile.TemporaryDirectory(prefix="rhovid-bench-ingest-") as tmp:
+        tmp = Path(tmp)
+        sources = make_sources(tmp / "src", args.videos, args.seconds, args.size)
+        speed = time_ingest(sources, tmp, args.short_side, args.repeats)
+        gops = [int(g) for g in args.gops.split(",") if g.strip()]
+        sweep = []
+        if gops:
+            sweep = gop_sweep(tmp, gops, args.gop_seconds, args.short_side, args.clips, args.timed_clips)
+    text = render(speed, sweep, args)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# rhovid bench ingest ({date.today().isoformat()}, CPU)\n\n{text}\n")
+    out.with_suffix(".json").write_text(json.dumps({"speed": speed, "gop_sweep": sweep,
+                                                    "args": {k: str(v) for k, v in vars(args).items()}},
+                                                   indent=2))
+    print(f"\nwrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def make_sources(folder: Path, n: int, seconds: float, size: str) -> list[Path]:
+    """``n`` H.264 sources alternating testsrc2 / mandelbrot (mandelbrot is harder to encode)."""
+    from rhovid.ffmpeg import ffmpeg_exe
+
+    folder.mkdir(parents=True)
+    paths = []
+    for i in range(n):
+        pattern = ("testsrc2", "mandelbrot")[i % 2]
+        path = folder / f"v{i:03d}.mp4"
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
+                        "-i", f"{pattern}=size={size}:rate=30", "-t", f"{seconds}", "-c:v", "libx264",
+                        "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)], check=True)
+        paths.append(path)
+    return paths
+
+
+def time_ingest(sources: list[Path], tmp: Path, short_side: int, repeats: int) -> dict:
+    from rhovid.ingest.pipeline import IngestConfig, ingest
+    from rhovid.ingest.probe import probe
+    from rhovid.ingest.transcode import TranscodeSettings, ffmpeg_args
+
+    cfg = IngestConfig(short_side=short_side, threads=1, progress=False)
+    settings = TranscodeSettings(fps=cfg.fps, short_side=cfg.short_side, gop=cfg.gop, crf=cfg.crf,
+                                 preset=cfg.preset, threads=1)
+    argvs = []
+    for i, s in enumerate(sources):  # the CLI writes files, as a user running ffmpeg by hand would
+        argvs.append(ffmpeg_args(str(s), probe(s), settings, output=str(tmp / f"cli-{i}.mp4")))
+
+    def cli():
+        for a in argvs:
+            subprocess.run(a, check=True)
+
+    def run_ingest(workers):
+        def go():
+            data = tmp / f"data-{workers}"
+            shutil.rmtree(data, ignore_errors=True)
+            r = ingest([str(s) for s in sources], data, IngestConfig(**{**_fields(cfg), "workers": workers}))
+            assert r.ingested == len(sources), r.failures
+        return go
+
+    cases = {"ffmpeg CLI": cli, "ingest inline": run_ingest(0), "ingest 1 worker": run_ingest(1),
+             "ingest 2 workers": run_ingest(2)}
+    best = {name: float("inf") for name in cases}
+    cpu = {name: float("inf") for name in cases}
+    for _ in range(repeats):  # interleaved, so a burst of load hits every case alike
+        for name, fn in cases.items():
+            c0, t0 = _cpu_seconds(), time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+            cpu[name] = min(cpu[name], _cpu_seconds() - c0)
+    n = len(sources)
+    return {
+        "videos": n,
+        "seconds": best,
+        "cpu_seconds": cpu,
+        "cpu_overhead_inline": cpu["ingest inline"] / cpu["ffmpeg CLI"],
+        "videos_per_s": {k: n / v for k, v in best.items()},
+        "overhead_inline": best["ingest inline"] / best["ffmpeg CLI"],
+        "overhead_1_worker": best["ingest 1 worker"] / best["ffmpeg CLI"],
+        "speedup_2_workers": best["ingest 1 worker"] / best["ingest 2 workers"],
+        "loadavg": os.getloadavg(),
+        "cores": os.cpu_count(),
+    }
+
+
+def gop_sweep(tmp: Path, gops: list[int], seconds: float, short_side: int, clips: int,
+              timed_clips: int) -> list[dict]:
+    """Per content and GOP: bytes per second of video and decode waste of random 8x8 clips.
+
+    Contents: a ``rhovid synth`` video (textured objects on a panning textured background)
+    and ffmpeg's mandelbrot zoom (every pixel changes every frame: the hard case for size).
+    """
+    from rhovid.ingest.synth import SynthConfig, synthesize
+
+    (synth,) = synthesize(tmp / "gop-synth", SynthConfig(classes=1, per_class=1, seconds=seconds,
+                                                          width=480, height=360))
+    (mandel,) = make_sources(tmp / "gop-mandelbrot", 2, seconds, "480x360")[1:]
+    return [_sweep_one(tmp, content, src, gop, short_side, clips, timed_clips)
+            for content, src in (("synth", synth), ("mandelbrot", mandel)) for gop in gops]
+
+
+def _sweep_one(tmp, content, src, gop, short_side, clips, timed_clips) -> dict:
+    from rhovid.ingest.decode import decode_rgb
+    from rhovid.ingest.fragments import clip_slice
+    from rhovid.ingest.pipeline import IngestConfig, ingest
+    from rhovid.ingest.shards import iter_shard, list_shards
+
+    data = tmp / f"gop-{content}-{gop}"
+    ingest([str(src)], data, IngestConfig(short_side=short_side, gop=gop, progress=False))
+    (sample,) = iter_shard(list_shards(data)[0])
+    meta, mp4 = sample["json"], sample["mp4"]
+    span = 8 * 7 + 1  # 8 frames at stride 8
+    rng = random.Random(0)
+    decoded = slice_bytes = 0
+    decode_s = 0.0
+    for c in range(clips):
+        first = rng.randrange(meta["num_frames"] - span + 1)
+        last = first + span - 1
+        data_bytes, frame0 = clip_slice(mp4, meta, first, last)
+        # the decoder runs from the covering fragment's IDR up to the clip's last frame
+        decoded += last - frame0 + 1
+        slice_bytes += len(data_bytes)
+        if c < timed_clips:
+            t0 = time.perf_counter()
+            decode_rgb(data_bytes, range(first - frame0, last - frame0 + 1, 8))
+            decode_s += time.perf_counter() - t0
+    return {
+        "content": content,
+        "gop": gop,
+        "kbytes_per_video_s": len(mp4) / 1000 / meta["duration_s"],
+        "decoded_frames_per_clip": decoded / clips,
+        "waste_frames_per_clip": decoded / clips - span,
+        "slice_kbytes_per_clip": slice_bytes / 1000 / clips,
+        "decode_ms_per_clip": decode_s * 1000 / max(1, min(clips, timed_clips)),
+    }
+
+
+def render(speed: dict, sweep: list[dict], args) -> str:
+    s = speed["seconds"]
+    lines = [
+        f"{speed['videos']} sources of {args.seconds:g} s at {args.size} -> short side {args.short_side}, "
+        f"fastest of {args.repeats}, one ffmpeg thread per video",
+        "",
+        "| run | wall s | videos/s | wall vs ffmpeg CLI | CPU s | CPU vs ffmpeg CLI |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    c = speed["cpu_seconds"]
+    for name in s:
+        lines.append(f"| {name} | {s[name]:.2f} | {speed['videos_per_s'][name]:.2f} | "
+                     f"{s[name] / s['ffmpeg CLI']:.3f} | {c[name]:.2f} | {c[name] / c['ffmpeg CLI']:.3f} |")
+    lines += [
+        "",
+        f"- overhead of ingest over the ffmpeg CLI (inline): **{speed['overhead_inline']:.3f}x** wall, "
+        f"**{speed['cpu_overhead_inline']:.3f}x** CPU (goal <= 1.10)",
+        f"- speed-up 1 -> 2 workers: **{speed['speedup_2_workers']:.2f}x** (goal >= 1.8 on 2 free cores)",
+        f"- load average (1/5/15 min) {' '.join(f'{x:.1f}' for x in speed['loadavg'])} on {speed['cores']} cores",
+    ]
+    if sweep:
+        lines += [
+            "",
+            f"GOP sweep: {args.gop_seconds:g} s 480x360 sources -> short side {args.short_side}; "
+            f"{args.clips} random 8x8 clips (8 frames at stride 8 = 57-frame span) per GOP sliced "
+            f"from their covering fragments; decode time over the first {args.timed_clips} (PyAV)",
+            "",
+            "| content | GOP | KB per video s | size vs largest GOP | decoded frames / clip | "
+            "waste frames / clip | slice KB / clip | decode ms / clip |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in sweep:
+            ref = max((x for x in sweep if x["content"] == r["content"]), key=lambda x: x["gop"])
+            ref = ref["kbytes_per_video_s"]
+            lines.append(
+                f"| {r['content']} | {r['gop']} | {r['kbytes_per_video_s']:.1f} | "
+                f"{r['kbytes_per_video_s'] / ref:.2f} | "
+                f"{r['decoded_frames_per_clip']:.1f} | {r['waste_frames_per_clip']:.1f} | "
+                f"{r['slice_kbytes_per_clip']:.1f} | {r['decode_ms_per_clip']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def _cpu_seconds() -> float:
+    """User+system CPU of this process and of all its reaped descendants (pool workers, ffmpeg).
+
+    Unlike wall time this barely moves when other jobs share the cores, so the CPU ratio is
+    the load-robust overhead figure.
+    """
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _fields(cfg) -> dict:
+    from dataclasses import asdict
+
+    return asdict(cfg)

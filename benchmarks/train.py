@@ -1,0 +1,189 @@
+"""Training-loop benchmark: steps/s of the full loop (loader included) vs a bare forward/backward loop.
+
+Measured side by side in one run, on shards this benchmark builds with ``rhovid.ingest`` (or
+``--data``), with the same method, backbone and batch shape:
+
+- **bare**: forward, backward, optimizer step and ``after_step`` on one in-memory batch (the
+  first batch of the loader), nothing else -> the compute ceiling;
+- **loader**: the ``ClipLoader`` alone, batches/s -> whether the loader can keep up;
+- **full**: ``rhovid.train.loop.train`` (loader, LR schedule, NaN guard, metrics, TensorBoard,
+  progress bar), steps/s from the loop's own timer after the warm-up steps (the final
+  checkpoint and process start-up are excluded), and its data-wait fraction.
+
+ratio = full / bare (goal >= 0.95 when the loader keeps up, i.e. loader batches/s > bare steps/s
+with cores to spare). On a 2-core CPU the decode workers and the model share the same cores, so
+the ratio there measures contention as much as loop overhead; the data-wait fraction says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=None, help="ingested dataset (default: build a synthetic one)")
+    p.add_argument("--method", default="simclr", choices=["simclr", "moco", "byol", "swav", "constcl"])
+    p.add_argument("--arch", default="tiny", choices=["tiny", "r3d18", "r3d50", "slow_r50"])
+    p.add_argument("--rho", type=int, default=2)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--stride", type=int, default=4)
+    p.add_argument("--crop", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--steps", type=int, default=40, help="timed steps (default 40)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed first steps (default 10)")
+    p.add_argument("--workers", type=int, default=2, help="loader decode workers (default 2)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--out", type=Path, default=None, help="markdown result file "
+                   "(default benchmarks/results/train-<date>-<device>.md; a .json is written beside it)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.warmup % 5 or args.steps % 5:
+        raise ValueError("--warmup and --steps must be multiples of 5 (the loop logs every 5 steps)")
+    out = args.out or RESULTS / f"train-{date.today().isoformat()}-{args.device}.md"
+    with tempfile.TemporaryDirectory(prefix="rhovid-bench-train-") as tmp:
+        tmp = Path(tmp)
+        data = args.data or build_data(tmp / "data")
+        cfg = make_config(args, data)
+        loader = time_loader(cfg, args.warmup, args.steps)
+        bare = time_bare(cfg, args.warmup, args.steps)
+        full = time_full(cfg, tmp / "run", args.warmup)
+    result = {"bare": bare, "loader": loader, "full": full, "ratio": full["steps_per_s"] / bare["steps_per_s"],
+              "config": {k: str(v) for k, v in vars(args).items()}, "torch_threads": torch.get_num_threads(),
+              "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
+    text = render(result, args)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# rhovid bench train ({date.today().isoformat()}, {args.device.upper()})\n\n{text}\n\n"
+                   f"```json\n{json.dumps(result, indent=2)}\n```\n")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def build_data(folder: Path) -> Path:
+    """16 synthetic 6 s videos ingested into two shards (short side 128, GOP 16)."""
+    from rhovid.ingest.pipeline import IngestConfig, ingest
+    from rhovid.ingest.synth import SynthConfig, synthesize
+
+    src = folder.parent / "src"
+    synthesize(src, SynthConfig(classes=4, per_class=4, seconds=6.0, width=160, height=120, fps=30, seed=0))
+    ingest([str(src)], folder, IngestConfig(short_side=128, gop=16, shard_count=2, workers=2, progress=False))
+    return folder
+
+
+def make_config(args, data: Path):
+    from rhovid.train.config import get_preset, replace_data
+
+    cfg = get_preset(f"tiny-{args.method}")
+    cfg = dataclasses.replace(cfg, arch=args.arch, batch_size=args.batch_size, steps=args.warmup + args.steps,
+                              checkpoint_every=args.warmup + args.steps, log_every=5, device=args.device,
+                              progress=False, optim=dataclasses.replace(cfg.optim, lr_batch=args.batch_size))
+    return replace_data(cfg, data=str(data), rho=args.rho, frames=args.frames, stride=args.stride, crop=args.crop,
+                        workers=args.workers)
+
+
+def _loader(cfg, workers: int):
+    from rhovid.train.data import ClipLoader, LoaderConfig
+
+    d = cfg.data
+    return ClipLoader(LoaderConfig(data=d.data, rho=d.rho, frames=d.frames, stride=d.stride,
+                                   timespan_s=d.timespan_s, crop=d.crop, boxes=d.boxes, max_boxes=d.max_boxes,
+                                   batch_size=cfg.batch_size, workers=workers, device=cfg.device, seed=cfg.seed))
+
+
+def _endless(loader):
+    while True:
+        yield from loader
+
+
+def time_loader(cfg, warmup: int, steps: int) -> dict:
+    """The loader alone: batches/s after ``warmup`` batches (workers started, buffers filled)."""
+    batches = _endless(_loader(cfg, cfg.data.workers))
+    for _ in range(warmup):
+        next(batches)
+    t = time.perf_counter()
+    for _ in range(steps):
+        next(batches)
+    seconds = time.perf_counter() - t
+    return {"batches_per_s": steps / seconds, "seconds": seconds}
+
+
+def time_bare(cfg, warmup: int, steps: int) -> dict:
+    """Forward + backward + optimizer step + after_step on one in-memory batch."""
+    from rhovid.train.methods import build_method
+    from rhovid.train.optim import build_optimizer
+
+    device = torch.device("cuda" if cfg.device == "cuda" else "cpu")
+    batch = next(iter(_loader(cfg, 0)))
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    torch.manual_seed(cfg.seed)
+    model = build_method(cfg.method, arch=cfg.arch, **cfg.method_kwargs).to(device).train()
+    o = cfg.optim
+    opt = build_optimizer(model, o.name, o.lr, o.momentum, o.weight_decay, o.lars_eta)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
+        "cpu", enabled=False)
+    t = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            t = time.perf_counter()
+        with autocast:
+            out = model(batch)
+        out["loss"].item()
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        model.after_step(i, warmup + steps)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    seconds = time.perf_counter() - t
+    return {"steps_per_s": steps / seconds, "seconds": seconds}
+
+
+def time_full(cfg, run_dir: Path, warmup: int) -> dict:
+    """``train()`` end to end; rates from its metrics after the warm-up windows."""
+    from rhovid.atomic import read_jsonl
+    from rhovid.train.loop import train
+
+    t = time.perf_counter()
+    train(cfg, run_dir)
+    wall = time.perf_counter() - t
+    recs = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] > warmup]
+    steps = sum(5 for _ in recs)
+    data_s = sum(5 * r["data_s"] for r in recs)
+    compute_s = sum(5 * r["compute_s"] for r in recs)
+    return {"steps_per_s": steps / (data_s + compute_s), "data_frac": data_s / (data_s + compute_s),
+            "compute_steps_per_s": steps / compute_s, "wall_s_incl_startup": wall,
+            "final_loss": recs[-1]["loss"]}
+
+
+def render(r: dict, args) -> str:
+    shape = (f"{args.method}/{args.arch}, batch {args.batch_size} x rho {args.rho} x {args.frames}x{args.crop}^2, "
+             f"{args.workers} decode workers, {r['torch_threads']} torch threads, {args.steps} timed steps")
+    rows = [
+        ("bare forward/backward (in-memory batch)", f"{r['bare']['steps_per_s']:.2f}", "1.00", "-"),
+        ("loader alone (batches/s)", f"{r['loader']['batches_per_s']:.2f}",
+         f"{r['loader']['batches_per_s'] / r['bare']['steps_per_s']:.2f}", "-"),
+        ("full loop (loader + schedule + guard + metrics)", f"{r['full']['steps_per_s']:.2f}", f"{r['ratio']:.2f}",
+         f"{r['full']['data_frac']:.1%}"),
+        ("full loop, compute part only", f"{r['full']['compute_steps_per_s']:.2f}",
+         f"{r['full']['compute_steps_per_s'] / r['bare']['steps_per_s']:.2f}", "-"),
+    ]
+    lines = [shape, "", "| measurement | steps/s | x bare | data wait |", "|---|---:|---:|---:|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    verdict = "met" if r["ratio"] >= 0.95 else "not met"
+    keeps_up = r["loader"]["batches_per_s"] >= r["bare"]["steps_per_s"]
+    lines += ["", f"full / bare = {r['ratio']:.2f} (goal >= 0.95 when the loader keeps up: {verdict}; "
+                  f"loader alone is {'faster' if keeps_up else 'slower'} than the bare loop)"]
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""Transcode argv, output geometry and the fMP4 box parser on real ffmpeg output."""
+
+from __future__ import annotations
+
+import pytest
+
+from rhovid.ingest.fmp4 import parse_fragments
+from rhovid.ingest.probe import ProbeError, probe
+from rhovid.ingest.transcode import TranscodeSettings, ffmpeg_args, output_size, run_ffmpeg
+
+
+@pytest.mark.parametrize(
+    ("display", "short", "expected"),
+    [((160, 120), 112, (150, 112)), ((120, 160), 112, (112, 150)), ((161, 121), 112, (150, 112)),
+     ((4000, 3000), 256, (342, 256)), ((100, 100), 255, (256, 256)), ((1920, 1080), 256, (456, 256))],
+)
+def test_output_size_keeps_aspect_with_even_sides(display, short, expected):
+    assert output_size(*display, short) == expected
+
+
+def test_argv_is_a_list_with_fixed_gop_and_safe_input_url(tmp_path, encode_video):
+    src = encode_video(tmp_path / "-x y.mp4", seconds=1.0)
+    args = ffmpeg_args(str(src), probe(src), TranscodeSettings(short_side=64, gop=12))
+    assert f"file:{src}" in args  # absolute file: URL, never an option or protocol
+    assert not any(a.startswith("-x y") or a == str(src) for a in args)
+    for flag, value in (("-g", "12"), ("-keyint_min", "12"), ("-sc_threshold", "0")):
+        assert args[args.index(flag) + 1] == value
+    assert "scenecut=0" in args[args.index("-x264-params") + 1]
+    assert "+frag_keyframe+empty_moov+default_base_moof" in args[args.index("-movflags") + 1]
+
+
+def test_fragment_table_of_real_output(tmp_path, encode_video):
+    src = encode_video(tmp_path / "v.mkv", seconds=2.0)
+    out = run_ffmpeg(ffmpeg_args(str(src), probe(src), TranscodeSettings(short_side=64, gop=12)))
+    table = parse_fragments(out)
+    assert table.data_end == len(out)  # skip_trailer: no mfra after the last fragment
+    assert [f.num_frames for f in table.fragments] == [12] * 5
+    assert all(f.starts_with_sync for f in table.fragments)
+    assert [f.first_frame for f in table.fragments] == [0, 12, 24, 36, 48]
+    assert all(a.byte_end == b.byte_offset for a, b in zip(table.fragments, table.fragments[1:]))
+    with pytest.raises(ValueError):
+        parse_fragments(out[: len(out) - 100])  # last mdat cut short
+    with pytest.raises(ValueError):
+        parse_fragments(b"definitely not an mp4 file")
+    with pytest.raises(ValueError, match="moov"):
+        parse_fragments(out[table.init_size :])
+
+
+def test_probe_reports_problems_by_name(tmp_path):
+    with pytest.raises(ProbeError, match="file not found"):
+        probe(tmp_path / "missing.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(ProbeError, match="empty"):
+        probe(tmp_path / "empty.mp4")
