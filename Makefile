@@ -19,7 +19,7 @@ STEPS ?= 200
 DEVICE ?= cpu
 WORKERS ?= 2
 EVAL ?= linear
-PRESET ?=
+PRESET ?= $(if $(filter tiny,$(ARCH)),tiny-$(METHOD),)
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-all lint demo synth shards boxes pretrain eval ablation bench clean-demo
@@ -41,11 +41,13 @@ test-all: setup ## every test, slow ones included
 lint: setup
 	$(BIN)/ruff check rhovid ingest store train evaluate benchmarks tests
 
-synth: setup ## a small labelled synthetic video tree in $(SRC)
-	$(RHOVID) synth $(SRC) --classes 4 --per-class 6 --seconds 6 --seed 0
+synth: setup ## a small labelled synthetic train tree and test tree (same classes, other seed) in $(SRC)
+	$(RHOVID) synth $(SRC)/train --classes 4 --per-class 6 --seconds 6 --seed 0
+	$(RHOVID) synth $(SRC)/test --classes 4 --per-class 3 --seconds 6 --seed 1
 
-shards: setup ## ingest $(SRC) into $(DATA)/shards
-	$(RHOVID) ingest $(SRC) --out $(DATA) --workers $(WORKERS)
+shards: setup ## ingest $(SRC)/train and $(SRC)/test into $(DATA) (splits train and test)
+	$(RHOVID) ingest $(SRC)/train --split train --out $(DATA) --workers $(WORKERS)
+	$(RHOVID) ingest $(SRC)/test --split test --out $(DATA) --workers $(WORKERS)
 
 boxes: setup ## compute box prior $(BOX) for $(DATA)
 	$(RHOVID) boxes $(DATA) --method $(BOX) --workers $(WORKERS)

@@ -16,14 +16,12 @@ BENCHMARKS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for name, module in BENCHMARKS.items():
-        p = sub.add_parser(name, help=f"benchmark: {name}", add_help=False)
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=(mod.__doc__ or name).strip().splitlines()[0],
+                           description=mod.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(_bench_module=module)
-        # Options are added lazily below only for the chosen benchmark.
-        p.add_argument("bench_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        mod.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    mod = importlib.import_module(args._bench_module)
-    p = argparse.ArgumentParser(prog=f"rhovid bench {args.bench}", description=(mod.__doc__ or "").splitlines()[0])
-    mod.add_arguments(p)
-    return int(mod.run(p.parse_args(args.bench_args)) or 0)
+    return int(importlib.import_module(args._bench_module).run(args) or 0)
