@@ -6,43 +6,27 @@ downloads. Frames are batched through the model directly (DefaultPredictor takes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from rhovid.store.regions import SelectParams
+from rhovid.store.priors.detector import DetectorParams
 
 COCO_PERSON = 0  # detectron2's contiguous COCO class id for "person"
-RUNTIME = {"hash": False}
 
 
 @dataclass(frozen=True)
-class Detectron2Params(SelectParams):
+class Detectron2Params(DetectorParams):
     """A detectron2 model from a config file and a weights file."""
 
-    scored: ClassVar[bool] = True
+    method: ClassVar[str] = "detectron2"
 
     config: str = ""
     """Path of the detectron2 config (.yaml); required."""
     weights: str = ""
     """Path of the model weights (.pkl / .pth); required."""
-    classes: str = "person"
-    """person (COCO person boxes only) or all (every class)."""
-    score_min: float = 0.5
-    """Drop detections scoring below this."""
-    batch_size: int = field(default=8, metadata=RUNTIME)
-    """Frames per forward pass."""
-    device: str = field(default="auto", metadata=RUNTIME)
-    """auto (cuda when available), cuda or cpu."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.classes not in ("person", "all"):
-            raise ValueError(f"detectron2 classes must be 'person' or 'all', got {self.classes!r}")
-        if self.batch_size < 1:
-            raise ValueError("detectron2 batch_size must be >= 1")
 
     def check_runtime(self) -> None:
         require_detectron2()

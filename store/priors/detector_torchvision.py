@@ -7,43 +7,27 @@ weights file: no downloads. Frames are batched and run on CUDA when present.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from rhovid.store.regions import SelectParams
+from rhovid.store.priors.detector import DetectorParams
 
 COCO_PERSON = 1  # torchvision's COCO category id for "person" (0 is background)
-RUNTIME = {"hash": False}  # field metadata: does not change the boxes, not part of the set name
 
 
 @dataclass(frozen=True)
-class TorchvisionParams(SelectParams):
+class TorchvisionParams(DetectorParams):
     """A torchvision.models.detection model loaded from a local state-dict file."""
 
-    scored: ClassVar[bool] = True
+    method: ClassVar[str] = "torchvision"
 
     weights: str = ""
     """Path of the model's state dict (torch.save of model.state_dict()); required."""
     arch: str = "fasterrcnn_resnet50_fpn"
     """Builder name in torchvision.models.detection (e.g. fasterrcnn_resnet50_fpn_v2, retinanet_resnet50_fpn)."""
-    classes: str = "person"
-    """person (COCO person boxes only) or all (every class)."""
-    score_min: float = 0.5
-    """Drop detections scoring below this."""
-    batch_size: int = field(default=8, metadata=RUNTIME)
-    """Frames per forward pass."""
-    device: str = field(default="auto", metadata=RUNTIME)
-    """auto (cuda when available), cuda or cpu."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.classes not in ("person", "all"):
-            raise ValueError(f"torchvision classes must be 'person' or 'all', got {self.classes!r}")
-        if self.batch_size < 1:
-            raise ValueError("torchvision batch_size must be >= 1")
 
     def check_runtime(self) -> None:
         require_torchvision()
