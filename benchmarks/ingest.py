@@ -32,11 +32,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--videos", type=int, default=8, help="generated source videos (default 8)")
-    p.add_argument("--seconds", type=float, default=8.0, help="length of each source (default 8)")
+    p.add_argument("--videos", type=int, default=16, help="generated source videos (default 16)")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each source (default 10)")
     p.add_argument("--size", default="480x360", help="source resolution (default 480x360)")
     p.add_argument("--short-side", type=int, default=256, help="ingest --short-side (default 256)")
-    p.add_argument("--repeats", type=int, default=3, help="timing repeats; the fastest counts (default 3)")
+    p.add_argument("--repeats", type=int, default=2, help="timing repeats; the fastest counts (default 2)")
     p.add_argument("--gops", default="8,16,32,64", help="GOP sizes of the sweep ('' to skip)")
     p.add_argument("--gop-seconds", type=float, default=20.0, help="length of the GOP-sweep video")
     p.add_argument("--clips", type=int, default=2000, help="random 8x8 clips per GOP for the waste (default 2000)")

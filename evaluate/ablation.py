@@ -145,7 +145,9 @@ def resolve_box_sets(data: str | Path, names: list[str | None], workers: int = 2
         try:
             resolved = store.resolve(name)
         except KeyError:
-            if name not in BOX_METHODS:
+            # Only a method with no stored set is computed; an ambiguous method name (several
+            # stored sets) is an error naming them, never a silent recomputation.
+            if name not in BOX_METHODS or any(s.get("method") == name for s in store.list_sets()):
                 raise
             resolved = None
         entry = next((s for s in store.list_sets() if s["name"] == resolved), None) if resolved else None
@@ -208,14 +210,26 @@ def train_variant(run_dir: Path, cfg, log=print) -> str:
 
 def evaluate_run(data: str | Path, run_dir: Path | None, budget: Budget, random_init: bool = False,
                  log=print) -> tuple[str, dict]:
-    """Feature evaluations of a run (or of the random-init baseline of its arch)."""
+    """Feature evaluations of a run (or of the random-init baseline of its arch).
+
+    Each evaluation also writes its report where ``rhovid eval`` would
+    (``RUN/eval/<evaluation>.json``, ``-random-init`` for the baseline).
+    """
+    import os
+
     from rhovid.evaluate.features import parse_views
-    from rhovid.evaluate.protocol import ensure_features, evaluate_stored, feature_source
+    from rhovid.evaluate.protocol import default_report_path, ensure_features, evaluate_stored, feature_source
+    from rhovid.evaluate.report import write_report
 
     temporal, spatial = parse_views(budget.views)
     src = feature_source(run_dir, None, random_init, budget.arch, budget.seed, temporal, spatial)
     ensure_features(data, src, ("train", "test"), budget.device, budget.workers, progress=budget.progress, log=log)
-    return src.name, {e: evaluate_stored(data, src.name, e) for e in budget.evaluations}
+    results = {}
+    for e in budget.evaluations:
+        results[e] = evaluate_stored(data, src.name, e)
+        write_report(default_report_path(data, src, e), e, src.name, results[e],
+                     {**src.attrs, "data": os.path.abspath(data), "views": src.views.views})
+    return src.name, results
 
 
 def run_ablation(data: str | Path, out: str | Path, variants: list[Variant], budget: Budget,

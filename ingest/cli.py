@@ -3,7 +3,10 @@
 SRC may be a folder tree ``SRC/<class>/<video>``, a Kinetics-style CSV
 (``label,youtube_id,time_start,time_end,split``; videos under ``--videos-root``), a list
 file (``.txt``/``.lst``/``.list``, one path per line, unlabelled) or a single video.
-Rerunning the same command resumes: sources already in finished shards are skipped.
+With ``--dataset ucf101|hmdb51|kinetics`` SRC is the dataset's videos folder and
+``--splits`` its official split files (``ucfTrainTestlist/``, ``testTrainMulti_7030_splits/``
+or Kinetics' ``validate.csv``); every video's ``split`` and label come from them
+(``rhovid.ingest.datasets``). Rerunning the same command resumes: sources already in finished shards are skipped.
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=_D.preset, help="x264 preset (default %(default)s)")
     p.add_argument("--timeout", type=float, default=None, help="seconds before one video's ffmpeg is killed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dataset", choices=["ucf101", "hmdb51", "kinetics"],
+                   help="official benchmark splits: SRC = its videos folder, --splits = its split files")
+    p.add_argument("--splits", metavar="PATH",
+                   help="--dataset: ucfTrainTestlist/, testTrainMulti_7030_splits/ or the Kinetics CSV")
+    p.add_argument("--fold", type=int, default=1, help="--dataset ucf101/hmdb51: official split 1-3 (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +66,14 @@ def run(args: argparse.Namespace) -> int:
         videos_root=args.videos_root, min_frames=args.min_frames, max_pixels=args.max_pixels,
         crf=args.crf, preset=args.preset, timeout_s=args.timeout,
     )
-    report = ingest(args.sources, args.out, cfg)
+    sources = args.sources
+    if args.dataset:
+        from rhovid.ingest.datasets import dataset_sources
+
+        if not args.splits or len(args.sources) != 1:
+            raise ValueError(f"--dataset {args.dataset} needs exactly one SRC (the videos folder) and --splits PATH")
+        sources = dataset_sources(args.dataset, args.sources[0], args.splits, args.fold)
+    report = ingest(sources, args.out, cfg)
     print(report.summary())
     if report.failures:
         print(f"{report.failed} sources failed; reasons in {os.path.join(args.out, 'failed.jsonl')}:", file=sys.stderr)

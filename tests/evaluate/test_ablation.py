@@ -55,3 +55,70 @@ def test_ablation_resume_skips_finished_runs(split_data, tmp_path):
     # same folder, different budget: refused rather than silently mixed
     with pytest.raises(ValueError, match="different config"):
         run_ablation(split_data, tmp_path, variants[:1], Budget(**{**BUDGET.__dict__, "steps": 3}), log=log.append)
+
+
+def test_ambiguous_method_name_is_an_error_not_a_recompute(split_data, tmp_path):
+    import shutil
+
+    from rhovid.store.zarr_store import BoxStore
+
+    # a private copy: a second FH set must not leak into the shared fixture
+    shutil.copytree(split_data, tmp_path / "data", ignore=shutil.ignore_patterns("features.zarr"))
+    split_data = tmp_path / "data"
+    resolve_box_sets(split_data, ["fh"], workers=0, log=lambda m: None)
+    sets = [s["name"] for s in BoxStore(split_data).list_sets() if s["method"] == "fh"]
+    if len(sets) == 1:  # a second FH set with other parameters makes the method name ambiguous
+        import subprocess
+        import sys
+
+        subprocess.run([sys.executable, "-m", "rhovid.cli", "boxes", str(split_data), "--method", "fh",
+                        "--param", "k=500", "--split", "train", "--workers", "0", "--no-progress"], check=True)
+    log = []
+    with pytest.raises(KeyError, match="has 2 box sets; name one"):
+        resolve_box_sets(split_data, ["fh"], workers=0, log=log.append)
+    assert not any("computing" in m for m in log)
+
+
+def _cli(data, out, *knobs):
+    from rhovid.cli import main
+
+    return main(["ablation", "--data", str(data), *knobs, "--steps", "1", "--batch-size", "2", "--frames", "2",
+                 "--stride", "4", "--crop", "32", "--workers", "0", "--views", "1x1", "--no-progress",
+                 "--set", "method_kwargs.hidden_dim=32", "--set", "method_kwargs.proj_dim=16", "--out", str(out)])
+
+
+def test_cli_box_sets_by_method_name_then_resume(split_data, tmp_path, capsys):
+    heads = ["--set", "method_kwargs.head_dim=16", "--set", "method_kwargs.head_heads=1"]
+    assert _cli(split_data, tmp_path, "--method", "constcl", "--boxes", "random", "slic", *heads) == 0
+    out = capsys.readouterr().out
+    assert "box set random: drawn on the fly" in out
+    assert "box set slic: reused (stored)" in out or "box set slic: not stored; computing" in out
+    from rhovid.store.zarr_store import BoxStore
+
+    slic = BoxStore(split_data).resolve("slic")
+    assert "run constcl-random: training" in out and "run constcl-slic: training" in out
+    md = (tmp_path / "ablation.md").read_text()
+    assert "| constcl-slic | slic-" in md and "--boxes random slic" in md
+    assert (tmp_path / "ablation.png").exists()
+    cfg = json.loads((tmp_path / "constcl-slic" / "config.json").read_text())
+    assert cfg["data"]["boxes"] == slic and cfg["steps"] == 1
+    # rerun with the full set name: the same stored set and the same finished runs, nothing recomputed
+    assert _cli(split_data, tmp_path, "--method", "constcl", "--boxes", "random", "slic", *heads) == 0
+    out = capsys.readouterr().out
+    assert f"box set slic: reused (stored) as {slic}" in out
+    assert "run constcl-random: finished (1 steps), skipped" in out and "computing" not in out
+    assert _cli(split_data, tmp_path / "by-name", "--method", "constcl", "--boxes", slic, *heads) == 0
+    assert f"box set {slic}: reused (stored) as {slic}" in capsys.readouterr().out
+
+
+def test_cli_sweeps_rho_and_timespan(split_data, tmp_path, capsys):
+    assert _cli(split_data, tmp_path, "--method", "byol", "--rho", "2", "3", "--timespan", "0.5") == 0
+    summary = json.loads((tmp_path / "ablation.json").read_text())
+    assert [(r["run"], r["rho"], r["timespan_s"]) for r in summary["rows"][:2]] == [
+        ("byol-rho2-ts0.5", 2, 0.5), ("byol-rho3-ts0.5", 3, 0.5)]
+    assert summary["rows"][-1]["status"] == "baseline"
+    assert "--rho 2 3 --timespan 0.5" in summary["command"]
+    assert "rho, timespan" in summary["title"]
+    assert json.loads((tmp_path / "byol-rho3-ts0.5" / "eval" / "knn.json").read_text())["evaluation"] == "knn"
+    with pytest.raises(SystemExit):
+        _cli(split_data, tmp_path, "--method", "byol", "--rho", "two")

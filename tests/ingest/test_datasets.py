@@ -142,3 +142,47 @@ def test_unknown_dataset():
     with pytest.raises(KeyError, match="ucf101"):
         dataset_sources("ucf102", ".", ".")
     assert safe_key("a.b#c-d_e") == "a_b_c-d_e"
+
+
+def test_ucf101_and_hmdb51_ingest_cli_split_field(tmp_path):
+    """Official split files -> `rhovid ingest --dataset` -> shards whose split/label fields follow them."""
+    import shutil
+
+    from rhovid.cli import main
+    from rhovid.ingest.shards import read_index
+    from rhovid.ingest.synth import SynthConfig, synthesize
+
+    made = synthesize(tmp_path / "synth", SynthConfig(classes=2, per_class=2, seconds=1.0, width=64, height=48))
+    # UCF101 layout: UCF-101/<Class>/v_<Class>_gGG_cCC.avi (any container ffmpeg reads)
+    names = ["v_ApplyEyeMakeup_g08_c01", "v_ApplyEyeMakeup_g01_c01", "v_HandStandPushups_g08_c01",
+             "v_HandStandPushups_g01_c01"]
+    videos = tmp_path / "UCF-101"
+    for src, name in zip(sorted(made), names):
+        folder = "ApplyEyeMakeup" if "Apply" in name else "HandstandPushups"
+        (videos / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, videos / folder / f"{name}.avi")
+    splits = tmp_path / "ucfTrainTestlist"
+    _write(splits / "classInd.txt", ["1 ApplyEyeMakeup", "2 HandstandPushups"], "\r\n")
+    _write(splits / "trainlist01.txt", ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1",
+                                        "HandstandPushups/v_HandStandPushups_g08_c01.avi 2"], "\r\n")
+    _write(splits / "testlist01.txt", ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
+                                       "HandstandPushups/v_HandStandPushups_g01_c01.avi"], "\r\n")
+    data = tmp_path / "ucf"
+    assert main(["ingest", str(videos), "--dataset", "ucf101", "--splits", str(splits), "--out", str(data),
+                 "--short-side", "48", "--workers", "0", "--no-progress"]) == 0
+    got = sorted((e["split"], e["label"], e["label_name"], e["key"]) for e in read_index(data))
+    assert got == [("test", 0, "ApplyEyeMakeup", "v_ApplyEyeMakeup_g01_c01"),
+                   ("test", 1, "HandstandPushups", "v_HandStandPushups_g01_c01"),
+                   ("train", 0, "ApplyEyeMakeup", "v_ApplyEyeMakeup_g08_c01"),
+                   ("train", 1, "HandstandPushups", "v_HandStandPushups_g08_c01")]
+    assert sorted(p.name for p in (data / "shards").glob("*.tar")) == ["test-000000.tar", "train-000000.tar"]
+    # HMDB51: code 0 videos stay out of the shards
+    hmdb = tmp_path / "hmdb51"
+    (hmdb / "clap").mkdir(parents=True)
+    for src, name in zip(sorted(made)[:3], ["a", "b", "c"]):
+        shutil.copy(src, hmdb / "clap" / f"{name}.avi")
+    _write(tmp_path / "hs" / "clap_test_split1.txt", ["a.avi 1 ", "b.avi 2 ", "c.avi 0 "])
+    assert main(["ingest", str(hmdb), "--dataset", "hmdb51", "--splits", str(tmp_path / "hs"), "--out",
+                 str(tmp_path / "h"), "--short-side", "48", "--workers", "0", "--no-progress"]) == 0
+    assert sorted((e["key"], e["split"]) for e in read_index(tmp_path / "h")) == [("a", "train"), ("b", "test")]
+    assert main(["ingest", str(hmdb), "--dataset", "hmdb51", "--out", str(tmp_path / "x")]) == 1  # no --splits
