@@ -31,6 +31,8 @@ class DemoConfig:
     """Test videos per class (scored by the probes)."""
     seconds: float = 4.0
     """Video length."""
+    segment_s: float = 0.0
+    """Synthetic scene cuts every this many seconds (see ``SynthConfig.segment_s``; 0 = none)."""
     short_side: int = 96
     """Ingest resize (short side, pixels)."""
     steps: int = 300
@@ -89,7 +91,7 @@ def prepare_data(out: Path, cfg: DemoConfig, progress: bool = True, log=print) -
         src = out / f"src-{split}"
         t0 = time.perf_counter()
         videos = sorted(synthesize(src, SynthConfig(classes=cfg.classes, per_class=per_class, seconds=cfg.seconds,
-                                                    seed=seed, workers=cfg.workers), progress=progress))
+                                                    segment_s=cfg.segment_s, seed=seed, workers=cfg.workers), progress=progress))
         if split in have:
             log(f"{split}: {src} and its shards already in {data}; reused")
             continue

@@ -1,8 +1,8 @@
 """Write and read the shard set: ``DATA/shards/<split>-NNNNNN.tar`` (+ ``.idx``) and ``DATA/index.json``.
 
 This module is the one reader/writer of the on-disk format described in ingest/FORMAT.md;
-later stages import only the readers (``list_shards``, ``iter_shard``, ``read_index``,
-``shard_name``).
+later stages import only the readers (``list_shards``, ``iter_shard``, ``iter_shard_lazy``,
+``read_index``, ``shard_name``).
 
 Writes are atomic: a shard is written under a ``.tmp-`` name and renamed when complete, so
 a reader (or a rerun after SIGKILL) sees finished shards only. The DALI ``.idx`` is written
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import tarfile
@@ -25,6 +26,7 @@ from rhovid.atomic import TMP_PREFIX, atomic_path, atomic_write_json
 SHARDS_DIR = "shards"
 INDEX_FILE = "index.json"
 FORMAT_VERSION = "rhovid-shards/1"
+log = logging.getLogger(__name__)
 _SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<num>\d{6})\.tar$")
 
 
@@ -75,6 +77,85 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
             sample[ext] = json.loads(payload) if ext == "json" else payload
     if sample is not None:
         yield sample
+
+
+class MemberBytes:
+    """A tar member's payload, read lazily: ``len(m)`` and ``m[a:b]`` (one seek + read each).
+
+    The loader slices a clip's init segment and covering fragments out of a sample with it, so
+    a 10-minute video costs the few fragments a clip needs, not the whole file (issue 4: clip
+    rate independent of video length). Valid while the shard file it was made from is open.
+    """
+
+    def __init__(self, file, offset: int, size: int):
+        self._file, self._offset, self._size = file, offset, size
+        self.bytes_read = 0
+        """Payload bytes read so far (tests check that nothing outside the slices is read)."""
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, item: slice) -> bytes:
+        if not isinstance(item, slice):
+            raise TypeError(f"MemberBytes supports slices only, got {type(item).__name__}")
+        a, b, step = item.indices(self._size)
+        if step != 1:
+            raise ValueError("MemberBytes slices must be contiguous (step 1)")
+        if b <= a:
+            return b""
+        self._file.seek(self._offset + a)
+        data = self._file.read(b - a)
+        if len(data) != b - a:
+            raise EOFError(f"{getattr(self._file, 'name', 'shard')}: member truncated at byte {a + len(data)}")
+        self.bytes_read += len(data)
+        return data
+
+    def read(self) -> bytes:
+        """The whole payload."""
+        return self[0:self._size]
+
+
+def iter_shard_lazy(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> Iterator[dict]:
+    """Samples ``start..stop-1`` of a shard: ``json`` parsed, every other member a ``MemberBytes``.
+
+    Only tar headers and the json members are read here; the video bytes are read on demand
+    by slicing. Yielded samples are valid until the next one is requested (the file is shared).
+    A json member that does not parse gives ``"error"`` (a message) instead of ``"json"``.
+    """
+    with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        groups: list[tuple[str, list[tarfile.TarInfo]]] = []
+        members = iter(tar)
+        while True:
+            try:
+                member = next(members)  # headers only: tarfile seeks over payloads
+            except StopIteration:
+                break
+            except tarfile.ReadError as e:
+                # A truncated shard: serve what is listed; the cut member fails with EOFError
+                # when read, so only its sample is lost.
+                log.warning("%s: %s after member %d; reading the samples before it", path, e, len(groups))
+                break
+            if not member.isfile():
+                continue
+            key = member.name.partition(".")[0]
+            if not groups or groups[-1][0] != key:
+                if stop is not None and len(groups) >= stop:
+                    break
+                groups.append((key, []))
+            groups[-1][1].append(member)
+        for key, members in groups[start:stop]:
+            sample: dict = {"__key__": key}
+            for m in members:
+                ext = m.name.partition(".")[2]
+                payload = MemberBytes(f, m.offset_data, m.size)
+                if ext != "json":
+                    sample[ext] = payload
+                    continue
+                try:
+                    sample["json"] = json.loads(payload.read())
+                except ValueError as e:  # a damaged sample must not end the shard for the others
+                    sample["error"] = f"{m.name}: invalid JSON: {e}"
+            yield sample
 
 
 def read_index(data: str | os.PathLike) -> list[dict]:

@@ -12,9 +12,12 @@ identity must persist over time, and several objects per frame give the region p
 Class definitions depend only on the class index (not on ``seed``), so trees made with
 different seeds share their classes (e.g. a train tree with seed 0 and a test tree with
 seed 1). Per-video nuisances (background, positions, speeds, colour jitter, distractors,
-pan) come from ``(seed, class, index)``. Motion is closed-form in time and the background
-tiles, so any length costs the same per frame: frames are rendered with numpy in chunks
-and piped as raw RGB into ffmpeg (no shell).
+pan) come from ``(seed, class, index)``. With ``segment_s`` there are scene cuts: background,
+pan and distractors are re-drawn every ``segment_s`` seconds and only the class objects go
+on, so what persists through a video is its class (as an actor and action persist over shot
+changes in real video). Motion is closed-form in time and the background tiles, so any
+length costs the same per frame: frames are rendered with numpy in chunks and piped as raw
+RGB into ffmpeg (no shell).
 
 ``variants`` additionally write awkward encodings of the first ``variant_videos`` videos of
 every class (same content, name suffix ``_<variant>``) to exercise ingest's input handling.
@@ -101,6 +104,10 @@ class SynthConfig:
     """Class objects per video are drawn from 1..max_objects."""
     max_distractors: int = 2
     """Distractor objects (no class information) per video are drawn from 0..max_distractors."""
+    segment_s: float = 0.0
+    """Scene cuts: every ``segment_s`` seconds the background, camera pan and distractors are re-drawn
+    while the class objects go on (0 = one segment). Without cuts a video's background identifies it,
+    and clips of one video match on it instead of on the class (a per-video shortcut for rho-methods)."""
     workers: int = 0
     """0 = generate in this process; N = a local pool of N processes (ffmpeg runs one thread each)."""
 
@@ -125,6 +132,9 @@ class SynthConfig:
             raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
         if self.max_objects < 1 or self.max_distractors < 0 or self.variant_videos < 0:
             raise ValueError("max_objects must be >= 1, max_distractors and variant_videos >= 0")
+        object.__setattr__(self, "segment_s", float(self.segment_s))
+        if not self.segment_s >= 0:
+            raise ValueError(f"segment_s must be >= 0 (0 = no scene cuts), got {self.segment_s}")
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,8 @@ def synthesize(out: Path, cfg: SynthConfig, progress: bool = False) -> list[Path
 def _tag(task: VideoTask) -> str:
     fields = {k: v for k, v in asdict(task.cfg).items() if k not in ("classes", "per_class", "workers",
                                                                        "variants", "variant_videos")}
+    if not fields["segment_s"]:  # added later: files written before it existed keep their tag
+        del fields["segment_s"]
     blob = json.dumps([fields, task.class_index, task.index, task.variant], sort_keys=True)
     return f"{TAG} {hashlib.sha1(blob.encode()).hexdigest()[:16]}"
 
@@ -211,7 +223,7 @@ def write_video(task: VideoTask) -> int:
     n = max(1, round(cfg.seconds * cfg.fps))
     times = frame_times(n, cfg.fps, vfr=task.variant == "vfr")
     scene = Scene(class_spec(task.class_index), cfg.seed, task.index, width, height, cfg.max_objects,
-                  cfg.max_distractors)
+                  cfg.max_distractors, cfg.segment_s)
     ext, enc = VARIANTS[task.variant] if task.variant else CODECS[cfg.codec]
     rate = str(Fraction(cfg.fps).limit_denominator(1001))
     pre = ["-noautorotate", "-display_rotation", "90"] if task.variant == "rotate" else []

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated awkward encodings to add: {','.join(VARIANTS)} (or 'all')")
     parser.add_argument("--variant-videos", type=int, default=d.variant_videos,
                         help=f"videos per class that also get each variant (default {d.variant_videos})")
+    parser.add_argument("--segment-s", type=float, default=d.segment_s, metavar="S",
+                        help="scene cut every S seconds: new background, pan and distractors, same class objects "
+                             "(default 0 = none)")
     parser.add_argument("--workers", type=int, default=d.workers, help="parallel processes (0 = inline)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     variants = tuple(VARIANTS) if names == ["all"] else tuple(names)
     cfg = SynthConfig(classes=args.classes, per_class=args.per_class, seconds=args.seconds, width=args.width,
                       height=args.height, fps=args.fps, seed=args.seed, codec=args.codec, variants=variants,
-                      variant_videos=args.variant_videos, workers=args.workers)
+                      variant_videos=args.variant_videos, segment_s=args.segment_s, workers=args.workers)
     t0 = time.perf_counter()
     paths = synthesize(args.out, cfg, progress=not args.no_progress)
     dt = time.perf_counter() - t0

@@ -96,21 +96,44 @@ class Scene:
     """All randomness of one video, drawn once; ``render(times)`` is then a pure function of time."""
 
     def __init__(self, spec: ClassSpec, seed: int, index: int, width: int, height: int,
-                 max_objects: int = 3, max_distractors: int = 2):
+                 max_objects: int = 3, max_distractors: int = 2, segment_s: float = 0.0):
         rng = np.random.default_rng([seed, spec.index, index])
         self.w, self.h = width, height
         self.unit = min(width, height) / 120.0  # sizes/speeds are defined at 120 px and scaled
-        self._background(rng)
+        self.key, self.max_distractors, self.segment_s = (seed, spec.index, index), max_distractors, segment_s
+        backdrop = self._background(rng)
         hue_jit = rng.normal(0, 0.025)
-        objects = []
-        for _ in range(int(rng.integers(0, max_distractors + 1))):
-            objects.append(self._distractor(rng))
-        for _ in range(int(rng.integers(1, max_objects + 1))):
-            objects.append(self._class_object(rng, spec, hue_jit))
-        self.objects = objects
+        distractors = [self._distractor(rng) for _ in range(int(rng.integers(0, max_distractors + 1)))]
+        # segment -> (background canvas, tiled canvas, pan, distractors); segment 0 is drawn from the
+        # video's own stream, so segment_s=0 (one segment) renders exactly the unsegmented scene.
+        self._segments = {0: (*backdrop, distractors)}
+        self.objects = [self._class_object(rng, spec, hue_jit) for _ in range(int(rng.integers(1, max_objects + 1)))]
+        """The class objects (persist over the whole video, across segments)."""
         self.shake = (rng.uniform(0, 2 * math.pi, 2), rng.uniform(0.5, 1.5) * self.unit)
 
-    def _background(self, rng):
+    def segment(self, k: int) -> tuple:
+        """Segment ``k``'s (canvas, tiled canvas, pan, distractors); later segments have their own
+        stream ``(seed, class, index, k)``, so they do not depend on which segments were rendered."""
+        if k not in self._segments:
+            rng = np.random.default_rng([*self.key, k])
+            backdrop = self._background(rng)
+            self._segments[k] = (*backdrop, [self._distractor(rng)
+                                             for _ in range(int(rng.integers(0, self.max_distractors + 1)))])
+        return self._segments[k]
+
+    def segment_of(self, t: np.ndarray) -> np.ndarray:
+        """Segment index of each time in ``t`` (all 0 without segments)."""
+        t = np.asarray(t, np.float64)
+        if not self.segment_s > 0:
+            return np.zeros(t.shape, np.int64)
+        return np.maximum(np.floor(t / self.segment_s), 0).astype(np.int64)
+
+    @property
+    def canvas(self) -> np.ndarray:
+        """Background canvas of segment 0, (2H, 2W, 3) uint8, periodic."""
+        return self._segments[0][0]
+
+    def _background(self, rng) -> tuple[np.ndarray, np.ndarray, tuple]:
         hc, wc = 2 * self.h, 2 * self.w
         y = np.arange(hc, dtype=np.float32)[:, None] / hc
         x = np.arange(wc, dtype=np.float32)[None, :] / wc
@@ -125,11 +148,11 @@ class Scene:
         # Low saturation: colour belongs to the objects, texture to everything.
         c0 = _rgb(rng.uniform(), rng.uniform(0.05, 0.3), rng.uniform(0.15, 0.4))
         c1 = _rgb(rng.uniform(), rng.uniform(0.05, 0.3), rng.uniform(0.6, 0.9))
-        self.canvas = (c0 + lum[..., None] * (c1 - c0)).astype(np.uint8)  # (2H, 2W, 3), periodic
-        self.tiled = np.tile(self.canvas, (2, 2, 1))  # any H x W window at offsets < (2H, 2W) is one slice
+        canvas = (c0 + lum[..., None] * (c1 - c0)).astype(np.uint8)  # (2H, 2W, 3), periodic
+        tiled = np.tile(canvas, (2, 2, 1))  # any H x W window at offsets < (2H, 2W) is one slice
         speed = rng.uniform(0, 12) * self.unit  # camera pan, px/s
         ang = rng.uniform(0, 2 * math.pi)
-        self.pan = (rng.uniform(0, wc), rng.uniform(0, hc), speed * math.cos(ang), speed * math.sin(ang))
+        return canvas, tiled, (rng.uniform(0, wc), rng.uniform(0, hc), speed * math.cos(ang), speed * math.sin(ang))
 
     def _class_object(self, rng, spec: ClassSpec, hue_jit: float) -> _Object:
         colors = tuple(_rgb(h + hue_jit + rng.normal(0, 0.01), rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))
@@ -197,21 +220,32 @@ class Scene:
     def render(self, t: np.ndarray) -> np.ndarray:
         """Frames at times ``t`` (T,) as uint8 RGB of shape (T, H, W, 3)."""
         t = np.asarray(t, np.float64)
-        hc, wc = self.canvas.shape[:2]
-        x0, y0, vx, vy = self.pan
-        ox = np.floor(x0 + vx * t).astype(np.int64)
-        oy = np.floor(y0 + vy * t).astype(np.int64)
         frames = np.empty((len(t), self.h, self.w, 3), np.uint8)
-        for i, (y, x) in enumerate(zip(oy % hc, ox % wc)):  # slices of the tiled canvas: no gather
-            frames[i] = self.tiled[y:y + self.h, x:x + self.w]
         ph, amp = self.shake
         sx, sy = amp * np.sin(2.3 * t + ph[0]), amp * np.sin(1.9 * t + ph[1])  # hand-held camera shake
-        for o in self.objects:
+        seg = self.segment_of(t)
+        for k in np.unique(seg):
+            idx = np.flatnonzero(seg == k)
+            whole = len(idx) == len(t)
+            sub = frames if whole else frames[idx]
+            canvas, tiled, (x0, y0, vx, vy), distractors = self.segment(int(k))
+            hc, wc = canvas.shape[:2]
+            ox = np.floor(x0 + vx * t[idx]).astype(np.int64)
+            oy = np.floor(y0 + vy * t[idx]).astype(np.int64)
+            for i, (y, x) in enumerate(zip(oy % hc, ox % wc)):  # slices of the tiled canvas: no gather
+                sub[i] = tiled[y:y + self.h, x:x + self.w]
+            self._draw_objects(sub, distractors, t[idx], sx[idx], sy[idx])  # behind the class objects
+            if not whole:
+                frames[idx] = sub
+        self._draw_objects(frames, self.objects, t, sx, sy)
+        return frames
+
+    def _draw_objects(self, frames: np.ndarray, objects: list, t: np.ndarray, sx: np.ndarray, sy: np.ndarray):
+        for o in objects:
             cx, cy, sc, ang = self._track(o, t)
             for a in range(0, len(t), DRAW_BATCH):  # short batches keep a moving object's box small
                 b = slice(a, a + DRAW_BATCH)
                 _draw(frames[b], o, cx[b] + sx[b], cy[b] + sy[b], sc[b], ang[b])
-        return frames
 
 
 def _draw(frames: np.ndarray, o: _Object, cx, cy, scale, angle) -> None:

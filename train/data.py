@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from rhovid.ingest.shards import iter_shard, list_shards, read_index, shard_name
+from rhovid.ingest.shards import iter_shard_lazy, list_shards, read_index, shard_name
 from rhovid.train.augment import AugmentConfig
 from rhovid.train.sampler import ClipSpec, SamplePlan, plan_sample, sample_seed
 from rhovid.train.streaming import (
@@ -150,12 +150,13 @@ class ClipDataset(IterableDataset):
                 from rhovid.store.zarr_store import BoxStore
 
                 shard_boxes = BoxStore(cfg.data).load(shard_name(span.shard), self.box_set)
-            for i, sample in enumerate(iter_shard(span.shard)):
-                if i < span.start:
-                    continue
-                if i >= span.stop:
-                    break
+            # Lazy members: only headers, jsons and each clip's init + covering fragments are
+            # read, so a 10-minute video costs what a 10-second one does.
+            for sample in iter_shard_lazy(span.shard, span.start, span.stop):
                 key = sample.get("__key__", "?")
+                if "error" in sample:
+                    yield None, None, f"{span.shard}:{key}: {sample['error']}"
+                    continue
                 try:
                     meta = sample["json"]
                     lookup = None if shard_boxes is None else functools.partial(shard_boxes.lookup, key)
@@ -165,7 +166,7 @@ class ClipDataset(IterableDataset):
                         clips_per_video=cfg.clips_per_video, spatial_crops=cfg.spatial_crops,
                     )
                     yield plan, slice_clips(sample["mp4"], meta, [c.frames for c in plan.clips]), None
-                except (KeyError, IndexError, ValueError, TypeError) as e:
+                except (KeyError, IndexError, ValueError, TypeError, EOFError, OSError) as e:
                     yield None, None, f"{span.shard}:{key}: {type(e).__name__}: {e}"
 
     def _batches(self, items, skip_samples: int, target: int):
@@ -312,7 +313,7 @@ def plans_and_slices(data: str | Path, key: str, plan_fn) -> tuple[SamplePlan, l
     if entry is None:
         raise KeyError(f"sample {key!r} not in {data}/index.json")
     path = Path(data) / "shards" / entry["shard"]
-    for sample in iter_shard(path):
+    for sample in iter_shard_lazy(path):
         if sample["__key__"] == key:
             plan = plan_fn(sample["json"])
             return plan, slice_clips(sample["mp4"], sample["json"], [c.frames for c in plan.clips]), sample["json"]

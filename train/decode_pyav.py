@@ -17,12 +17,25 @@ import io
 from collections.abc import Sequence
 
 import av
+import cv2
 import numpy as np
 
 from rhovid.ingest.decode import decode_rgb
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD, apply_clip
 from rhovid.train.sampler import SamplePlan
 from rhovid.train.streaming import ClipSlice
+
+
+def to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded frame.
+
+    yuv420p (everything ingest writes) is converted by OpenCV: 0.08 ms vs 0.46 ms for PyAV's
+    swscale ``to_ndarray(format="rgb24")`` on a 320x240 frame (same BT.601 limited-range
+    matrix, values within 3 of swscale's); that conversion was 40 % of the CPU path's time.
+    """
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
 
 
 def decode_frames(data: bytes, indices: Sequence[int], thread_type: str | None = None,
@@ -73,7 +86,7 @@ def decode_frames(data: bytes, indices: Sequence[int], thread_type: str | None =
                 decoded += 1
                 i = index(frame.pts)
                 if i in wanted:
-                    got[i] = frame.to_ndarray(format="rgb24")
+                    got[i] = to_rgb(frame)
             if len(got) == len(wanted):
                 break
     if pts0 is None or not step:

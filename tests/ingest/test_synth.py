@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rhovid.cli import main as cli_main
-from rhovid.ingest.synth import VARIANTS, SynthConfig, frame_times, synthesize, video_names
+from rhovid.ingest.synth import VARIANTS, SynthConfig, _tag, frame_times, synthesize, video_names
 from rhovid.ingest.synth_scene import Scene, class_spec
 
 
@@ -141,6 +141,60 @@ def test_variant_content_matches_base(variant_files):
     assert np.abs(base - full).mean() < 6
 
 
+def _class_objects_only(scene: Scene, segments: int) -> Scene:
+    """``scene`` with black backgrounds and no distractors: what it renders is its class objects."""
+    for k in range(segments):
+        canvas, tiled, pan, _ = scene.segment(k)
+        scene._segments[k] = (np.zeros_like(canvas), np.zeros_like(tiled), pan, [])
+    return scene
+
+
+def test_scene_cuts_redraw_background_and_distractors_keep_class_objects():
+    t = frame_times(90, 30.0)  # 3 s -> segments [0, 1), [1, 2), [2, 3)
+    plain = Scene(class_spec(2), seed=0, index=1, width=96, height=72).render(t)
+    cut = Scene(class_spec(2), seed=0, index=1, width=96, height=72, segment_s=1.0).render(t)
+    assert np.array_equal(cut[:30], plain[:30])  # segment 0 is the uncut scene (segment_s=0 output unchanged)
+    objects = _class_objects_only(Scene(class_spec(2), seed=0, index=1, width=96, height=72, segment_s=1.0), 3)
+    on = objects.render(t).max(-1) > 0  # (T, H, W): where the class objects are
+    assert on[:, None].any() and (~on).mean() > 0.5
+    assert np.array_equal(cut[on], plain[on])  # class objects are the same in every segment
+    diff = np.abs(cut.astype(int) - plain.astype(int)).mean(-1)
+    assert diff[30:][~on[30:]].mean() > 10  # ... the rest (background, distractors) is not
+    # within a segment frames change a little, across a cut a lot
+    step = np.abs(np.diff(cut.astype(int), axis=0)).mean(axis=(1, 2, 3))
+    cuts = [29, 59]  # step i is frame i -> i + 1
+    assert step[cuts].min() > 3 * np.delete(step, cuts).max()
+    segments = [Scene(class_spec(2), seed=0, index=1, width=96, height=72, segment_s=1.0).segment(k)[0]
+                for k in range(3)]
+    assert all(np.abs(a.astype(int) - b.astype(int)).mean() > 10 for a, b in [segments[:2], segments[1:]])
+
+
+def test_scene_cuts_are_deterministic_and_chunking_free():
+    """Later segments come from their own stream: rendering order and chunk boundaries change nothing."""
+    t = frame_times(100, 25.0)
+    make = lambda: Scene(class_spec(4), seed=3, index=2, width=96, height=72, segment_s=0.7)  # noqa: E731
+    whole = make().render(t)
+    backwards = make()
+    parts = [backwards.render(t[60:]), backwards.render(t[17:60]), backwards.render(t[:17])]  # cuts straddled
+    assert np.array_equal(whole, np.concatenate(parts[::-1]))
+    assert np.array_equal(whole, make().render(t))
+    assert not np.array_equal(whole, Scene(class_spec(4), seed=4, index=2, width=96, height=72,
+                                           segment_s=0.7).render(t))
+
+
+def test_segment_s_in_file_tag_only_when_set(tmp_path):
+    """Trees written before segment_s existed keep their tag (a rerun does not re-encode them)."""
+    task = video_names(SynthConfig(classes=2, per_class=1))[1]
+    assert _tag(task) == "rhovid-synth v1 74db3acc36c52506"  # the tag before segment_s was added
+    cut = video_names(SynthConfig(classes=2, per_class=1, segment_s=1.0))[1]
+    assert _tag(cut) != _tag(task)
+    (a,) = synthesize(tmp_path / "a", SynthConfig(classes=1, per_class=1, seconds=1.0, width=64, height=48,
+                                                  segment_s=0.5))
+    (b,) = synthesize(tmp_path / "b", SynthConfig(classes=1, per_class=1, seconds=1.0, width=64, height=48))
+    fa, fb = decode(a).astype(int), decode(b).astype(int)
+    assert np.abs(fa[:15] - fb[:15]).mean() < 2 and np.abs(fa[15:] - fb[15:]).mean() > 10
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -149,6 +203,7 @@ def test_variant_content_matches_base(variant_files):
         ({"seconds": 0.001}, "no frames"),
         ({"codec": "h266"}, "unknown codec"),
         ({"classes": 0}, "classes"),
+        ({"segment_s": -1.0}, "segment_s"),
     ],
 )
 def test_bad_config_is_a_clear_error(kwargs, message):

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from rhovid.benchmarks.counter_video import read_counter, write_counter_video
+from rhovid.ingest.fragments import fragment_range
 from rhovid.ingest.pipeline import IngestConfig, ingest
-from rhovid.ingest.shards import iter_shard, list_shards, read_index
+from rhovid.ingest.shards import iter_shard, iter_shard_lazy, list_shards, read_index
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD, AugmentConfig, ClipAug
 from rhovid.train.data import ClipLoader, LoaderConfig, plans_and_slices
 from rhovid.train.decode_pyav import decoded_frames, execute_plan
@@ -71,6 +72,56 @@ def test_planned_frames_are_decoded_start_end_60s(counter_data):
     # only the clip's fragments are decoded: at most its span plus one GOP per clip
     assert decoded_frames(slices) <= sum(57 + GOP for _ in clips) - 57
     assert all(len(s.data) < len(sample["mp4"]) / 4 for s in slices)
+
+
+def test_lazy_shard_reader_matches_full_reader(counter_data):
+    for path in list_shards(counter_data):
+        full = list(iter_shard(path))
+        lazy = [(s["__key__"], s["json"], s["mp4"].read()) for s in iter_shard_lazy(path)]
+        assert lazy == [(s["__key__"], s["json"], s["mp4"]) for s in full]
+        n = len(full)
+        assert [s["__key__"] for s in iter_shard_lazy(path, 1, n)] == [s["__key__"] for s in full[1:]]
+        assert [s["__key__"] for s in iter_shard_lazy(path, 0, 1)] == [full[0]["__key__"]]
+
+
+def test_slicing_a_long_video_reads_only_the_clip_fragments(counter_data):
+    """A clip of the 70 s video reads the init segment and its covering fragments, nothing else."""
+    entry = next(e for e in read_index(counter_data) if e["num_frames"] == 70 * FPS)
+    path = Path(counter_data) / "shards" / entry["shard"]
+    frames = [tuple(600 + 8 * i for i in range(8))]
+    for sample in iter_shard_lazy(path):  # samples are valid while the reader is open
+        if sample["__key__"] == entry["key"]:
+            meta, mp4 = sample["json"], sample["mp4"]
+            assert mp4.bytes_read == 0  # listing the shard read no video bytes
+            (sl,) = slice_clips(mp4, meta, frames)
+            i, j = fragment_range(meta, frames[0][0], frames[0][-1])
+            frags = meta["fragments"]
+            covering = (frags[j][0] if j < len(frags) else len(mp4)) - frags[i][0]
+            assert mp4.bytes_read == len(sl.data) == meta["init_size"] + covering
+            assert j - i <= -(-57 // GOP) + 1 and mp4.bytes_read < len(mp4) / 8  # 5 of 66 fragments
+            break
+    else:
+        pytest.fail("long sample not found")
+    full = next(s for s in iter_shard(path) if s["__key__"] == entry["key"])
+    assert sl == slice_clips(full["mp4"], meta, frames)[0]
+
+
+def test_truncated_shard_member_is_skipped_not_fatal(counter_data, tmp_path):
+    """A shard cut short inside its last video: that sample is skipped with a count, the epoch goes on."""
+    data = tmp_path / "data"
+    shutil.copytree(counter_data, data)
+    shard = list_shards(data)[0]
+    with tarfile.open(shard) as tar:
+        last = [m for m in tar.getmembers() if m.isfile()][-1]
+    victim = last.name.partition(".")[0]
+    with open(shard, "r+b") as f:
+        f.truncate(last.offset_data + last.size // 2)
+    cfg = LoaderConfig(data=str(data), rho=2, frames=4, stride=4, timespan_s=60, crop=SIDE, batch_size=1,
+                       workers=0, augmentation=PLAIN, seed=0, drop_last=False)
+    loader = ClipLoader(cfg)
+    keys = [k for b in loader for k in b["key"]]
+    assert victim not in keys and loader.skipped == 1
+    assert sorted(keys) == sorted(e["key"] for e in read_index(data) if e["key"] != victim)
 
 
 def test_batches_follow_the_contract(counter_data):
