@@ -44,6 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=10, help="untimed first steps (default 10)")
     p.add_argument("--workers", type=int, default=2, help="loader decode workers (default 2)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--paper-model", default="rho2-byol-slow-r50",
+                   help="with --device cuda: also time this preset's model in bf16 on synthetic batches "
+                        "(Slow-R50 8x8 rho=2 at 224^2 by default) and report TFLOP/s ('' to skip)")
+    p.add_argument("--paper-batch", type=int, default=16, help="videos per step of the paper-model timing")
     p.add_argument("--out", type=Path, default=None, help="markdown result file "
                    "(default benchmarks/results/train-<date>-<device>.md; a .json is written beside it)")
 
@@ -62,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     result = {"bare": bare, "loader": loader, "full": full, "ratio": full["steps_per_s"] / bare["steps_per_s"],
               "config": {k: str(v) for k, v in vars(args).items()}, "torch_threads": torch.get_num_threads(),
               "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
+    if args.device == "cuda" and args.paper_model:
+        result["gpu"] = torch.cuda.get_device_name()
+        result["paper_model"] = time_paper_model(args.paper_model, args.paper_batch, "cuda", args.warmup, args.steps)
     text = render(result, args)
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +175,61 @@ def time_full(cfg, run_dir: Path, warmup: int) -> dict:
             "final_loss": recs[-1]["loss"]}
 
 
+def time_paper_model(preset: str, batch_size: int, device: str, warmup: int, steps: int,
+                     arch: str | None = None, crop: int | None = None) -> dict:
+    """A paper configuration's training step (forward, backward, LARS/SGD step, EMA) on synthetic
+    in-memory clips, bf16 autocast + channels-last on CUDA as in the loop: steps/s, clips/s and
+    achieved TFLOP/s.
+
+    TFLOP/s counts 2 FLOPs per multiply-add and a backward pass as twice the forward, over the
+    backbone's conv/linear layers only (``count_flops``; heads and EMA are left out, so the figure
+    is a lower bound of what the GPU does): ``6 x MACs(clip) x clips / step time``.
+    ``arch``/``crop`` override the preset (CPU tests use the tiny net).
+    """
+    from rhovid.train.config import get_preset
+    from rhovid.train.methods import build_method
+    from rhovid.train.models import build_backbone
+    from rhovid.train.models.flops import count_flops
+    from rhovid.train.optim import build_optimizer
+
+    cfg = get_preset(preset)
+    arch = arch or cfg.arch
+    d = cfg.data
+    crop = crop or d.crop
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = build_method(cfg.method, arch=arch, **cfg.method_kwargs).to(dev).train()
+    on_gpu = dev.type == "cuda"
+    if on_gpu:
+        model.to(memory_format=torch.channels_last_3d)
+    o = cfg.optim
+    opt = build_optimizer(model, o.name, o.lr, o.momentum, o.weight_decay, o.lars_eta)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    video = torch.randn(batch_size, d.rho, 3, d.frames, crop, crop, generator=g).to(dev)
+    batch = {"video": video, "label": torch.zeros(batch_size, dtype=torch.long, device=dev)}
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else torch.autocast("cpu", enabled=False)
+    t = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            if on_gpu:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+        with autocast:
+            loss = model(batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        model.after_step(i, warmup + steps)
+    if on_gpu:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t
+    macs = count_flops(build_backbone(arch), (1, 3, d.frames, crop, crop))
+    clips = batch_size * d.rho
+    return {"preset": preset, "arch": arch, "batch": batch_size, "rho": d.rho, "frames": d.frames, "crop": crop,
+            "steps_per_s": steps / seconds, "clips_per_s": clips * steps / seconds, "gmacs_per_clip": macs / 1e9,
+            "tflops": 6 * macs * clips * steps / seconds / 1e12, "final_loss": loss.item()}
+
+
 def render(r: dict, args) -> str:
     shape = (f"{args.method}/{args.arch}, batch {args.batch_size} x rho {args.rho} x {args.frames}x{args.crop}^2, "
              f"{args.workers} decode workers, {r['torch_threads']} torch threads, {args.steps} timed steps")
@@ -186,4 +248,10 @@ def render(r: dict, args) -> str:
     keeps_up = r["loader"]["batches_per_s"] >= r["bare"]["steps_per_s"]
     lines += ["", f"full / bare = {r['ratio']:.2f} (goal >= 0.95 when the loader keeps up: {verdict}; "
                   f"loader alone is {'faster' if keeps_up else 'slower'} than the bare loop)"]
+    if "paper_model" in r:
+        m = r["paper_model"]
+        lines += ["", f"{m['preset']} on {r['gpu']} (bf16 autocast, channels-last, synthetic in-memory batch "
+                      f"{m['batch']} x rho {m['rho']} x {m['frames']}x{m['crop']}^2): {m['steps_per_s']:.2f} steps/s, "
+                      f"{m['clips_per_s']:.0f} clips/s, {m['tflops']:.1f} TFLOP/s achieved "
+                      f"(6 x {m['gmacs_per_clip']:.2f} GMACs per clip, backbone only)"]
     return "\n".join(lines)

@@ -59,7 +59,6 @@ def test_clip_loader_resume_is_exact(tiny_data, tmp_path):
     assert cut["ranks"][0]["data"] == full["ranks"][0]["data"]  # same loader position (epoch, batch)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["simclr", "moco", "byol", "swav", "constcl"])
 def test_every_method_loss_falls(tiny_data, tmp_path, method):
     cfg = dataclasses.replace(_cfg(tiny_data, method, steps=24), checkpoint_every=24, log_every=4)
