@@ -133,11 +133,23 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     doc = recover_index(out)
     specs, labels = assign_labels(specs, doc["labels"])
     samples = doc["samples"]
-    done = {e["key"] for e in samples}
+    done = {e["key"]: e for e in samples}
     todo = [s for s in specs if sample_key(s) not in done]
-    report = IngestReport(skipped=len(specs) - len(todo))
+    # A key is unique across splits: a source already stored under another split (the same
+    # file listed as train and as test, or two folders with equal names) is an error, not a skip.
+    clash = [s for s in specs if sample_key(s) in done and done[sample_key(s)]["split"] != s.split]
+    report = IngestReport(skipped=len(specs) - len(todo) - len(clash))
     _reset_failures(out, {sample_key(s) for s in specs})
     write_index(out, samples, labels)
+    for s in clash:
+        e = done[sample_key(s)]
+        record = {"source": s.path, "key": e["key"], "stage": "split",
+                  "reason": f"key {e['key']!r} is already ingested as split {e['split']!r} (shard {e['shard']}, "
+                            f"from {e['source']}), not {s.split!r}; keys are unique across splits: give the "
+                            "source another name or ingest into a new --out"}
+        append_jsonl(out / FAILED_FILE, record)
+        report.failures.append(record)
+        report.failed += 1
 
     threads = cfg.threads if cfg.threads is not None else (1 if cfg.workers > 0 or cfg.scheduler else 0)
     settings = TranscodeSettings(

@@ -50,6 +50,21 @@ def test_rerun_skips_finished_and_adds_new(src, tmp_path, encode_video):
     assert {e["label_name"]: e["label"] for e in index} == {"c0": 0, "c1": 1, "c2": 2}
 
 
+def test_same_source_under_another_split_is_a_recorded_failure(src, tmp_path):
+    """Ingesting the train tree again as "test" must not silently skip it (nor duplicate keys)."""
+    from dataclasses import replace
+
+    first = ingest([str(src)], tmp_path, CFG)
+    before = sorted((e["key"], e["split"]) for e in read_index(tmp_path))
+    again = ingest([str(src)], tmp_path, replace(CFG, split="test"))
+    assert (again.ingested, again.skipped, again.failed) == (0, 0, first.ingested + 1)  # + broken.mp4
+    clashes = [r for r in read_jsonl(tmp_path / "failed.jsonl") if r["stage"] == "split"]
+    assert len(clashes) == first.ingested
+    assert all("already ingested as split 'train'" in r["reason"] and "not 'test'" in r["reason"] for r in clashes)
+    assert sorted((e["key"], e["split"]) for e in read_index(tmp_path)) == before  # nothing written or lost
+    assert not list_shards(tmp_path, "test")
+
+
 def test_rerun_recovers_index_idx_and_sweeps_temporaries(src, tmp_path):
     ingest([str(src)], tmp_path, CFG)
     shards = list_shards(tmp_path)
