@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rhovid.train.augment import AugmentConfig
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -36,6 +38,8 @@ class DataConfig:
     """Boxes per clip K (padded, see ``box_mask``)."""
     workers: int = 8
     """Decode worker processes per training process."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Per-clip augmentation ranges (rho-methods defaults; its ``crop`` is replaced by ``crop``)."""
 
 
 @dataclass(frozen=True)

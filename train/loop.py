@@ -267,7 +267,8 @@ def build_loader(cfg: TrainConfig, rank: int, world: int):
         raise ValueError("no --data given: pass the folder written by `rhovid ingest`")
     return ClipLoader(LoaderConfig(data=d.data, split=d.split, rho=d.rho, frames=d.frames, stride=d.stride,
                                    timespan_s=d.timespan_s, crop=d.crop, boxes=d.boxes, max_boxes=d.max_boxes,
-                                   batch_size=cfg.batch_size // world, workers=d.workers, device=cfg.device,
+                                   augmentation=d.augment, batch_size=cfg.batch_size // world, workers=d.workers,
+                                   device=cfg.device,
                                    seed=cfg.seed, rank=rank, world_size=world))
 
 
