@@ -103,11 +103,13 @@ def ffmpeg_args(
         "pix_fmt": "yuv420p",
         "profile:v": "high",
         # Fixed GOP: keyframes only every `gop` frames (no scene cuts), closed GOPs, so a
-        # fragment never references frames of another one.
+        # fragment never references frames of another one. No B-pyramid: every B-frame is then
+        # a non-reference frame the loader can skip, so a strided 8x8 clip decodes 18 frames
+        # instead of 32 (320x240 mandelbrot, GOP 16), and the file was 1.5 % smaller, not larger.
         "g": settings.gop,
         "keyint_min": settings.gop,
         "sc_threshold": 0,
-        "x264-params": f"keyint={settings.gop}:min-keyint={settings.gop}:scenecut=0:open-gop=0",
+        "x264-params": f"keyint={settings.gop}:min-keyint={settings.gop}:scenecut=0:open-gop=0:b-pyramid=none",
         "threads": settings.threads,
         "movflags": MOVFLAGS,
         "map_metadata": -1,
