@@ -34,6 +34,20 @@ def test_train_config_differs_only_in_the_swept_knob(split_data):
     assert Variant("byol", None, 3, 1.5).name == "byol-rho3-ts1.5"
 
 
+def test_augmentation_overrides_reach_the_loader(monkeypatch):
+    """``data.augment.*`` overrides (as the demo passes them) end up in the ClipLoader's config."""
+    import rhovid.train.data as data_mod
+    from rhovid.train.loop import build_loader
+
+    seen = []
+    monkeypatch.setattr(data_mod, "ClipLoader", lambda cfg: seen.append(cfg) or cfg)
+    budget = Budget(steps=2, overrides=("data.augment.hue=0", "data.augment.area=[0.3,1.0]"))
+    cfg = train_config(Variant("byol"), "DATA", budget, None)
+    assert cfg.data.augment.hue == 0 and cfg.data.augment.area == (0.3, 1.0)
+    build_loader(cfg, rank=0, world=1)
+    assert seen[0].augmentation == cfg.data.augment and seen[0].augmentation.grayscale_p == 0.2
+
+
 def test_ablation_resume_skips_finished_runs(split_data, tmp_path):
     variants = [Variant("byol", rho=2), Variant("byol", rho=3)]
     log = []
