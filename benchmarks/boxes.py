@@ -19,12 +19,12 @@ import os
 import shutil
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DATE = "2026-11-22"
 
 # name -> (method, params, bare call). The bare call is the library's own segmentation /
 # detection on one frame, i.e. what any user of OpenCV / scikit-image would pay anyway.
@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--box-fps", type=float, default=6.0, help="box fps of the end-to-end runs (default 6)"
     )
     parser.add_argument(
-        "--out", type=Path, default=RESULTS / f"boxes-{DATE}-cpu.md", help="markdown result file"
+        "--out", type=Path, default=None,
+        help="markdown result file (default benchmarks/results/boxes-<date>-cpu.md; .json beside it)"
     )
 
 
@@ -71,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
     text += f"\n\nload average during the run (1/5/15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     text += f" on {os.cpu_count()} cores"
     print(text)
+    today = date.today().isoformat()
+    args.out = args.out or RESULTS / f"boxes-{today}-cpu.md"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(f"# rhovid bench boxes ({DATE}, CPU)\n\n{text}\n")
+    args.out.write_text(f"# rhovid bench boxes ({today}, CPU)\n\n{text}\n")
     args.out.with_suffix(".json").write_text(
         json.dumps(
             {"frame_shape": list(frames.shape[1:]), "methods": rows, "workers": scaling, "reader": reader},
