@@ -85,6 +85,10 @@ def ffmpeg_args(
         start, end = trim
         # -ss before -i seeks to the keyframe before `start` and decodes up to it: exact.
         in_kwargs = {"ss": f"{max(0.0, start):.6f}", "t": f"{max(0.0, end - start):.6f}"}
+    if settings.threads:
+        # Decoder threads too, not only x264's: with the decoder on its default (all cores) a
+        # "one-thread" transcode used 1.45 cores, so two workers on 2 cores could not scale.
+        in_kwargs["threads"] = settings.threads
     inp = ffmpeg.input(ffmpeg_url(src), **in_kwargs)
     # ffmpeg auto-rotates (display matrix) before this chain, so width/height are post-rotation.
     video = (
@@ -125,7 +129,10 @@ def ffmpeg_args(
     stream = ffmpeg.output(*streams, output, **out_kwargs)
     args = ffmpeg.compile(stream, cmd=ffmpeg_exe(), overwrite_output=True)
     # Quiet, never read stdin (a worker has none); errors still reach stderr.
-    return [args[0], "-nostdin", "-hide_banner", "-loglevel", "error", *args[1:]]
+    quiet = ["-nostdin", "-hide_banner", "-loglevel", "error"]
+    if settings.threads:
+        quiet += ["-filter_threads", str(settings.threads)]  # scale/fps filter threads likewise
+    return [args[0], *quiet, *args[1:]]
 
 
 def run_ffmpeg(args: list[str], timeout_s: float | None = None) -> bytes:
