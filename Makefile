@@ -20,6 +20,9 @@ DEVICE ?= cpu
 WORKERS ?= 2
 EVAL ?= linear
 PRESET ?= $(if $(filter tiny,$(ARCH)),tiny-$(METHOD),)
+SEGMENT ?= 1
+# scene cuts every SEGMENT s in `make synth` (0 = none): without them a video's background is
+# the shortcut its clips share, and pretraining learns that instead of the class (README, demo)
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-all lint demo synth shards boxes pretrain eval ablation bench clean-demo
@@ -42,8 +45,8 @@ lint: setup
 	$(BIN)/ruff check rhovid ingest store train evaluate benchmarks tests
 
 synth: setup ## a small labelled synthetic train tree and test tree (same classes, other seed) in $(SRC)
-	$(RHOVID) synth $(SRC)/train --classes 4 --per-class 6 --seconds 6 --seed 0
-	$(RHOVID) synth $(SRC)/test --classes 4 --per-class 3 --seconds 6 --seed 1
+	$(RHOVID) synth $(SRC)/train --classes 4 --per-class 6 --seconds 6 --segment-s $(SEGMENT) --seed 0
+	$(RHOVID) synth $(SRC)/test --classes 4 --per-class 3 --seconds 6 --segment-s $(SEGMENT) --seed 1
 
 shards: setup ## ingest $(SRC)/train and $(SRC)/test into $(DATA) (splits train and test)
 	$(RHOVID) ingest $(SRC)/train --split train --out $(DATA) --workers $(WORKERS)
