@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, default=112)
     p.add_argument("--repeats", type=int, default=2, help="timing repeats; the fastest counts (default 2)")
     p.add_argument("--no-dali", action="store_true", help="skip (c)")
+    p.add_argument("--gpu", action="store_true",
+                   help="also time ClipLoader(device='cuda'): DALI mixed decode + GPU augmentation at 224^2 "
+                        "(needs CUDA; the result file is then named ...-cuda.md)")
+    p.add_argument("--gpu-batches", type=int, default=20, help="timed batches of the --gpu measurement")
     p.add_argument("--out", type=Path, default=None,
                    help="markdown result file (default benchmarks/results/loader-<date>-cpu.md; .json beside it)")
 
@@ -64,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if len(counts) not in (1, len(lengths)):
         raise SystemExit(f"--videos {args.videos}: give one number or one per length ({len(lengths)})")
     counts = counts * len(lengths) if len(counts) == 1 else counts
-    out = args.out or RESULTS / f"loader-{date.today().isoformat()}-cpu.md"
-    rows, boxes = [], {}
+    device = "cuda" if args.gpu else "cpu"
+    out = args.out or RESULTS / f"loader-{date.today().isoformat()}-{device}.md"
+    rows, boxes, gpu_rows = [], {}, []
     with tempfile.TemporaryDirectory(prefix="rhovid-bench-loader-") as tmp:
         tmp = Path(tmp)
         for length, videos in zip(lengths, counts):
@@ -77,14 +82,22 @@ def run(args: argparse.Namespace) -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             boxes[length] = box_lookup_share(data, rows[-1], args)
+            if args.gpu:
+                gpu_rows.append(time_gpu_loader(data, length, spans[-1], args))
+                print(json.dumps(gpu_rows[-1]), flush=True)
     text = render(rows, boxes, args)
+    if gpu_rows:
+        text += "\n\nGPU path (`ClipLoader(device='cuda')`: workers slice, DALI `fn.decoders.video(device='mixed')` " \
+                f"decodes, GPU crop/flip/colour/blur/normalise; {gpu_rows[0]['gpu']}; 224² crops, rho={args.rho}, " \
+                f"{args.frames}x{args.stride}):\n\n| video | timespan | clips/s |\n|---|---|---:|\n" + "\n".join(
+                    f"| {r['length_s']:g} s | {r['timespan_s']:g} s | {r['clips_per_s']:.1f} |" for r in gpu_rows)
     print(text)
     from rhovid.atomic import atomic_write_json, atomic_write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, f"# rhovid bench loader ({date.today().isoformat()}, CPU)\n\n{text}\n")
+    atomic_write_text(out, f"# rhovid bench loader ({date.today().isoformat()}, {device.upper()})\n\n{text}\n")
     atomic_write_json(out.with_suffix(".json"), {"args": {k: str(v) for k, v in vars(args).items()},
-                                                 "rows": rows, "box_lookup": boxes})
+                                                 "rows": rows, "box_lookup": boxes, "gpu": gpu_rows})
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
@@ -190,6 +203,40 @@ def measure_cell(data, originals, vp9, length, span, args) -> dict:
         row.update(c_clips_s=args.rho * len(sub) / w_c, c_clips_cpu_s=args.rho * len(sub) / c_c,
                    c_dec_per_frame=dec_c / (len(sub) * clip_frames))
     return row
+
+
+def time_gpu_loader(data: Path, length: float, span: float, args) -> dict:
+    """The GPU path's clips/s: ``ClipLoader(device="cuda")`` at 224² crops, all samples per batch,
+    after two warm-up batches (DALI pipeline build); the batch is reduced on the GPU so the
+    timing covers finished work."""
+    import torch
+
+    from rhovid.ingest.shards import read_index
+    from rhovid.train.data import ClipLoader, LoaderConfig
+
+    n = len(read_index(data))
+    loader = ClipLoader(LoaderConfig(data=str(data), rho=args.rho, frames=args.frames, stride=args.stride,
+                                     timespan_s=span, crop=224, batch_size=n, workers=0, device="cuda", seed=0))
+
+    def run(k: int) -> None:
+        done, epoch = 0, 0
+        while done < k:
+            loader.set_epoch(epoch)
+            epoch += 1
+            for batch in loader:
+                batch["video"].float().sum().item()
+                done += 1
+                if done == k:
+                    break
+
+    run(2)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    run(args.gpu_batches)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - t
+    return {"length_s": length, "timespan_s": span, "crop": 224, "batch": n,
+            "clips_per_s": args.gpu_batches * n * args.rho / seconds, "gpu": torch.cuda.get_device_name()}
 
 
 def baseline_slowfast(plans, originals) -> int:
