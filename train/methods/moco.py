@@ -63,7 +63,7 @@ class MoCo(nn.Module):
         self._pending: torch.Tensor | None = None
 
     def forward(self, batch: dict) -> dict:
-        """batch["video"] (B, rho, C, T, H, W) -> {"loss", "terms": {"infonce", "momentum"}}."""
+        """batch["video"] (B, rho, C, T, H, W) -> {"loss", "terms": {"infonce"}}."""
         video = batch["video"]
         clips = flatten_clips(video)
         q = unflatten_clips(self.head(self.backbone(clips)), video.shape[0])
