@@ -127,12 +127,6 @@ class ClipDataset(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         w, nw = (0, 1) if info is None else (info.id, info.num_workers)
-        if info is not None:
-            # One process per core already: OpenCV's own thread pool would only oversubscribe
-            # the cores (torch does the same for its threads in DataLoader workers).
-            import cv2
-
-            cv2.setNumThreads(1)
         epoch, consumed = self.state["epoch"].value, self.state["consumed"].value
         counts = self.batch_counts()
         # The DataLoader always starts its round-robin at worker 0; after a resume the next
@@ -232,17 +226,23 @@ class ClipDataset(IterableDataset):
 
 
 def _worker_init(_worker_id: int) -> None:
-    """Leave a decode worker with ``os._exit`` once it is done (from ``atexit``).
+    """Set up a decode worker process: one OpenCV thread, and leave with ``os._exit``.
+
+    One process per core already: OpenCV's own thread pool would only oversubscribe the cores
+    (torch does the same for its threads in DataLoader workers).
 
     When a loader is dropped mid-epoch (end of training, a benchmark), torch stops its workers
     while their queue feeder thread may still be sharing a prefetched batch's storage; the
     interpreter shutdown then kills that thread inside libtorch and the worker aborts with
     "terminate called without an active exception" (seen at the end of every run). A worker
-    has nothing to flush (the main process does all writing), so skipping finalisation is safe.
+    has nothing to flush (the main process does all writing), so ``atexit`` skips finalisation.
     """
     import atexit
     import os
 
+    import cv2
+
+    cv2.setNumThreads(1)
     atexit.register(os._exit, 0)
 
 
