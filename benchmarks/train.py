@@ -107,12 +107,11 @@ def make_config(args, data: Path):
 
 
 def _loader(cfg, workers: int):
-    from rhovid.train.data import ClipLoader, LoaderConfig
+    """The training loop's own loader (``build_loader``) with ``workers`` decode processes."""
+    from rhovid.train.config import replace_data
+    from rhovid.train.loop import build_loader
 
-    d = cfg.data
-    return ClipLoader(LoaderConfig(data=d.data, rho=d.rho, frames=d.frames, stride=d.stride,
-                                   timespan_s=d.timespan_s, crop=d.crop, boxes=d.boxes, max_boxes=d.max_boxes,
-                                   batch_size=cfg.batch_size, workers=workers, device=cfg.device, seed=cfg.seed))
+    return build_loader(replace_data(cfg, workers=workers), rank=0, world=1)
 
 
 def _endless(loader):
@@ -135,34 +134,47 @@ def time_loader(cfg, warmup: int, steps: int) -> dict:
 
 def time_bare(cfg, warmup: int, steps: int) -> dict:
     """Forward + backward + optimizer step + after_step on one in-memory batch."""
-    from rhovid.train.methods import build_method
-    from rhovid.train.optim import build_optimizer
-
     device = torch.device("cuda" if cfg.device == "cuda" else "cpu")
     batch = next(iter(_loader(cfg, 0)))
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    seconds, _ = _time_steps(cfg, cfg.arch, batch, device, warmup, steps)
+    cpu_batch = {k: v.cpu() if torch.is_tensor(v) else v for k, v in batch.items()}
+    return {"steps_per_s": steps / seconds, "seconds": seconds, "batch": cpu_batch}
+
+
+def _time_steps(cfg, arch: str, batch: dict, device: torch.device, warmup: int, steps: int) -> tuple[float, float]:
+    """Build ``cfg``'s method on ``arch`` and time ``steps`` training steps on ``batch`` after ``warmup``.
+
+    A step is what the loop does minus the loader: forward (bf16 autocast, channels-last model on
+    CUDA), backward, optimizer step, ``after_step`` (EMA, queue). Returns (seconds, last loss).
+    """
+    from rhovid.train.methods import build_method
+    from rhovid.train.optim import build_optimizer
+
     torch.manual_seed(cfg.seed)
-    model = build_method(cfg.method, arch=cfg.arch, **cfg.method_kwargs).to(device).train()
+    model = build_method(cfg.method, arch=arch, **cfg.method_kwargs).to(device).train()
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        model.to(memory_format=torch.channels_last_3d)
     o = cfg.optim
     opt = build_optimizer(model, o.name, o.lr, o.momentum, o.weight_decay, o.lars_eta)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
-        "cpu", enabled=False)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else torch.autocast("cpu", enabled=False)
     t = 0.0
     for i in range(warmup + steps):
         if i == warmup:
+            if on_gpu:
+                torch.cuda.synchronize()
             t = time.perf_counter()
         with autocast:
-            out = model(batch)
-        out["loss"].item()
+            loss = model(batch)["loss"]
+        value = loss.item()  # the loop's NaN guard reads the loss every step, so time that sync too
         opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        loss.backward()
         opt.step()
         model.after_step(i, warmup + steps)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    seconds = time.perf_counter() - t
-    cpu_batch = {k: v.cpu() if torch.is_tensor(v) else v for k, v in batch.items()}
-    return {"steps_per_s": steps / seconds, "seconds": seconds, "batch": cpu_batch}
+    if on_gpu:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t, value
 
 
 def time_full(cfg, run_dir: Path, warmup: int, batches: list[dict] | None = None) -> dict:
@@ -195,47 +207,23 @@ def time_paper_model(preset: str, batch_size: int, device: str, warmup: int, ste
     ``arch``/``crop`` override the preset (CPU tests use the tiny net).
     """
     from rhovid.train.config import get_preset
-    from rhovid.train.methods import build_method
     from rhovid.train.models import build_backbone
     from rhovid.train.models.flops import count_flops
-    from rhovid.train.optim import build_optimizer
 
     cfg = get_preset(preset)
     arch = arch or cfg.arch
     d = cfg.data
     crop = crop or d.crop
     dev = torch.device(device)
-    torch.manual_seed(0)
-    model = build_method(cfg.method, arch=arch, **cfg.method_kwargs).to(dev).train()
-    on_gpu = dev.type == "cuda"
-    if on_gpu:
-        model.to(memory_format=torch.channels_last_3d)
-    o = cfg.optim
-    opt = build_optimizer(model, o.name, o.lr, o.momentum, o.weight_decay, o.lars_eta)
     g = torch.Generator(device="cpu").manual_seed(0)
     video = torch.randn(batch_size, d.rho, 3, d.frames, crop, crop, generator=g).to(dev)
     batch = {"video": video, "label": torch.zeros(batch_size, dtype=torch.long, device=dev)}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else torch.autocast("cpu", enabled=False)
-    t = 0.0
-    for i in range(warmup + steps):
-        if i == warmup:
-            if on_gpu:
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-        with autocast:
-            loss = model(batch)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        model.after_step(i, warmup + steps)
-    if on_gpu:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t
+    seconds, loss = _time_steps(cfg, arch, batch, dev, warmup, steps)
     macs = count_flops(build_backbone(arch), (1, 3, d.frames, crop, crop))
     clips = batch_size * d.rho
     return {"preset": preset, "arch": arch, "batch": batch_size, "rho": d.rho, "frames": d.frames, "crop": crop,
             "steps_per_s": steps / seconds, "clips_per_s": clips * steps / seconds, "gmacs_per_clip": macs / 1e9,
-            "tflops": 6 * macs * clips * steps / seconds / 1e12, "final_loss": loss.item()}
+            "tflops": 6 * macs * clips * steps / seconds / 1e12, "final_loss": loss}
 
 
 def render(r: dict, args) -> str:
