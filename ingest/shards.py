@@ -56,27 +56,57 @@ def shard_name(path: str | os.PathLike) -> str:
     return name[: -len(".tar")] if name.endswith(".tar") else name
 
 
+def _member_groups(tar: tarfile.TarFile, path, stop: int | None = None,
+                   tolerant: bool = False) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
+    """The shard's file members grouped by key (the name up to the first '.'), in shard order.
+
+    Reads headers only (tarfile seeks over payloads), one group ahead of the caller; stops
+    after ``stop`` groups. ``tolerant``: a truncated shard ends the listing with a warning
+    (the cut member fails when its payload is read, so only its sample is lost) instead of
+    raising ``tarfile.ReadError``.
+    """
+    key, group, count = None, [], 0
+    members = iter(tar)
+    while True:
+        try:
+            member = next(members)
+        except StopIteration:
+            break
+        except tarfile.ReadError as e:
+            if not tolerant:
+                raise
+            log.warning("%s: %s after member group %d; reading the samples before it", path, e, count)
+            break
+        if not member.isfile():
+            continue
+        k = member.name.partition(".")[0]
+        if k != key:
+            if group:
+                yield key, group
+                count += 1
+            if stop is not None and count >= stop:
+                return
+            key, group = k, []
+        group.append(member)
+    if group and (stop is None or count < stop):
+        yield key, group
+
+
 def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
     """Samples of one shard in shard order: ``{"__key__": str, "mp4": bytes, "json": dict}``.
 
-    Members are grouped by key (the name up to the first '.'); ``json`` members are parsed,
-    others are returned as bytes under their extension.
+    ``json`` members are parsed, others are returned as bytes under their extension. Strict
+    (ingest's resume scan and the tests rely on it): a truncated shard raises
+    ``tarfile.ReadError``, a damaged json ``ValueError``. The loader uses ``iter_shard_lazy``.
     """
-    sample: dict | None = None
     with tarfile.open(path, mode="r:") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, ext = member.name.partition(".")
-            payload = tar.extractfile(member).read()
-            if sample is not None and sample["__key__"] != key:
-                yield sample
-                sample = None
-            if sample is None:
-                sample = {"__key__": key}
-            sample[ext] = json.loads(payload) if ext == "json" else payload
-    if sample is not None:
-        yield sample
+        for key, members in _member_groups(tar, path):
+            sample: dict = {"__key__": key}
+            for m in members:
+                ext = m.name.partition(".")[2]
+                payload = tar.extractfile(m).read()
+                sample[ext] = json.loads(payload) if ext == "json" else payload
+            yield sample
 
 
 class MemberBytes:
@@ -123,27 +153,9 @@ def iter_shard_lazy(path: str | os.PathLike, start: int = 0, stop: int | None = 
     A json member that does not parse gives ``"error"`` (a message) instead of ``"json"``.
     """
     with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-        groups: list[tuple[str, list[tarfile.TarInfo]]] = []
-        members = iter(tar)
-        while True:
-            try:
-                member = next(members)  # headers only: tarfile seeks over payloads
-            except StopIteration:
-                break
-            except tarfile.ReadError as e:
-                # A truncated shard: serve what is listed; the cut member fails with EOFError
-                # when read, so only its sample is lost.
-                log.warning("%s: %s after member %d; reading the samples before it", path, e, len(groups))
-                break
-            if not member.isfile():
+        for n, (key, members) in enumerate(_member_groups(tar, path, stop, tolerant=True)):
+            if n < start:
                 continue
-            key = member.name.partition(".")[0]
-            if not groups or groups[-1][0] != key:
-                if stop is not None and len(groups) >= stop:
-                    break
-                groups.append((key, []))
-            groups[-1][1].append(member)
-        for key, members in groups[start:stop]:
             sample: dict = {"__key__": key}
             for m in members:
                 ext = m.name.partition(".")[2]
