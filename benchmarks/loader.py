@@ -15,8 +15,11 @@ content at 320x240, 30 fps), for every video length x timespan:
   path. DALI does not report decoded frames; the column shows the frames from 0 to the last
   requested one, which is what it decodes per DESIGN.md decision 1's measurement.
 
-All three execute the same plans (rho clips, T x tau, random crops/colour) from the same seeds,
-one process each. Goals (issue 4): (a) at 60 s timespan >= 0.9x its 1 s clips/s; at
+All three execute the same plans (rho clips, T x tau, random crops/colour) from the same seeds
+(sample keys are fixed, so every run times the same clip positions), one process each. A
+diagnostic times (a)'s decode + augmentation alone twice: as the loader runs it (clips whose
+fragments overlap share one decode, which makes short timespans cheaper) and with every clip
+decoded on its own. Goals (issue 4): (a) at 60 s timespan >= 0.9x its 1 s clips/s; at
 10-minute videos >= 0.9x its 10 s figure; decoded frames per clip <= span + one GOP; >= 3x
 PySlowFast's (b2) clips/s at 60 s timespan; box lookup <= 5 % of loader time.
 """
@@ -44,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of the sources (default 30, as Kinetics)")
     p.add_argument("--size", default="320x240",
                    help="source resolution (default 320x240: decode-dominated like 256-short-side Kinetics)")
-    p.add_argument("--samples", type=int, default=24, help="samples (x rho clips) timed per cell for (a), (b)")
+    p.add_argument("--samples", type=int, default=48, help="samples (x rho clips) timed per cell for (a), (b)")
     p.add_argument("--dali-samples", type=int, default=2, help="samples timed per cell for (c) (slow on long videos)")
     p.add_argument("--rho", type=int, default=2)
     p.add_argument("--frames", type=int, default=8)
@@ -107,11 +110,15 @@ def prepare(root: Path, seconds: float, videos: int, fps: float, width: int, hei
     from rhovid.ffmpeg import ffmpeg_exe
     from rhovid.ingest.pipeline import IngestConfig, ingest
     from rhovid.ingest.shards import read_index
+    from rhovid.ingest.sources import Source
     from rhovid.ingest.synth import SynthConfig, synthesize
 
     paths = synthesize(root / "src", SynthConfig(classes=1, per_class=videos, seconds=seconds, width=width,
                                                  height=height, fps=fps, seed=0))
-    ingest([str(root / "src")], root / "data",
+    # explicit keys: the sampler seeds each sample's plan by its key, and default keys hash the
+    # (temporary) source path, so without them every run would time other clip positions
+    sources = [Source(str(p), key=f"len{seconds:g}-{i}") for i, p in enumerate(paths)]
+    ingest(sources, root / "data",
            IngestConfig(fps=fps, short_side=min(width, height), workers=0, progress=False))
     originals, vp9 = {}, {}
     for e in read_index(root / "data"):
@@ -164,7 +171,7 @@ def timed(fn, repeats: int):
 
 def measure_cell(data, originals, vp9, length, span, args) -> dict:
     from rhovid.train.data import ClipLoader
-    from rhovid.train.decode_pyav import decode_clips, decoded_frames
+    from rhovid.train.decode_pyav import decode_clips, decoded_frames, execute_plan
     from rhovid.train.streaming import slice_clips
 
     cfg = loader_config(data, span, args)
@@ -186,13 +193,22 @@ def measure_cell(data, originals, vp9, length, span, args) -> dict:
     # per sample, upper bound of frames decoded per clip (overlapping clips share one decode pass)
     worst_a = max(decoded_frames(slice_clips(mp4, meta, [c.frames for c in p.clips])) / len(p.clips)
                   for p, meta, mp4 in plans)
+    # Executor only (decode + augment, slicing done beforehand): as the loader runs it (clips whose
+    # fragments overlap share one decode) and with every clip sliced and decoded on its own, which
+    # is what a clip costs when no other clip of the sample is near it (always so at long timespans).
+    shared = [(p, slice_clips(mp4, meta, [c.frames for c in p.clips])) for p, meta, mp4 in plans]
+    alone = [(p, [slice_clips(mp4, meta, [c.frames])[0] for c in p.clips]) for p, meta, mp4 in plans]
+    _, c_e, _ = timed(lambda: [execute_plan(p, s) for p, s in shared], args.repeats)
+    _, c_e1, _ = timed(lambda: [execute_plan(p, s) for p, s in alone], args.repeats)
     w_b, c_b, dec_b = timed(lambda: baseline_slowfast(plans, originals), args.repeats)
     w_b2, c_b2, dec_b2 = timed(lambda: baseline_slowfast_span(plans, originals), args.repeats)
     clips = args.rho * n
     row = {
         "length_s": length, "timespan_s": span, "samples": n,
         "a_clips_s": clips / w_a, "a_clips_cpu_s": clips / c_a, "a_dec_per_frame": stats["decoded"] / (n * clip_frames),
-        "a_worst_clip_decoded": worst_a, "bound_span_plus_gop": (args.frames - 1) * args.stride + 1 + plans[0][1]["gop"],
+        "a_worst_clip_decoded": worst_a,
+        "exec_shared_clips_cpu_s": clips / c_e, "exec_alone_clips_cpu_s": clips / c_e1,
+        "bound_span_plus_gop": (args.frames - 1) * args.stride + 1 + plans[0][1]["gop"],
         "b_clips_s": clips / w_b, "b_clips_cpu_s": clips / c_b, "b_dec_per_frame": dec_b / (n * clip_frames),
         "b2_clips_s": clips / w_b2, "b2_clips_cpu_s": clips / c_b2, "b2_dec_per_frame": dec_b2 / (n * clip_frames),
     }
@@ -405,6 +421,10 @@ def render(rows: list[dict], boxes: dict, args) -> str:
         lines.append(f"- {length:g} s videos: (a) at {spans[-1]:g} s / at {spans[0]:g} s timespan = "
                      f"{hi / lo:.2f}x (goal >= 0.9); decoded frames per returned frame {dhi:.2f} vs {dlo:.2f} "
                      f"= {dlo / dhi:.2f}x (at short timespans the rho clips overlap and share one decode)")
+        e_lo, e_hi = get(length, spans[0], "exec_shared_clips_cpu_s"), get(length, spans[-1], "exec_shared_clips_cpu_s")
+        a_lo, a_hi = get(length, spans[0], "exec_alone_clips_cpu_s"), get(length, spans[-1], "exec_alone_clips_cpu_s")
+        lines.append(f"  - decode + augment only, clips/CPU-s: as run {e_lo:.1f} -> {e_hi:.1f} ({e_hi / e_lo:.2f}x); "
+                     f"every clip decoded on its own {a_lo:.1f} -> {a_hi:.1f} ({a_hi / a_lo:.2f}x)")
     for span in spans:
         a, b = get(lengths[0], span, "a_clips_cpu_s"), get(lengths[-1], span, "a_clips_cpu_s")
         lines.append(f"- timespan {span:g} s: (a) on {lengths[-1]:g} s / on {lengths[0]:g} s videos = "
