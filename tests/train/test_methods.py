@@ -179,6 +179,26 @@ def test_swav_prototypes_normalised_and_frozen():
     assert method.prototypes.weight.grad is not None
 
 
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_bf16_autocast_channels_last_on_cpu(name):
+    """The GPU step's precision plumbing (bf16 autocast, channels_last_3d) on CPU: bf16 features
+    meet fp32 boxes, queues, prototypes and EMA targets; the loss stays fp32 and the weights fp32."""
+    torch.manual_seed(0)
+    method = build_method(name, arch="tiny", **SMALL[name]).to(memory_format=torch.channels_last_3d)
+    batch = _batch()
+    for step in range(2):  # the second step uses what the first enqueued / EMA-updated
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = method(batch)
+        assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+        method.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        grads = [p.grad for p in method.backbone.parameters()]
+        assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+        method.after_step(step, 10)
+    assert all(p.dtype == torch.float32 for p in method.parameters())
+    assert all(b.dtype in (torch.float32, torch.int64, torch.bool) for b in method.buffers())
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_slow_r50_bf16_channels_last_on_gpu(name):
