@@ -6,7 +6,8 @@ Measured side by side in one run on the same generated sources (testsrc2 / mande
 - ``ingest()`` inline (probe + transcode + fragment table + checks + tar/idx/index writes),
   with a 1-process pool and with a 2-process pool (one ffmpeg thread per process);
   overhead = ingest inline / ffmpeg CLI (goal <= 1.10), speed-up = 1 worker / 2 workers
-  (goal >= 1.8 on 2 free cores);
+  (goal >= 1.8 on 2 free cores); and one worker confined to one core (CPU affinity), so the
+  speed-up a second core buys is measured apart from ffmpeg's own pipeline threads;
 - the GOP sweep behind the default ``--gop``: bytes per video second, and the frames decoded
   per random 8x8 clip (8 frames, stride 8 = a 57-frame span) when the loader slices the
   covering fragments; waste = decoded - span.
@@ -109,8 +110,23 @@ def time_ingest(sources: list[Path], tmp: Path, short_side: int, repeats: int) -
             assert r.ingested == len(sources), r.failures
         return go
 
+    def on_one_core(fn):
+        # The pool, its workers and their ffmpeg inherit the affinity: one worker on a 1-core
+        # machine. With it, 2 workers on 2 cores / this = the speed-up a second core buys, which
+        # ffmpeg's pipeline threads cannot blur (they share the one core here).
+        def go():
+            cores = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {min(cores)})
+            try:
+                fn()
+            finally:
+                os.sched_setaffinity(0, cores)
+        return go
+
     cases = {"ffmpeg CLI": cli, "ingest inline": run_ingest(0), "ingest 1 worker": run_ingest(1),
              "ingest 2 workers": run_ingest(2)}
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
+        cases["ingest 1 worker, 1 core"] = on_one_core(run_ingest(1))
     walls: dict[str, list[float]] = {name: [] for name in cases}
     cpus: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):  # interleaved, so a burst of load hits every case alike
@@ -139,6 +155,8 @@ def time_ingest(sources: list[Path], tmp: Path, short_side: int, repeats: int) -
         "overhead_inline": paired("ingest inline", "ffmpeg CLI", walls),
         "overhead_1_worker": best["ingest 1 worker"] / best["ffmpeg CLI"],
         "speedup_2_workers": best["ingest 1 worker"] / best["ingest 2 workers"],
+        "speedup_2_cores": (best["ingest 1 worker, 1 core"] / best["ingest 2 workers"]
+                            if "ingest 1 worker, 1 core" in best else None),
         "loadavg": os.getloadavg(),
         "cores": os.cpu_count(),
     }
@@ -221,6 +239,13 @@ def render(speed: dict, sweep: list[dict], args) -> str:
         f"one worker already keeps {one:.2f} cores busy (ffmpeg's threaded pipeline), so "
         f"{speed['cores']} cores allow at most {speed['cores'] / one:.2f}x; 2 workers keep "
         f"{c['ingest 2 workers'] / s['ingest 2 workers']:.2f} of {speed['cores']} cores busy",
+    ]
+    if speed.get("speedup_2_cores"):
+        lines.append(
+            f"- speed-up from 1 worker on 1 core (affinity) to 2 workers on 2 cores: "
+            f"**{speed['speedup_2_cores']:.2f}x** (what a second core and worker add; ffmpeg's pipeline "
+            f"threads share the single core in the first run)")
+    lines += [
         f"- load average (1/5/15 min) {' '.join(f'{x:.1f}' for x in speed['loadavg'])} on {speed['cores']} cores",
     ]
     if sweep:

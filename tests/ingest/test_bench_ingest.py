@@ -1,0 +1,37 @@
+"""`rhovid bench ingest` end to end on tiny sources: every case timed, the GOP sweep, the files written."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+
+from rhovid.benchmarks.ingest import add_arguments, run
+
+
+def test_ingest_bench_times_every_case_and_sweeps_gops(tmp_path):
+    out = tmp_path / "ingest.md"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--videos", "2", "--seconds", "2", "--size", "160x120", "--short-side", "96",
+                              "--repeats", "1", "--gops", "8,16", "--gop-seconds", "3", "--clips", "20",
+                              "--timed-clips", "3", "--out", str(out)])
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    assert run(args) == 0
+    if cores is not None:
+        assert os.sched_getaffinity(0) == cores  # the 1-core case gives the cores back
+    doc = json.loads(out.with_suffix(".json").read_text())
+    speed = doc["speed"]
+    cases = {"ffmpeg CLI", "ingest inline", "ingest 1 worker", "ingest 2 workers"}
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
+        cases.add("ingest 1 worker, 1 core")
+        assert math.isfinite(speed["speedup_2_cores"]) and speed["speedup_2_cores"] > 0
+    assert set(speed["seconds"]) == cases
+    assert all(v > 0 for v in speed["seconds"].values()) and math.isfinite(speed["overhead_inline"])
+    sweep = doc["gop_sweep"]
+    assert sorted({r["gop"] for r in sweep}) == [8, 16]
+    for r in sweep:
+        # a clip decodes its 57-frame span plus at most the GOP before it
+        assert 57 <= r["decoded_frames_per_clip"] <= 57 + r["gop"]
+    assert "speed-up 1 -> 2 workers" in out.read_text()
