@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import subprocess
@@ -42,7 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5,
                    help="timing repeats (paired ratios: median; rates: fastest) (default 5)")
     p.add_argument("--gops", default="8,16,32,64", help="GOP sizes of the sweep ('' to skip)")
-    p.add_argument("--gop-seconds", type=float, default=20.0, help="length of the GOP-sweep video")
+    p.add_argument("--gop-seconds", type=float, default=20.0, help="length of the GOP- and tune-sweep videos")
+    p.add_argument("--tunes", default=",fastdecode",
+                   help="x264 tunes compared at the default GOP, '' = none (default ',fastdecode': none vs fastdecode)")
     p.add_argument("--clips", type=int, default=2000, help="random 8x8 clips per GOP for the waste (default 2000)")
     p.add_argument("--timed-clips", type=int, default=60, help="of which decoded and timed (default 60)")
     p.add_argument("--out", type=Path, default=None, help="markdown result file "
@@ -56,14 +59,15 @@ def run(args: argparse.Namespace) -> int:
         sources = make_sources(tmp / "src", args.videos, args.seconds, args.size)
         speed = time_ingest(sources, tmp, args.short_side, args.repeats)
         gops = [int(g) for g in args.gops.split(",") if g.strip()]
-        sweep = []
-        if gops:
-            sweep = gop_sweep(tmp, gops, args.gop_seconds, args.short_side, args.clips, args.timed_clips)
-    text = render(speed, sweep, args)
+        tunes = [t.strip() or None for t in args.tunes.split(",")] if args.tunes else []
+        sources = sweep_sources(tmp, args.gop_seconds) if gops or tunes else []
+        sweep = gop_sweep(tmp, sources, gops, args.short_side, args.clips, args.timed_clips) if gops else []
+        tune_rows = tune_sweep(tmp, sources, tunes, args.short_side, args.timed_clips) if tunes else []
+    text = render(speed, sweep, args, tune_rows)
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# rhovid bench ingest ({date.today().isoformat()}, CPU)\n\n{text}\n")
-    out.with_suffix(".json").write_text(json.dumps({"speed": speed, "gop_sweep": sweep,
+    out.with_suffix(".json").write_text(json.dumps({"speed": speed, "gop_sweep": sweep, "tune_sweep": tune_rows,
                                                     "args": {k: str(v) for k, v in vars(args).items()}},
                                                    indent=2))
     print(f"\nwrote {out} and {out.with_suffix('.json')}")
@@ -162,20 +166,74 @@ def time_ingest(sources: list[Path], tmp: Path, short_side: int, repeats: int) -
     }
 
 
-def gop_sweep(tmp: Path, gops: list[int], seconds: float, short_side: int, clips: int,
-              timed_clips: int) -> list[dict]:
-    """Per content and GOP: bytes per second of video and decode waste of random 8x8 clips.
-
-    Contents: a ``rhovid synth`` video (textured objects on a panning textured background)
-    and ffmpeg's mandelbrot zoom (every pixel changes every frame: the hard case for size).
-    """
+def sweep_sources(tmp: Path, seconds: float) -> list[tuple[str, Path]]:
+    """The sweeps' contents: a ``rhovid synth`` video (textured objects on a panning textured
+    background) and ffmpeg's mandelbrot zoom (every pixel changes every frame: the hard case
+    for size), both 480x360."""
     from rhovid.ingest.synth import SynthConfig, synthesize
 
-    (synth,) = synthesize(tmp / "gop-synth", SynthConfig(classes=1, per_class=1, seconds=seconds,
-                                                          width=480, height=360))
-    (mandel,) = make_sources(tmp / "gop-mandelbrot", 2, seconds, "480x360")[1:]
+    (synth,) = synthesize(tmp / "sweep-synth", SynthConfig(classes=1, per_class=1, seconds=seconds,
+                                                            width=480, height=360))
+    (mandel,) = make_sources(tmp / "sweep-mandelbrot", 2, seconds, "480x360")[1:]
+    return [("synth", synth), ("mandelbrot", mandel)]
+
+
+def gop_sweep(tmp: Path, sources, gops: list[int], short_side: int, clips: int, timed_clips: int) -> list[dict]:
+    """Per content and GOP: bytes per second of video and decode waste of random 8x8 clips."""
     return [_sweep_one(tmp, content, src, gop, short_side, clips, timed_clips)
-            for content, src in (("synth", synth), ("mandelbrot", mandel)) for gop in gops]
+            for content, src in sources for gop in gops]
+
+
+def tune_sweep(tmp: Path, sources, tunes: list[str | None], short_side: int, clips: int) -> list[dict]:
+    """Per content and x264 tune (default GOP): bytes per video second, PSNR against the source
+    scaled the same way, and the loader's CPU decode time per random 8x8 clip
+    (``decode_pyav.decode_frames``: one thread, unneeded non-reference frames skipped)."""
+    from rhovid.ingest.pipeline import IngestConfig, ingest
+    from rhovid.ingest.shards import iter_shard, list_shards
+    from rhovid.train.decode_pyav import decode_frames
+    from rhovid.train.streaming import slice_clips
+
+    rows = []
+    for content, src in sources:
+        for tune in tunes:
+            data = tmp / f"tune-{content}-{tune or 'none'}"
+            ingest([str(src)], data, IngestConfig(short_side=short_side, tune=tune, progress=False))
+            (sample,) = iter_shard(list_shards(data)[0])
+            meta, mp4 = sample["json"], sample["mp4"]
+            rng = random.Random(0)
+            slices = [slice_clips(mp4, meta, [range(f, f + 57, 8)])[0]
+                      for f in (rng.randrange(meta["num_frames"] - 56) for _ in range(clips))]
+            best, stats = float("inf"), {}
+            for _ in range(3):  # fastest of 3 passes: the first also warms caches
+                stats = {}
+                c0 = time.process_time()
+                for sl in slices:
+                    decode_frames(sl.data, sl.indices, stats=stats)
+                best = min(best, time.process_time() - c0)
+            rows.append({
+                "content": content, "tune": tune, "gop": meta["gop"],
+                "kbytes_per_video_s": len(mp4) / 1000 / meta["duration_s"],
+                "psnr_db": _psnr(tmp / f"{data.name}.mp4", mp4, src, meta),
+                "decode_ms_per_clip": best * 1000 / clips,
+                "decoded_frames_per_clip": stats["decoded"] / clips,
+            })
+    return rows
+
+
+def _psnr(path: Path, mp4: bytes, src: Path, meta: dict) -> float:
+    """Average PSNR (dB, Y/U/V weighted as ffmpeg's psnr filter) of ``mp4`` against ``src``
+    resampled to its frame rate and size the way ingest does."""
+    from rhovid.ffmpeg import ffmpeg_exe
+
+    path.write_bytes(mp4)
+    ref = f"fps={meta['fps']:g},scale={meta['width']}:{meta['height']}:out_range=tv,format=yuv420p"
+    r = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path), "-i", str(src),
+                        "-lavfi", f"[1:v]{ref}[ref];[0:v][ref]psnr", "-f", "null", "-"],
+                       capture_output=True, text=True, check=True)
+    m = re.search(r"PSNR .* average:([0-9.]+|inf)", r.stderr)
+    if m is None:
+        raise RuntimeError(f"no PSNR in ffmpeg's output for {src}: {r.stderr[-500:]}")
+    return float(m.group(1))
 
 
 def _sweep_one(tmp, content, src, gop, short_side, clips, timed_clips) -> dict:
@@ -214,7 +272,7 @@ def _sweep_one(tmp, content, src, gop, short_side, clips, timed_clips) -> dict:
     }
 
 
-def render(speed: dict, sweep: list[dict], args) -> str:
+def render(speed: dict, sweep: list[dict], args, tune_rows: list[dict] = ()) -> str:
     s = speed["seconds"]
     lines = [
         f"{speed['videos']} sources of {args.seconds:g} s at {args.size} -> short side {args.short_side}, "
@@ -268,6 +326,24 @@ def render(speed: dict, sweep: list[dict], args) -> str:
                 f"{r['decoded_frames_per_clip']:.1f} | {r['waste_frames_per_clip']:.1f} | "
                 f"{r['slice_kbytes_per_clip']:.1f} | {r['decode_ms_per_clip']:.1f} |"
             )
+    if tune_rows:
+        lines += [
+            "",
+            f"x264 tunes (`rhovid ingest --tune`): same sources, GOP {tune_rows[0]['gop']}; PSNR against the source "
+            f"resampled like ingest; the loader's CPU decode of {args.timed_clips} random 8x8 clips "
+            "(one thread, unneeded B-frames skipped), fastest of 3 passes",
+            "",
+            "| content | tune | KB per video s | bytes vs none | PSNR dB | decode ms / clip | decode vs none | "
+            "decoded frames / clip |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in tune_rows:
+            ref = next((x for x in tune_rows if x["content"] == r["content"] and x["tune"] is None), r)
+            lines.append(
+                f"| {r['content']} | {r['tune'] or 'none'} | {r['kbytes_per_video_s']:.1f} | "
+                f"{r['kbytes_per_video_s'] / ref['kbytes_per_video_s']:.2f} | {r['psnr_db']:.2f} | "
+                f"{r['decode_ms_per_clip']:.2f} | {r['decode_ms_per_clip'] / ref['decode_ms_per_clip']:.2f} | "
+                f"{r['decoded_frames_per_clip']:.1f} |")
     return "\n".join(lines)
 
 

@@ -55,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, default=112)
     p.add_argument("--repeats", type=int, default=2, help="timing repeats; the fastest counts (default 2)")
     p.add_argument("--no-dali", action="store_true", help="skip (c)")
+    p.add_argument("--tune", default=None, help="x264 tune of the shards (ingest --tune), e.g. fastdecode")
     p.add_argument("--gpu", action="store_true",
                    help="also time ClipLoader(device='cuda'): DALI mixed decode + GPU augmentation at 224^2 "
                         "(needs CUDA; the result file is then named ...-cuda.md)")
@@ -72,13 +73,14 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--videos {args.videos}: give one number or one per length ({len(lengths)})")
     counts = counts * len(lengths) if len(counts) == 1 else counts
     device = "cuda" if args.gpu else "cpu"
-    out = args.out or RESULTS / f"loader-{date.today().isoformat()}-{device}.md"
+    suffix = f"-{args.tune}" if args.tune else ""
+    out = args.out or RESULTS / f"loader-{date.today().isoformat()}-{device}{suffix}.md"
     rows, boxes, gpu_rows = [], {}, []
     with tempfile.TemporaryDirectory(prefix="rhovid-bench-loader-") as tmp:
         tmp = Path(tmp)
         for length, videos in zip(lengths, counts):
             t0 = time.perf_counter()
-            data, originals, vp9 = prepare(tmp / f"len{length:g}", length, videos, args.fps, width, height)
+            data, originals, vp9 = prepare(tmp / f"len{length:g}", length, videos, args.fps, width, height, args.tune)
             print(f"[prepare] {length:g} s videos: {time.perf_counter() - t0:.1f} s", flush=True)
             for span in spans:
                 row = measure_cell(data, originals, vp9, length, span, args)
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def prepare(root: Path, seconds: float, videos: int, fps: float, width: int, height: int):
+def prepare(root: Path, seconds: float, videos: int, fps: float, width: int, height: int, tune: str | None = None):
     """Synth sources -> shards (ingest) + original files + whole-video VP9 buffers."""
     from rhovid.ffmpeg import ffmpeg_exe
     from rhovid.ingest.pipeline import IngestConfig, ingest
@@ -119,7 +121,7 @@ def prepare(root: Path, seconds: float, videos: int, fps: float, width: int, hei
     # (temporary) source path, so without them every run would time other clip positions
     sources = [Source(str(p), key=f"len{seconds:g}-{i}") for i, p in enumerate(paths)]
     ingest(sources, root / "data",
-           IngestConfig(fps=fps, short_side=min(width, height), workers=0, progress=False))
+           IngestConfig(fps=fps, short_side=min(width, height), tune=tune, workers=0, progress=False))
     originals, vp9 = {}, {}
     for e in read_index(root / "data"):
         src = Path(e["source"])
@@ -388,7 +390,8 @@ def render(rows: list[dict], boxes: dict, args) -> str:
 
     lines = [
         f"Sources: `rhovid synth` {args.size} at {args.fps:g} fps, {args.videos} videos per length; "
-        f"rho={args.rho}, T={args.frames}, tau={args.stride}, crop {args.crop}; each contender runs the same plans "
+        f"rho={args.rho}, T={args.frames}, tau={args.stride}, crop {args.crop}"
+        + (f"; shards ingested with `--tune {args.tune}`" if args.tune else "") + "; each contender runs the same plans "
         "and the same augmentation in one process. Throughput is clips per CPU-second of that process "
         "(user+sys of all its threads; the machine was shared, so wall time is noisy and shown for (a) only), "
         f"best of {args.repeats}.",

@@ -16,6 +16,7 @@ import os
 import sys
 
 from rhovid.ingest.pipeline import IngestConfig, ingest
+from rhovid.ingest.transcode import X264_TUNES
 
 _D = IngestConfig()
 
@@ -49,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reject inputs with more pixels per frame (default 8192x4320)")
     p.add_argument("--crf", type=int, default=_D.crf, help="x264 CRF (default %(default)s)")
     p.add_argument("--preset", default=_D.preset, help="x264 preset (default %(default)s)")
+    p.add_argument("--tune", default=None, choices=X264_TUNES,
+                   help="x264 tune (default none); fastdecode: ~2x faster CPU decoding for ~10%% more bytes")
     p.add_argument("--timeout", type=float, default=None, help="seconds before one video's ffmpeg is killed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--dataset", choices=["ucf101", "hmdb51", "kinetics"],
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         shard_count=args.shard_count, workers=args.workers, scheduler=args.scheduler,
         keep_audio=args.keep_audio, progress=not args.no_progress, split=args.split,
         videos_root=args.videos_root, min_frames=args.min_frames, max_pixels=args.max_pixels,
-        crf=args.crf, preset=args.preset, timeout_s=args.timeout,
+        crf=args.crf, preset=args.preset, tune=args.tune, timeout_s=args.timeout,
     )
     sources = args.sources
     if args.dataset:

@@ -29,14 +29,14 @@ from rhovid.ingest.shards import (
     write_index,
 )
 from rhovid.ingest.sources import Source, assign_labels, expand_specs, sample_key
-from rhovid.ingest.transcode import TranscodeSettings
+from rhovid.ingest.transcode import X264_TUNES, TranscodeSettings
 from rhovid.ingest.worker import Task, run_task
 
 FAILED_FILE = "failed.jsonl"
 _SPLIT_RE = re.compile(r"[A-Za-z0-9_]+")
 CONFIG_FILE = "ingest.json"
 # Fields that change the bytes of a sample: a rerun into the same DATA must not change them.
-OUTPUT_FIELDS = ("fps", "short_side", "gop", "crf", "preset", "keep_audio")
+OUTPUT_FIELDS = ("fps", "short_side", "gop", "crf", "preset", "tune", "keep_audio")
 # The default GOP, chosen by measurement (README "Choosing the GOP"): 16 frames.
 DEFAULT_GOP = 16
 
@@ -77,6 +77,8 @@ class IngestConfig:
     """x264 constant rate factor."""
     preset: str = "veryfast"
     """x264 preset."""
+    tune: str | None = None
+    """x264 tune, e.g. ``fastdecode`` (see ``TranscodeSettings.tune``); None = none."""
     threads: int | None = None
     """ffmpeg threads per video; None = 1 in a pool/cluster (it supplies parallelism), else auto."""
     timeout_s: float | None = None
@@ -118,6 +120,9 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
         ValueError: ``out`` was ingested with different output settings.
     """
     t0 = time.perf_counter()
+    if cfg.tune is not None and cfg.tune not in X264_TUNES:
+        # checked before anything is written: ffmpeg would otherwise fail on every video
+        raise ValueError(f"tune {cfg.tune!r} is not an x264 tune; choose one of {', '.join(X264_TUNES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, cfg)
@@ -154,7 +159,7 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     threads = cfg.threads if cfg.threads is not None else (1 if cfg.workers > 0 or cfg.scheduler else 0)
     settings = TranscodeSettings(
         fps=cfg.fps, short_side=cfg.short_side, gop=cfg.gop, crf=cfg.crf, preset=cfg.preset,
-        keep_audio=cfg.keep_audio, threads=threads,
+        tune=cfg.tune, keep_audio=cfg.keep_audio, threads=threads,
     )
     tasks = [
         Task(s, sample_key(s), settings, cfg.min_frames, cfg.max_pixels, cfg.min_coverage, cfg.timeout_s)

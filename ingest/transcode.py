@@ -43,10 +43,17 @@ class TranscodeSettings:
     """x264 constant rate factor (lower = better quality, larger files)."""
     preset: str = "veryfast"
     """x264 speed preset."""
+    tune: str | None = None
+    """x264 tune (``X264_TUNES``); None = none. ``fastdecode`` (no CABAC, no deblocking, no
+    weighted prediction) halves CPU decode time for ~10 % more bytes at equal PSNR (README)."""
     keep_audio: bool = False
     """Keep the first audio stream (re-encoded to AAC) instead of dropping it."""
     threads: int = 0
     """ffmpeg threads per transcode; 0 = ffmpeg's choice (all cores)."""
+
+
+X264_TUNES = ("film", "animation", "grain", "stillimage", "psnr", "ssim", "fastdecode", "zerolatency")
+"""The tunes libx264 accepts (``x264 --fullhelp``)."""
 
 
 def output_size(display_w: int, display_h: int, short_side: int) -> tuple[int, int]:
@@ -103,6 +110,7 @@ def ffmpeg_args(
     out_kwargs = {
         "c:v": "libx264",
         "preset": settings.preset,
+        **({"tune": settings.tune} if settings.tune else {}),
         "crf": settings.crf,
         "pix_fmt": "yuv420p",
         "profile:v": "high",

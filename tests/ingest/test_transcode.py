@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
+from rhovid.ingest.decode import decode_rgb
 from rhovid.ingest.fmp4 import parse_fragments
+from rhovid.ingest.fragments import clip_slice
+from rhovid.ingest.pipeline import IngestConfig, ingest
 from rhovid.ingest.probe import ProbeError, probe
+from rhovid.ingest.shards import iter_shard, list_shards
 from rhovid.ingest.transcode import TranscodeSettings, ffmpeg_args, output_size, run_ffmpeg
 
 
@@ -52,3 +59,38 @@ def test_probe_reports_problems_by_name(tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(ProbeError, match="empty"):
         probe(tmp_path / "empty.mp4")
+
+
+def _x264_options(mp4: bytes) -> str:
+    """The option string x264 writes into its SEI (``... cabac=1 ... deblock=1:0:0 ...``)."""
+    start = mp4.index(b"x264 - core")
+    return mp4[start : mp4.index(b"\0", start)].decode("ascii", "replace")
+
+
+def test_tune_fastdecode_turns_off_cabac_and_deblocking_and_keeps_fragments_decodable(tmp_path, encode_video):
+    src = encode_video(tmp_path / "src" / "v.mp4", seconds=2.0)
+    for tune, cabac, deblock in ((None, "cabac=1", "deblock=1"), ("fastdecode", "cabac=0", "deblock=0")):
+        data = tmp_path / f"data-{tune}"
+        ingest([str(src)], data, IngestConfig(short_side=64, gop=12, tune=tune, workers=0, progress=False))
+        (s,) = [x for p in list_shards(data) for x in iter_shard(p)]
+        options = _x264_options(s["mp4"])
+        assert cabac in options.split() and f" {deblock}:" in options, options
+        assert s["json"]["encoder"]["tune"] == tune
+        assert json.loads((data / "ingest.json").read_text())["tune"] == tune
+        full = decode_rgb(s["mp4"])
+        for _, first, n in s["json"]["fragments"]:  # every fragment still decodes on its own
+            part, frame0 = clip_slice(s["mp4"], s["json"], first, first + n - 1)
+            np.testing.assert_array_equal(decode_rgb(part), full[first : first + n])
+    # the run's tune is pinned: another one into the same DATA is refused, nothing rewritten
+    before = (tmp_path / "data-fastdecode" / "index.json").read_bytes()
+    with pytest.raises(ValueError, match="tune: 'fastdecode' -> None"):
+        ingest([str(src)], tmp_path / "data-fastdecode", IngestConfig(short_side=64, gop=12, progress=False))
+    assert (tmp_path / "data-fastdecode" / "index.json").read_bytes() == before
+
+
+def test_unknown_tune_is_refused_before_anything_is_written(tmp_path, encode_video):
+
+    src = encode_video(tmp_path / "v.mp4", seconds=1.0)
+    with pytest.raises(ValueError, match="'fast' is not an x264 tune"):
+        ingest([str(src)], tmp_path / "data", IngestConfig(tune="fast", progress=False))
+    assert not (tmp_path / "data").exists()
