@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --device cuda: also time this preset's model in bf16 on synthetic batches "
                         "(Slow-R50 8x8 rho=2 at 224^2 by default) and report TFLOP/s ('' to skip)")
     p.add_argument("--paper-batch", type=int, default=16, help="videos per step of the paper-model timing")
+    p.add_argument("--paper-only", action="store_true",
+                   help="only the paper-model timing: no dataset, loader or loop timings (needs torch alone, "
+                        "not ffmpeg/PyAV: the GPU machine's bare image runs it)")
     p.add_argument("--out", type=Path, default=None, help="markdown result file "
                    "(default benchmarks/results/train-<date>-<device>.md; a .json is written beside it)")
 
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     if args.warmup % 5 or args.steps % 5:
         raise ValueError("--warmup and --steps must be multiples of 5 (the loop logs every 5 steps)")
     out = args.out or RESULTS / f"train-{date.today().isoformat()}-{args.device}.md"
+    if args.paper_only:
+        return _run_paper_only(args, out)
     with tempfile.TemporaryDirectory(prefix="rhovid-bench-train-") as tmp:
         tmp = Path(tmp)
         data = args.data or build_data(tmp / "data")
@@ -226,6 +231,30 @@ def time_paper_model(preset: str, batch_size: int, device: str, warmup: int, ste
             "tflops": 6 * macs * clips * steps / seconds / 1e12, "final_loss": loss}
 
 
+def _run_paper_only(args: argparse.Namespace, out: Path) -> int:
+    if not args.paper_model:
+        raise SystemExit("--paper-only needs --paper-model PRESET")
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "CPU"
+    result = {"paper_model": time_paper_model(args.paper_model, args.paper_batch, args.device, args.warmup, args.steps),
+              "gpu": device_name, "device": args.device, "torch": torch.__version__, "config": {k: str(v) for k, v in vars(args).items()}}
+    text = _render_paper(result)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# rhovid bench train --paper-only ({date.today().isoformat()}, {args.device.upper()})\n\n{text}\n")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def _render_paper(r: dict) -> str:
+    m = r["paper_model"]
+    precision = "bf16 autocast, channels-last" if r.get("device", "cuda") == "cuda" else "fp32"
+    return (f"{m['preset']} on {r['gpu']} ({precision}, synthetic in-memory batch "
+            f"{m['batch']} x rho {m['rho']} x {m['frames']}x{m['crop']}^2): {m['steps_per_s']:.2f} steps/s, "
+            f"{m['clips_per_s']:.0f} clips/s, {m['tflops']:.1f} TFLOP/s achieved "
+            f"(6 x {m['gmacs_per_clip']:.2f} GMACs per clip, backbone only)")
+
+
 def render(r: dict, args) -> str:
     shape = (f"{args.method}/{args.arch}, batch {args.batch_size} x rho {args.rho} x {args.frames}x{args.crop}^2, "
              f"{args.workers} decode workers, {r['torch_threads']} torch threads, {args.steps} timed steps")
@@ -248,9 +277,5 @@ def render(r: dict, args) -> str:
                   f"loader alone is {'faster' if keeps_up else 'slower'} than the bare loop); "
                   f"loop overhead alone: {r['loop_only_ratio']:.2f}x bare"]
     if "paper_model" in r:
-        m = r["paper_model"]
-        lines += ["", f"{m['preset']} on {r['gpu']} (bf16 autocast, channels-last, synthetic in-memory batch "
-                      f"{m['batch']} x rho {m['rho']} x {m['frames']}x{m['crop']}^2): {m['steps_per_s']:.2f} steps/s, "
-                      f"{m['clips_per_s']:.0f} clips/s, {m['tflops']:.1f} TFLOP/s achieved "
-                      f"(6 x {m['gmacs_per_clip']:.2f} GMACs per clip, backbone only)"]
+        lines += ["", _render_paper(r)]
     return "\n".join(lines)

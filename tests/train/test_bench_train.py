@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 
 import pytest
 import torch
 
-from rhovid.benchmarks.train import time_paper_model
+from rhovid.benchmarks.train import add_arguments, run, time_paper_model
 from rhovid.train.models import build_backbone
 from rhovid.train.models.flops import count_flops
 
@@ -28,3 +30,15 @@ def test_paper_model_timing_slow_r50_bf16_on_gpu():
     assert r["arch"] == "slow_r50" and r["crop"] == 224
     assert math.isfinite(r["final_loss"]) and r["tflops"] > 1.0
     assert torch.cuda.max_memory_allocated() > 0
+
+
+def test_paper_only_bench_writes_its_table(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "train.md"
+    args = parser.parse_args(["--paper-only", "--paper-model", "tiny-byol", "--paper-batch", "2", "--warmup", "5",
+                              "--steps", "5", "--out", str(out)])
+    assert run(args) == 0
+    r = json.loads(out.with_suffix(".json").read_text())["paper_model"]
+    assert r["preset"] == "tiny-byol" and r["steps_per_s"] > 0 and math.isfinite(r["final_loss"])
+    assert f"{r['steps_per_s']:.2f} steps/s" in out.read_text()
