@@ -141,11 +141,17 @@ def _coerce(tp, value, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected an integer, got {value!r}") from None
     if tp is float:
         if isinstance(value, bool):
             raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected a number, got {value!r}") from None
     if tp is str:
         return str(value)
     if tp is Path:

@@ -50,6 +50,8 @@ def test_overrides_coerce_to_field_types():
     [
         ("stepz=3", "unknown config key 'stepz'"),
         ("steps=1.5", "expected an integer"),
+        ("steps=ten", "steps: expected an integer, got 'ten'"),
+        ("optim.lr=abc", "optim.lr: expected a number, got 'abc'"),
         ("optim.name=adam", "not one of"),
         ("steps", "key=value"),
         ("steps.x=1", "not a nested config"),
