@@ -30,6 +30,8 @@ class DataConfig:
     """Temporal stride between sampled frames."""
     timespan_s: float = 60.0
     """Maximum distance between the clips of one video, seconds (paper Sec. 4.1: up to 60 s)."""
+    min_gap_s: float = 0.0
+    """Minimum distance between the clips of one video, seconds (PySlowFast's DATA.DELTA_CLIPS_MIN)."""
     crop: int = 224
     """Spatial crop size in pixels."""
     boxes: str | None = None

@@ -246,6 +246,18 @@ def _worker_init(_worker_id: int) -> None:
     atexit.register(os._exit, 0)
 
 
+def check_loader_config(cfg: LoaderConfig) -> None:
+    """Reject settings no sampler can satisfy, naming the field (a negative timespan, say, would
+    otherwise surface as an epoch without batches)."""
+    minimum = {"rho": 1, "frames": 1, "stride": 1, "crop": 1, "max_boxes": 1, "batch_size": 1,
+               "clips_per_video": 1, "workers": 0, "shuffle_buffer": 0, "timespan_s": 0, "min_gap_s": 0}
+    for name, low in minimum.items():
+        if getattr(cfg, name) < low:
+            raise ValueError(f"LoaderConfig.{name} must be >= {low}, got {getattr(cfg, name)}")
+    if cfg.min_gap_s > cfg.timespan_s:
+        raise ValueError(f"LoaderConfig.min_gap_s {cfg.min_gap_s} is larger than timespan_s {cfg.timespan_s}")
+
+
 class ClipLoader:
     """Iterable of batch dicts (see module docstring); ``len()`` = batches per epoch."""
 
@@ -254,6 +266,7 @@ class ClipLoader:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
         if cfg.boxes is not None and cfg.box_frame not in ("centre", "random"):
             raise ValueError(f"box_frame must be 'centre' or 'random', got {cfg.box_frame!r}")
+        check_loader_config(cfg)
         self.cfg = cfg
         paths = list_shards(cfg.data, cfg.split)
         if not paths:

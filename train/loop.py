@@ -55,8 +55,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, batches: Iterable[dict] | None 
     Returns:
         ``{"step", "loss", "checkpoint", "rank"}`` of the finished run.
     """
+    for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+        if getattr(cfg, name) < 1:  # before anything is written: a 0-step run would save nothing useful
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     run_dir = Path(run_dir)
     rank, world, device, own_group = init_distributed(cfg.device)
+    if batches is None:  # bad loader settings fail here, before the run folder is written
+        from rhovid.train.data import check_loader_config
+
+        check_loader_config(loader_config(cfg, rank, world))
     check_run_dir(run_dir, cfg, resume)
     if world > 1:
         dist.barrier()  # every rank has checked the folder before rank 0 writes into it
@@ -260,16 +267,22 @@ def check_finite(step: int, out: dict, world: int, device: torch.device) -> dict
 
 def build_loader(cfg: TrainConfig, rank: int, world: int):
     """The ``ClipLoader`` for this process's share of the global batch."""
-    from rhovid.train.data import ClipLoader, LoaderConfig
+    from rhovid.train.data import ClipLoader
+
+    return ClipLoader(loader_config(cfg, rank, world))
+
+
+def loader_config(cfg: TrainConfig, rank: int, world: int):
+    """The ``LoaderConfig`` of this process's share of the global batch."""
+    from rhovid.train.data import LoaderConfig
 
     d = cfg.data
     if not d.data:
         raise ValueError("no --data given: pass the folder written by `rhovid ingest`")
-    return ClipLoader(LoaderConfig(data=d.data, split=d.split, rho=d.rho, frames=d.frames, stride=d.stride,
-                                   timespan_s=d.timespan_s, crop=d.crop, boxes=d.boxes, max_boxes=d.max_boxes,
-                                   augmentation=d.augment, batch_size=cfg.batch_size // world, workers=d.workers,
-                                   device=cfg.device,
-                                   seed=cfg.seed, rank=rank, world_size=world))
+    return LoaderConfig(data=d.data, split=d.split, rho=d.rho, frames=d.frames, stride=d.stride,
+                        timespan_s=d.timespan_s, min_gap_s=d.min_gap_s, crop=d.crop, boxes=d.boxes,
+                        max_boxes=d.max_boxes, augmentation=d.augment, batch_size=cfg.batch_size // world,
+                        workers=d.workers, device=cfg.device, seed=cfg.seed, rank=rank, world_size=world)
 
 
 def gather_objects(obj, world: int) -> list:

@@ -140,3 +140,10 @@ def test_metrics_records_and_schedule(tmp_path):
 def test_empty_data_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no batches"):
         train(_cfg(steps=2), tmp_path / "run", batches=[])
+
+
+@pytest.mark.parametrize("field, value", [("steps", 0), ("batch_size", 0), ("log_every", 0)])
+def test_impossible_counts_are_refused_before_the_run_folder(tmp_path, field, value):
+    with pytest.raises(ValueError, match=f"{field} must be >= 1, got {value}"):
+        train(_cfg(**{field: value}), tmp_path / "run", batches=_batches(2))
+    assert not (tmp_path / "run").exists()

@@ -11,7 +11,7 @@ from rhovid.atomic import read_jsonl
 from rhovid.train.checkpoint import latest_checkpoint, load_checkpoint
 from rhovid.train.config import get_preset, replace_data
 from rhovid.train.data import ClipLoader, LoaderConfig
-from rhovid.train.loop import train
+from rhovid.train.loop import loader_config, train
 
 
 def _cfg(data, method="simclr", steps=4, **kw):
@@ -87,3 +87,22 @@ def test_every_method_loss_falls(fixed_key_data, tmp_path, method):
     losses = [r["loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
     assert len(losses) == 6
     assert sum(losses[-2:]) / 2 < losses[0], losses
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("timespan_s", -1.0, "LoaderConfig.timespan_s must be >= 0, got -1.0"),
+    ("rho", 0, "LoaderConfig.rho must be >= 1, got 0"),
+    ("min_gap_s", 9.0, "min_gap_s 9.0 is larger than timespan_s 2.0"),
+])
+def test_bad_loader_settings_are_refused_before_the_run_folder(tiny_data, tmp_path, field, value, message):
+    cfg = _cfg(tiny_data)
+    cfg = replace_data(cfg, **{"timespan_s": 2.0, field: value})
+    with pytest.raises(ValueError, match=message):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_config_reaches_the_loader_config(tiny_data):
+    cfg = replace_data(_cfg(tiny_data), timespan_s=30.0, min_gap_s=1.5, rho=3)
+    lc = loader_config(cfg, rank=0, world=1)
+    assert (lc.timespan_s, lc.min_gap_s, lc.rho, lc.frames, lc.crop) == (30.0, 1.5, 3, 4, 64)
