@@ -174,17 +174,14 @@ def resolve_box_sets(data: str | Path, names: list[str | None], workers: int = 2
 
 def run_status(run_dir: Path, cfg) -> str:
     """"new", "resume" or "finished"; ValueError if RUN holds a run with a different config."""
-    from rhovid.config import to_dict
     from rhovid.evaluate.protocol import checkpoint_step
     from rhovid.train.checkpoint import latest_checkpoint
-    from rhovid.train.config import RESUMABLE_CHANGES, config_diff
+    from rhovid.train.config import changes_from_saved
 
     saved_path = run_dir / "config.json"
     if not saved_path.exists():
         return "new"
-    want = to_dict(cfg)
-    saved = json.loads(saved_path.read_text())
-    diff = [k for k in config_diff({k: saved.get(k) for k in want}, want) if k not in RESUMABLE_CHANGES]
+    diff = changes_from_saved(json.loads(saved_path.read_text()), cfg)
     if diff:
         raise ValueError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); "
                          "use another --out or remove that run")

@@ -191,6 +191,17 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def changes_from_saved(saved: dict, cfg: TrainConfig) -> list[str]:
+    """Dotted keys in which ``cfg`` differs from a run's saved ``config.json`` contents, except
+    the ``RESUMABLE_CHANGES``. The saved dict is read back through ``TrainConfig`` first, so a
+    field added after the run was written counts at its default, and provenance keys
+    (versions, world size) are ignored."""
+    from rhovid.config import from_dict, to_dict
+
+    old = to_dict(from_dict(TrainConfig, saved, strict=False))
+    return [k for k in config_diff(old, to_dict(cfg)) if k not in RESUMABLE_CHANGES]
+
+
 def replace_data(cfg: TrainConfig, **changes) -> TrainConfig:
     """``cfg`` with fields of ``cfg.data`` replaced."""
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes))

@@ -12,6 +12,7 @@ the same parameters as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from rhovid.config import from_dict, save_config, to_dict
+from rhovid.config import save_config, to_dict
 from rhovid.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -30,7 +31,7 @@ from rhovid.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from rhovid.train.config import RESUMABLE_CHANGES, TrainConfig, config_diff
+from rhovid.train.config import RESUMABLE_CHANGES, TrainConfig, changes_from_saved
 from rhovid.train.metrics import MetricsWriter, StepTimer
 from rhovid.train.optim import build_optimizer, lr_at, set_lr
 
@@ -232,8 +233,7 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
                              "or choose another --out")
         return
     if saved.exists():
-        old = to_dict(from_dict(TrainConfig, _config_fields(saved), strict=False))
-        changed = [k for k in config_diff(old, to_dict(cfg)) if k not in RESUMABLE_CHANGES]
+        changed = changes_from_saved(json.loads(saved.read_text()), cfg)
         if changed:
             raise ValueError(f"--resume: the config differs from {saved} in {changed}; exact resume needs "
                              f"the same config (only {list(RESUMABLE_CHANGES)} may change)")
@@ -310,9 +310,3 @@ def provenance(world: int) -> dict:
                          "python": platform.python_version(),
                          "cuda": torch.version.cuda if torch.cuda.is_available() else None},
             "world_size": world}
-
-
-def _config_fields(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text())

@@ -147,3 +147,17 @@ def test_impossible_counts_are_refused_before_the_run_folder(tmp_path, field, va
     with pytest.raises(ValueError, match=f"{field} must be >= 1, got {value}"):
         train(_cfg(**{field: value}), tmp_path / "run", batches=_batches(2))
     assert not (tmp_path / "run").exists()
+
+
+def test_runs_saved_before_a_config_field_existed_still_resume_and_count_as_finished(tmp_path):
+    from rhovid.evaluate.ablation import run_status
+
+    run = tmp_path / "run"
+    train(_cfg(steps=2, checkpoint_every=2), run, batches=_batches(2))
+    saved = json.loads((run / "config.json").read_text())
+    del saved["data"]["min_gap_s"]  # as written before the field was added
+    (run / "config.json").write_text(json.dumps(saved))
+    assert run_status(run, _cfg(steps=2, checkpoint_every=2)) == "finished"
+    with pytest.raises(ValueError, match=r"data.min_gap_s"):  # a real change is still one
+        run_status(run, _cfg(steps=2, checkpoint_every=2, data=dataclasses.replace(_cfg().data, min_gap_s=1.0)))
+    assert train(_cfg(steps=2, checkpoint_every=2), run, batches=_batches(2), resume=True)["step"] == 2
