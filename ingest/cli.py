@@ -16,7 +16,7 @@ import os
 import sys
 
 from rhovid.ingest.pipeline import IngestConfig, ingest
-from rhovid.ingest.transcode import X264_TUNES
+from rhovid.ingest.transcode import X264_PRESETS, X264_TUNES
 
 _D = IngestConfig()
 
@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, default=_D.max_pixels,
                    help="reject inputs with more pixels per frame (default 8192x4320)")
     p.add_argument("--crf", type=int, default=_D.crf, help="x264 CRF (default %(default)s)")
-    p.add_argument("--preset", default=_D.preset, help="x264 preset (default %(default)s)")
+    p.add_argument("--preset", default=_D.preset, choices=X264_PRESETS, metavar="PRESET",
+                   help="x264 preset, ultrafast ... placebo (default %(default)s)")
     p.add_argument("--tune", default=None, choices=X264_TUNES,
                    help="x264 tune (default none); fastdecode: ~2x faster CPU decoding for ~10%% more bytes")
     p.add_argument("--timeout", type=float, default=None, help="seconds before one video's ffmpeg is killed")

@@ -29,7 +29,7 @@ from rhovid.ingest.shards import (
     write_index,
 )
 from rhovid.ingest.sources import Source, assign_labels, expand_specs, sample_key
-from rhovid.ingest.transcode import X264_TUNES, TranscodeSettings
+from rhovid.ingest.transcode import X264_PRESETS, X264_TUNES, TranscodeSettings
 from rhovid.ingest.worker import Task, run_task
 
 FAILED_FILE = "failed.jsonl"
@@ -120,10 +120,10 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
         ValueError: ``out`` was ingested with different output settings.
     """
     t0 = time.perf_counter()
-    if cfg.tune is not None and cfg.tune not in X264_TUNES:
-        # checked before anything is written: ffmpeg would otherwise fail on every video
-        raise ValueError(f"tune {cfg.tune!r} is not an x264 tune; choose one of {', '.join(X264_TUNES)}")
+    check_config(cfg)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, cfg)
     specs = expand_specs(sources, cfg.split, cfg.videos_root)
@@ -210,6 +210,29 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     write_index(out, samples, labels)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def check_config(cfg: IngestConfig) -> None:
+    """Reject settings no video can be ingested with, naming the field, before anything is
+    written (otherwise every source would fail on its own and ingest.json would pin them)."""
+    lows = {"fps": 0, "short_side": 1, "gop": 0, "shard_size": 0, "min_frames": 0, "max_pixels": 0}
+    for name, low in lows.items():  # each must be > low
+        if not getattr(cfg, name) > low:
+            raise ValueError(f"{name} must be > {low}, got {getattr(cfg, name)}")
+    if cfg.shard_count is not None and cfg.shard_count < 1:
+        raise ValueError(f"shard_count must be >= 1 (or unset), got {cfg.shard_count}")
+    if cfg.workers < 0:
+        raise ValueError(f"workers must be >= 0 (0 = inline), got {cfg.workers}")
+    if not 0 <= cfg.crf <= 51:
+        raise ValueError(f"crf must be in 0..51 (x264, 8-bit), got {cfg.crf}")
+    if not 0 < cfg.min_coverage <= 1:
+        raise ValueError(f"min_coverage must be in (0, 1], got {cfg.min_coverage}")
+    if cfg.timeout_s is not None and cfg.timeout_s <= 0:
+        raise ValueError(f"timeout_s must be > 0 (or unset), got {cfg.timeout_s}")
+    if cfg.preset not in X264_PRESETS:
+        raise ValueError(f"preset {cfg.preset!r} is not an x264 preset; choose one of {', '.join(X264_PRESETS)}")
+    if cfg.tune is not None and cfg.tune not in X264_TUNES:
+        raise ValueError(f"tune {cfg.tune!r} is not an x264 tune; choose one of {', '.join(X264_TUNES)}")
 
 
 def recover_index(out: Path) -> dict:

@@ -52,6 +52,9 @@ class TranscodeSettings:
     """ffmpeg threads per transcode; 0 = ffmpeg's choice (all cores)."""
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+"""The presets libx264 accepts."""
 X264_TUNES = ("film", "animation", "grain", "stillimage", "psnr", "ssim", "fastdecode", "zerolatency")
 """The tunes libx264 accepts (``x264 --fullhelp``)."""
 

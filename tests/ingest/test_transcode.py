@@ -88,9 +88,26 @@ def test_tune_fastdecode_turns_off_cabac_and_deblocking_and_keeps_fragments_deco
     assert (tmp_path / "data-fastdecode" / "index.json").read_bytes() == before
 
 
-def test_unknown_tune_is_refused_before_anything_is_written(tmp_path, encode_video):
-
+@pytest.mark.parametrize("field, value, message", [
+    ("tune", "fast", "'fast' is not an x264 tune"),
+    ("preset", "quick", "'quick' is not an x264 preset"),
+    ("gop", 0, "gop must be > 0, got 0"),
+    ("fps", 0.0, "fps must be > 0, got 0.0"),
+    ("short_side", 1, "short_side must be > 1, got 1"),
+    ("crf", 60, "crf must be in 0..51"),
+    ("shard_count", 0, "shard_count must be >= 1"),
+    ("min_coverage", 0.0, "min_coverage must be in"),
+])
+def test_impossible_settings_are_refused_before_anything_is_written(tmp_path, encode_video, field, value, message):
     src = encode_video(tmp_path / "v.mp4", seconds=1.0)
-    with pytest.raises(ValueError, match="'fast' is not an x264 tune"):
-        ingest([str(src)], tmp_path / "data", IngestConfig(tune="fast", progress=False))
+    with pytest.raises(ValueError, match=message):
+        ingest([str(src)], tmp_path / "data", IngestConfig(progress=False, **{field: value}))
     assert not (tmp_path / "data").exists()
+
+
+def test_out_that_is_a_file_is_refused_and_left_alone(tmp_path, encode_video):
+    src = encode_video(tmp_path / "v.mp4", seconds=1.0)
+    (tmp_path / "data").write_text("keep me")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        ingest([str(src)], tmp_path / "data", IngestConfig(progress=False))
+    assert (tmp_path / "data").read_text() == "keep me"
