@@ -59,6 +59,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--lr", type=float, default=0.05, help="head LR (backbone x0.1)")
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Reject option values no evaluation can use, before features are extracted or a report
+    is (over)written: ``--k 0`` used to score every test clip at chance and replace the report."""
+    positive = {"k": "--k", "temperature": "--temperature", "max_iter": "--max-iter", "steps": "--steps",
+                "batch_size": "--batch-size", "lr": "--lr", "batch_clips": "--batch-clips"}
+    for name, flag in positive.items():
+        value = getattr(args, name, None)
+        if value is not None and not value > 0:
+            raise ValueError(f"{flag} must be > 0, got {value}")
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    if any(w < 0 for w in getattr(args, "weight_decays", ())):
+        raise ValueError(f"--weight-decays must be >= 0, got {args.weight_decays}")
+    for name in ("frames", "stride", "crop"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+
+
 def run(args: argparse.Namespace) -> int:
     from rhovid.evaluate.features import parse_views
     from rhovid.evaluate.protocol import default_report_path, ensure_features, evaluate_stored, feature_source
@@ -66,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.run is None and not args.random_init:
         raise ValueError("give --run RUN, or --random-init --arch ARCH for the baseline")
+    check_options(args)
     temporal, spatial = parse_views(args.views)
     src = feature_source(args.run, args.step, args.random_init, args.arch, args.seed, temporal, spatial,
                          args.frames, args.stride, args.crop)

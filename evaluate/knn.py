@@ -38,6 +38,8 @@ def knn_scores(
     """
     if len(train_x) == 0:
         raise ValueError("kNN needs at least one training feature")
+    if k < 1 or temperature <= 0:
+        raise ValueError(f"kNN needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
     k = min(k, len(train_x))
     bank = F.normalize(train_x.float(), dim=1)
     out = []

@@ -211,6 +211,8 @@ def compute_box_set(
         raise ValueError(f"--box-fps must be > 0, got {box_fps}")
     if max_boxes < 1:
         raise ValueError(f"--max-boxes must be >= 1, got {max_boxes}")
+    if workers < 0:
+        raise ValueError(f"--workers must be >= 0 (0 = inline), got {workers}")
     shards = list_shards(data, split)
     if not shards:
         raise FileNotFoundError(

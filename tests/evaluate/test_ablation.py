@@ -136,3 +136,26 @@ def test_cli_sweeps_rho_and_timespan(split_data, tmp_path, capsys):
     assert json.loads((tmp_path / "byol-rho3-ts0.5" / "eval" / "knn.json").read_text())["evaluation"] == "knn"
     with pytest.raises(SystemExit):
         _cli(split_data, tmp_path, "--method", "byol", "--rho", "two")
+
+
+@pytest.mark.parametrize("option", [["knn", "--k", "0"], ["knn", "--temperature", "0"], ["linear", "--max-iter", "0"],
+                                    ["finetune", "--lr", "-1"], ["knn", "--crop", "0"]])
+def test_eval_refuses_bad_options_and_keeps_the_report(split_data, tmp_path, option):
+    from rhovid.cli import main
+
+    report = tmp_path / "report.json"
+    report.write_text('{"kept": true}')
+    rc = main(["eval", option[0], "--data", str(split_data), "--random-init", "--arch", "tiny", "--report",
+               str(report), "--no-progress", *option[1:]])
+    assert rc != 0
+    assert json.loads(report.read_text()) == {"kept": True}
+
+
+def test_knn_scores_refuses_zero_neighbours():
+    import torch
+
+    from rhovid.evaluate.knn import knn_scores
+
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="k >= 1"):
+        knn_scores(x, torch.zeros(4, dtype=torch.long), x, 2, k=0)

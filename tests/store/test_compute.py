@@ -191,6 +191,8 @@ def test_cli_error_messages(data, tmp_path, capsys):
     assert rc == 1 and "no shards" in msg
     rc, msg = err(data, "--method", "slic", "--box-fps", "0")
     assert rc == 1 and "--box-fps must be > 0" in msg
+    rc, msg = err(data, "--method", "slic", "--workers", "-1")
+    assert rc == 1 and "--workers must be >= 0" in msg
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"0")
     try:
