@@ -23,5 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         mod.add_arguments(p)
 
 
+# Numeric options that may be 0 (decode workers = inline, no warm-up steps); every other count,
+# length or rate of a benchmark must be positive.
+ZERO_ALLOWED = {"workers", "warmup"}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse a zero or negative count before a benchmark runs: it would otherwise time nothing
+    and overwrite the dated result file with it."""
+    for name, value in vars(args).items():
+        if name.startswith("_") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        ok, bound = (value >= 0, ">= 0") if name in ZERO_ALLOWED else (value > 0, "> 0")
+        if not ok:
+            raise ValueError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_numbers(args)
     return int(importlib.import_module(args._bench_module).run(args) or 0)

@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     spans = [float(x) for x in args.timespans.split(",") if x.strip()]
     width, height = (int(v) for v in args.size.split("x"))
     counts = [int(x) for x in str(args.videos).split(",") if x.strip()]
+    if not lengths or not spans or min(lengths + spans) <= 0 or not counts or min(counts) < 1:
+        raise ValueError(f"--lengths {args.lengths} / --timespans {args.timespans} / --videos {args.videos}: "
+                         "give positive numbers")
     if len(counts) not in (1, len(lengths)):
         raise SystemExit(f"--videos {args.videos}: give one number or one per length ({len(lengths)})")
     counts = counts * len(lengths) if len(counts) == 1 else counts

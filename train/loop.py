@@ -59,6 +59,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, batches: Iterable[dict] | None 
     for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
         if getattr(cfg, name) < 1:  # before anything is written: a 0-step run would save nothing useful
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.data.rho < 2 or (cfg.method == "constcl" and cfg.data.rho != 2):
+        raise ValueError(f"data.rho={cfg.data.rho}: every method contrasts the rho clips of a video, so rho >= 2 "
+                         "(ConST-CL: exactly 2)")
     run_dir = Path(run_dir)
     rank, world, device, own_group = init_distributed(cfg.device)
     if batches is None:  # bad loader settings fail here, before the run folder is written

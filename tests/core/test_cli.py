@@ -28,3 +28,15 @@ def test_each_subcommand_has_help(command):
 def test_no_command_prints_help_and_fails(capsys):
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "ingest", "--videos", "0"], "--videos must be > 0, got 0"),
+    (["bench", "loader", "--repeats", "-1"], "--repeats must be > 0, got -1"),
+    (["bench", "train", "--steps", "0"], "--steps must be > 0, got 0"),
+])
+def test_bench_refuses_non_positive_counts_before_writing_results(tmp_path, capsys, argv, message):
+    out = tmp_path / "result.md"
+    assert main([*argv, "--out", str(out)]) != 0
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -161,3 +161,11 @@ def test_runs_saved_before_a_config_field_existed_still_resume_and_count_as_fini
     with pytest.raises(ValueError, match=r"data.min_gap_s"):  # a real change is still one
         run_status(run, _cfg(steps=2, checkpoint_every=2, data=dataclasses.replace(_cfg().data, min_gap_s=1.0)))
     assert train(_cfg(steps=2, checkpoint_every=2), run, batches=_batches(2), resume=True)["step"] == 2
+
+
+@pytest.mark.parametrize("method, rho", [("simclr", 1), ("constcl", 3)])
+def test_rho_the_method_cannot_use_is_refused_before_the_run_folder(tmp_path, method, rho):
+    cfg = _cfg(method=method, method_kwargs={}, data=dataclasses.replace(_cfg().data, rho=rho))
+    with pytest.raises(ValueError, match=f"data.rho={rho}"):
+        train(cfg, tmp_path / "run", batches=_batches(2))
+    assert not (tmp_path / "run").exists()
