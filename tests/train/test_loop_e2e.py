@@ -91,7 +91,7 @@ def test_every_method_loss_falls(fixed_key_data, tmp_path, method):
 
 @pytest.mark.parametrize("field, value, message", [
     ("timespan_s", -1.0, "LoaderConfig.timespan_s must be >= 0, got -1.0"),
-    ("rho", 0, "LoaderConfig.rho must be >= 1, got 0"),
+    ("frames", 0, "LoaderConfig.frames must be >= 1, got 0"),
     ("min_gap_s", 9.0, "min_gap_s 9.0 is larger than timespan_s 2.0"),
 ])
 def test_bad_loader_settings_are_refused_before_the_run_folder(tiny_data, tmp_path, field, value, message):
