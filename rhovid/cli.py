@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (FileNotFoundError, ValueError, KeyError, ConnectionError) as e:
         # User-facing errors are raised with messages that name the input; no traceback.
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"rhovid {args.command}: error: {msg}", file=sys.stderr)

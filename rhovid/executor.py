@@ -137,7 +137,11 @@ def _run_pool(fn, tasks, workers: int, max_in_flight: int):
 def _run_dask(fn, tasks, scheduler: str):
     from distributed import Client, as_completed
 
-    with Client(scheduler) as client:
+    try:
+        client = Client(scheduler)
+    except OSError as e:  # distributed raises OSError("Timed out trying to connect ...")
+        raise ConnectionError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e})") from e
+    with client:
         futures = [client.submit(_call, fn, t, pure=False) for t in tasks]
         index = {f.key: t for f, t in zip(futures, tasks)}
         for fut in as_completed(futures):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 
+import dask
+import pytest
+
+from rhovid.cli import main
 from rhovid.ingest.decode import count_frames
 from rhovid.ingest.pipeline import IngestConfig, ingest
 from rhovid.ingest.shards import iter_shard, list_shards, read_index
@@ -27,3 +32,16 @@ def test_ingest_on_a_local_dask_cluster(tmp_path, encode_video):
     assert len(samples) == 4
     for s in samples:
         assert count_frames(s["mp4"]) == s["json"]["num_frames"] == 30
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path, encode_video):
+    src = encode_video(tmp_path / "src" / "v.mp4", seconds=1.0)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        with pytest.raises(ConnectionError, match=f"--scheduler tcp://127.0.0.1:{port}: cannot reach"):
+            ingest([str(src)], tmp_path / "data", IngestConfig(progress=False, scheduler=f"tcp://127.0.0.1:{port}"))
+        assert main(["ingest", str(src), "--out", str(tmp_path / "data"), "--scheduler",
+                     f"tcp://127.0.0.1:{port}", "--no-progress"]) == 1
+    assert list_shards(tmp_path / "data") == []
