@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
-from rhovid.train.augment import AugmentConfig, ClipAug, apply_clip, colour_affine
+from rhovid.train.augment import (
+    KINETICS_MEAN,
+    KINETICS_STD,
+    AugmentConfig,
+    ClipAug,
+    apply_clip,
+    blur_window,
+    colour_affine,
+    resize_crop,
+)
 from rhovid.train.sampler import (
     ClipSpec,
     SamplePlan,
@@ -175,3 +185,21 @@ def test_apply_clip_crop_flip_normalise():
     assert np.allclose(out[:, :, :, 4:], 1) and np.allclose(out[:, :, :, :4], 0)
     out = apply_clip(frames, ClipAug(crop=(4, 2, 8, 8), size=8))
     assert np.isclose(out[0, 0, 0, 0], (1 - 0.45) / 0.225)
+
+
+@pytest.mark.parametrize("flip, grayscale, sigma", [(False, False, 0.0), (True, False, 1.2), (True, True, 0.7)])
+def test_apply_clip_matches_the_written_out_definition(flip, grayscale, sigma):
+    """crop+resize -> /255 -> colour affine, clip to [0, 1] -> blur -> flip -> (x - mean) / std."""
+    frames = np.random.default_rng(0).integers(0, 256, (3, 40, 50, 3), dtype=np.uint8)
+    aug = ClipAug(crop=(5, 3, 30, 24), size=16, flip=flip, grayscale=grayscale, blur_sigma=sigma,
+                  colour_ops=(("brightness", 1.3), ("contrast", 0.7), ("saturation", 1.4), ("hue", 0.05)))
+    x = resize_crop(frames, aug.crop, aug.size).astype(np.float64) / 255
+    A = colour_affine(aug)
+    x = np.clip(x @ A[:, :3].T + A[:, 3], 0, 1).astype(np.float32)
+    if sigma:
+        k = blur_window(sigma)
+        x = np.stack([cv2.GaussianBlur(f, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101) for f in x])
+    if flip:
+        x = x[:, :, ::-1]
+    want = ((x - np.float32(KINETICS_MEAN)) / np.float32(KINETICS_STD)).transpose(3, 0, 1, 2)
+    np.testing.assert_allclose(apply_clip(frames, aug), want, atol=2e-5)
