@@ -178,20 +178,27 @@ class BoxStore:
                 (names the shard and the command that computes it).
         """
         g = self._open(shard, set_name)
-        arrays = {name: g[name][...] for name in (*ARRAYS, "score") if name in g}
+        try:
+            arrays = {name: g[name][...] for name in (*ARRAYS, "score") if name in g}
+        except Exception as e:  # a chunk damaged on disk (truncated copy, bit rot): say which and how to mend
+            name = g.attrs["set"]
+            raise ValueError(
+                f"box set {name} of shard {shard} is damaged ({type(e).__name__}: {e}); delete "
+                f"{self.root / shard / name} and recompute it with: {self._compute_command(name)}"
+            ) from e
         return ShardBoxes(shard, g.attrs["set"], ShardRows(**arrays), g.attrs.asdict())
+
+    def _compute_command(self, name: str) -> str:
+        entry = self.registry()["sets"][name]
+        params = " ".join(f"--param {k}={v}" for k, v in entry.get("params_hashed", {}).items())
+        return (f"rhovid boxes {self.data} --method {entry['method']} {params} "
+                f"--box-fps {entry['box_fps']:g} --max-boxes {entry['max_boxes']}").replace("  ", " ")
 
     def _open(self, shard: str, set_name: str):
         reg = self.registry()
         name = resolve_set(reg, set_name)
         status = group_status(self.root, shard, name)
         if status != "complete":
-            entry = reg["sets"][name]
-            params = " ".join(f"--param {k}={v}" for k, v in entry.get("params_hashed", {}).items())
-            cmd = (
-                f"rhovid boxes {self.data} --method {entry['method']} {params} "
-                f"--box-fps {entry['box_fps']:g} --max-boxes {entry['max_boxes']}"
-            ).replace("  ", " ")
             what = "has an interrupted (partial) write of" if status == "partial" else "has no"
-            raise KeyError(f"shard {shard} {what} box set {name}; compute it with: {cmd}")
+            raise KeyError(f"shard {shard} {what} box set {name}; compute it with: {self._compute_command(name)}")
         return zarr.open_group(str(self.root), path=f"{shard}/{name}", mode="r")

@@ -107,3 +107,14 @@ def test_interrupted_write_is_partial_then_replaced(tmp_path):
     got = BoxStore(tmp_path).load("train-000001", "slic-0000abcd")
     np.testing.assert_array_equal(got.rows.boxes, r2.boxes)
     assert [s["shards_done"] for s in BoxStore(tmp_path).list_sets()] == [["train-000000", "train-000001"]]
+
+
+def test_damaged_chunk_names_the_group_and_the_mend(tmp_path):
+    root, r = make_store(tmp_path)
+    chunks = sorted((root / "train-000000" / "slic-0000abcd" / "boxes").rglob("c/*/*/*"))
+    assert chunks, "expected the boxes array's chunk files"
+    chunks[0].write_bytes(chunks[0].read_bytes()[:10])  # a truncated copy
+    with pytest.raises(ValueError, match=r"box set slic-0000abcd of shard train-000000 is damaged .*delete "
+                                         r".*train-000000/slic-0000abcd and recompute it with: rhovid boxes .* "
+                                         r"--method slic --param region_size=24 --box-fps 2 --max-boxes 3"):
+        BoxStore(tmp_path).load("train-000000", "slic-0000abcd")
