@@ -109,7 +109,14 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except RuntimeError as e:  # torch's "PytorchStreamReader failed reading zip archive ..." and the like
+        others = []
+        if path.parent.name == "checkpoints":
+            others = [p.name for p in list_checkpoints(path.parent.parent) if p.name != path.name]
+        hint = f"; other checkpoints of this run: {others}" if others else ""
+        raise ValueError(f"checkpoint {path} is damaged or truncated ({str(e).splitlines()[0]}){hint}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} is not a rhovid checkpoint (format_version {FORMAT_VERSION})")
     return ckpt

@@ -101,6 +101,18 @@ def test_missing_checkpoints_have_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "foreign.pt")
 
 
+def test_truncated_checkpoint_is_named_with_the_others(tmp_path):
+    model, opt = _trained_method()
+    for step in (2, 4):
+        save_checkpoint(tmp_path, step, model, opt, {}, [{}])
+    path = tmp_path / "checkpoints" / "step-0000004.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"step-0000004.pt is damaged or truncated .*other checkpoints of this "
+                                         r"run: \['step-0000002.pt'\]"):
+        load_checkpoint(path)
+    assert load_checkpoint(tmp_path / "checkpoints" / "step-0000002.pt")["step"] == 2
+
+
 def test_load_backbone(tmp_path):
     model, opt = _trained_method()
     cfg = TrainConfig(method="simclr", arch="tiny", method_kwargs=KW)
