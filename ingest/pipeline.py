@@ -10,6 +10,7 @@ redoes; no sample is ever in two finished shards.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from rhovid.atomic import append_jsonl, atomic_write_text, read_jsonl, sweep_tem
 from rhovid.config import save_config, to_dict
 from rhovid.executor import map_unordered
 from rhovid.ingest.shards import (
+    DamagedIndexError,
     ShardWriter,
     index_entry,
     iter_shard,
@@ -33,6 +35,7 @@ from rhovid.ingest.transcode import X264_PRESETS, X264_TUNES, TranscodeSettings
 from rhovid.ingest.worker import Task, run_task
 
 FAILED_FILE = "failed.jsonl"
+log = logging.getLogger(__name__)
 _SPLIT_RE = re.compile(r"[A-Za-z0-9_]+")
 CONFIG_FILE = "ingest.json"
 # Fields that change the bytes of a sample: a rerun into the same DATA must not change them.
@@ -242,7 +245,12 @@ def recover_index(out: Path) -> dict:
     list (a kill between rename and index write) are read back; missing ``.idx`` files are
     rewritten.
     """
-    doc = read_index_file(out)
+    try:
+        doc = read_index_file(out)
+    except DamagedIndexError as e:
+        # The shards are the source of truth: read every one back, labels from their samples.
+        log.warning("%s; rebuilding it from the shards", e.args[0].split(";")[0])
+        doc = {"labels": [], "samples": []}
     shards = list_shards(out)
     names = {p.name for p in shards}
     samples = [e for e in doc["samples"] if e["shard"] in names]
@@ -253,7 +261,16 @@ def recover_index(out: Path) -> dict:
         if not path.with_suffix(".idx").exists():
             write_idx(path)
     samples.sort(key=lambda e: e["shard"])  # stable: keeps shard order within a shard
-    return {"labels": doc.get("labels", []), "samples": samples}
+    labels = list(doc.get("labels", []))
+    for e in samples:  # label names the index lost (a rebuilt index) come back from the samples
+        k = e.get("label")
+        if k is None:
+            continue
+        if k >= len(labels):
+            labels += [None] * (k + 1 - len(labels))
+        if labels[k] is None:
+            labels[k] = e.get("label_name")
+    return {"labels": labels, "samples": samples}
 
 
 def _check_config(out: Path, cfg: IngestConfig) -> None:

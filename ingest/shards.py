@@ -179,7 +179,7 @@ def read_index(data: str | os.PathLike) -> list[dict]:
     path = Path(data) / INDEX_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `rhovid ingest SRC --out {data}` first")
-    return json.loads(path.read_text(encoding="utf-8"))["samples"]
+    return read_index_file(data)["samples"]
 
 
 def read_index_file(data: str | os.PathLike) -> dict:
@@ -187,7 +187,20 @@ def read_index_file(data: str | os.PathLike) -> dict:
     path = Path(data) / INDEX_FILE
     if not path.exists():
         return {"format": FORMAT_VERSION, "labels": [], "samples": []}
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("samples"), list):
+            raise ValueError("no 'samples' list")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DamagedIndexError(
+            f"{path} is damaged ({e}); the shards hold everything in it: rerun `rhovid ingest` with the same "
+            f"sources and --out {data} to rebuild it"
+        ) from e
+    return doc
+
+
+class DamagedIndexError(ValueError):
+    """index.json exists but does not parse (ingest rebuilds it from the shards)."""
 
 
 # ----------------------------------------------------------------------------- writers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from rhovid.atomic import read_jsonl
 from rhovid.ingest.pipeline import IngestConfig, ingest
 from rhovid.ingest.shards import iter_shard, list_shards, read_index
+from rhovid.train.data import ClipLoader, LoaderConfig
 
 CFG = IngestConfig(short_side=64, gop=8, shard_count=2, progress=False)
 
@@ -77,6 +79,21 @@ def test_rerun_recovers_index_idx_and_sweeps_temporaries(src, tmp_path):
     assert not leftover.exists()
     assert shards[0].with_suffix(".idx").exists()
     assert sorted(e["key"] for e in read_index(tmp_path)) == sorted(_keys_in_shards(tmp_path))
+
+
+def test_damaged_index_is_named_by_readers_and_rebuilt_by_ingest(src, tmp_path):
+    ingest([str(src)], tmp_path, CFG)
+    before = json.loads((tmp_path / "index.json").read_text())
+    (tmp_path / "index.json").write_text('{"samples": [{"key": "cut off')  # a torn copy
+    with pytest.raises(ValueError, match=r"index.json is damaged .*rerun `rhovid ingest`"):
+        read_index(tmp_path)
+    with pytest.raises(ValueError, match=r"index.json is damaged"):
+        ClipLoader(LoaderConfig(data=str(tmp_path), workers=0))
+    report = ingest([str(src)], tmp_path, CFG)
+    assert (report.ingested, report.skipped) == (0, 5)  # rebuilt from the shards, nothing re-transcoded
+    after = json.loads((tmp_path / "index.json").read_text())
+    assert after["labels"] == before["labels"] == ["c0", "c1"]
+    assert sorted(after["samples"], key=lambda e: e["key"]) == sorted(before["samples"], key=lambda e: e["key"])
 
 
 def test_changed_output_settings_are_refused(src, tmp_path):
