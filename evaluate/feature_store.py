@@ -188,12 +188,18 @@ def read_features(data: str | Path, run_name: str, split: str) -> Features:
     attrs = dict(g.attrs)
     if not attrs.get("complete"):
         raise ValueError(f"features {key!r} in {Path(data) / STORE_NAME} are partial; rerun the eval to resume")
-    return Features(
-        features=np.asarray(g["features"][:], dtype=np.float32),
-        labels=np.asarray(g["labels"][:], dtype=np.int64),
-        keys=[str(k) for k in g["keys"][:]],
-        attrs=attrs,
-    )
+    try:
+        return Features(
+            features=np.asarray(g["features"][:], dtype=np.float32),
+            labels=np.asarray(g["labels"][:], dtype=np.int64),
+            keys=[str(k) for k in g["keys"][:]],
+            attrs=attrs,
+        )
+    except Exception as e:  # a chunk damaged on disk; the features are a cache, so recomputing mends it
+        raise ValueError(
+            f"features {key!r} in {Path(data) / STORE_NAME} are damaged ({type(e).__name__}: {e}); delete "
+            f"{Path(data) / STORE_NAME / key} and rerun the eval to recompute them"
+        ) from e
 
 
 def list_features(data: str | Path) -> list[dict]:

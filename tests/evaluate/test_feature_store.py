@@ -84,3 +84,12 @@ def test_errors_name_the_input(tmp_path):
         write_features(tmp_path, "bad", "train", keys, labels, 5, Encoder(table), ATTRS)
     with pytest.raises(ValueError, match="without '/'"):
         write_features(tmp_path, "a/b", "train", keys, labels, 6, Encoder(table), ATTRS)
+
+
+def test_damaged_chunk_names_the_group_to_delete(tmp_path):
+    table, keys, labels = _data()
+    write_features(tmp_path, "byol", "train", keys, labels, 6, Encoder(table), ATTRS, block=4)
+    chunk = sorted((tmp_path / "features.zarr" / "byol" / "train" / "features").rglob("c/*/*"))[0]
+    chunk.write_bytes(chunk.read_bytes()[:7])
+    with pytest.raises(ValueError, match=r"features 'byol/train' in .* are damaged .*delete .*byol/train and rerun"):
+        read_features(tmp_path, "byol", "train")
