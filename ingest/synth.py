@@ -174,6 +174,8 @@ def synthesize(out: Path, cfg: SynthConfig, progress: bool = False) -> list[Path
     from rhovid.executor import map_unordered
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder")
     tasks = [VideoTask(str(out / t.path), t.cfg, t.class_index, t.index, t.variant, _tag(t)) for t in video_names(cfg)]
     todo = [t for t in tasks if not _is_current(Path(t.path), t.tag)]
     errors = [r for r in map_unordered(write_video, todo, workers=cfg.workers, desc="synth", unit="video",

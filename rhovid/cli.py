@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"rhovid {args.command}: error: {msg}", file=sys.stderr)
         return 1
+    except (NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError) as e:
+        # an output path that is a file (or a folder, or not writable): the OS names the path
+        print(f"rhovid {args.command}: error: {e.filename}: {e.strerror.lower()}", file=sys.stderr)
+        return 1
 
 
 def _version() -> str:

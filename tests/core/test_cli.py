@@ -40,3 +40,22 @@ def test_bench_refuses_non_positive_counts_before_writing_results(tmp_path, caps
     assert main([*argv, "--out", str(out)]) != 0
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_output_path_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("keep")
+    assert main(["synth", str(target), "--classes", "1", "--per-class", "1", "--seconds", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rhovid synth: error: ") and str(target) in err and "Traceback" not in err
+    assert target.read_text() == "keep"
+
+
+def test_run_folder_that_is_a_file_is_a_one_line_error(tiny_data, tmp_path, capsys):
+    target = tmp_path / "run"
+    target.write_text("keep")
+    rc = main(["train", "--data", str(tiny_data), "--method", "simclr", "--arch", "tiny", "--steps", "1",
+               "--out", str(target), "--set", "data.workers=0"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith(f"rhovid train: error: {target}: not a directory"), err
+    assert target.read_text() == "keep"
