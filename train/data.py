@@ -264,6 +264,9 @@ class ClipLoader:
     def __init__(self, cfg: LoaderConfig):
         if cfg.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("LoaderConfig.device='cuda' (DALI mixed decoding) but torch sees no CUDA device; "
+                             "use device='cpu' (PyAV decoding)")
         if cfg.boxes is not None and cfg.box_frame not in ("centre", "random"):
             raise ValueError(f"box_frame must be 'centre' or 'random', got {cfg.box_frame!r}")
         check_loader_config(cfg)

@@ -267,6 +267,11 @@ def test_bad_inputs_name_the_problem(counter_data, tmp_path):
         ClipLoader(LoaderConfig(data=str(counter_data), split="val", workers=0))
     with pytest.raises(ValueError, match="device"):
         ClipLoader(LoaderConfig(data=str(counter_data), device="tpu", workers=0))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda' .* torch sees no CUDA device"):
+            ClipLoader(LoaderConfig(data=str(counter_data), device="cuda", workers=0))
+    with pytest.raises(ValueError, match="LoaderConfig.stride must be >= 1, got 0"):
+        ClipLoader(LoaderConfig(data=str(counter_data), stride=0, workers=0))
     with pytest.raises(KeyError):
         ClipLoader(LoaderConfig(data=str(counter_data), boxes="no-such-set", workers=0))
     plan, slices, meta = plans_and_slices(counter_data, read_index(counter_data)[0]["key"],
