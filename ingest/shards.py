@@ -5,18 +5,22 @@ later stages import only the readers (``list_shards``, ``iter_shard``, ``iter_sh
 ``read_index``, ``shard_name``).
 
 Writes are atomic: a shard is written under a ``.tmp-`` name and renamed when complete, so
-a reader (or a rerun after SIGKILL) sees finished shards only. The DALI ``.idx`` is written
-by DALI's own ``wds2idx`` indexer after the rename.
+a reader (or a rerun after SIGKILL) sees finished shards only. The DALI ``.idx`` (the
+``wds2idx`` format) is written after the rename. Ctrl-C is held back while a sample or a
+shard's close is being written, so an interrupted run finishes the open shard whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
 import re
+import signal
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,18 +238,40 @@ def write_index(data: str | os.PathLike, samples: list[dict], labels: list[str])
     os.chmod(Path(data) / INDEX_FILE, 0o644)
 
 
-def write_idx(tar_path: str | os.PathLike) -> Path:
-    """Write the DALI index ``<shard>.idx`` next to ``tar_path`` with DALI's ``wds2idx``."""
-    from wds2idx import IndexCreator  # ships with nvidia-dali; imported lazily (a script module)
+IDX_VERSION = "v1.2"
+"""The DALI webdataset index format written by ``write_idx`` (DALI's ``wds2idx``, 2.4)."""
 
+
+def write_idx(tar_path: str | os.PathLike) -> Path:
+    """Write the DALI index ``<shard>.idx`` next to ``tar_path``.
+
+    The format is ``wds2idx``'s (a line ``v1.2 <samples>``, then per sample its members as
+    ``ext offset size name``, offset = first payload byte; regular files only), byte for byte
+    (tests compare the two). It is written here from the tar headers rather than by
+    ``wds2idx``, which lists the tar with GNU ``tar`` subprocesses: a Ctrl-C reaches those too
+    and could end an index early.
+    """
     tar_path = Path(tar_path)
+    samples: list[list[str]] = []
+    last = None
+    with tarfile.open(tar_path, mode="r:") as tar:
+        for m in tar:
+            if m.type != tarfile.REGTYPE:
+                continue
+            dot = m.name.find(".", m.name.rfind("/") + 1)
+            base, ext = m.name[:dot], m.name[dot + 1 :]
+            if not base or base.endswith("/"):  # hidden files, as wds2idx skips them
+                continue
+            if base != last:
+                samples.append([])
+                last = base
+            samples[-1].append(f"{ext} {m.offset_data} {m.size} {m.name}")
+    if not samples:
+        raise ValueError(f"{tar_path}: no samples to index")
+    text = f"{IDX_VERSION} {len(samples)}\n" + "".join(" ".join(b) + "\n" for b in samples)
     idx_path = tar_path.with_suffix(".idx")
     with atomic_path(idx_path) as tmp:
-        creator = IndexCreator(str(tar_path), str(tmp), verbose=False)
-        try:
-            creator.create_index()
-        finally:
-            creator.close()
+        tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; shards are shared read-only data
     return idx_path
 
@@ -254,6 +280,27 @@ def next_shard_number(data: str | os.PathLike, split: str) -> int:
     """1 + the highest shard number of ``split`` already finished (0 when none)."""
     nums = [int(_SHARD_RE.match(p.name)["num"]) for p in list_shards(data, split)]
     return max(nums, default=-1) + 1
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Hold a Ctrl-C (SIGINT) until the block has run, then raise KeyboardInterrupt.
+
+    A KeyboardInterrupt in the middle of a tar member would leave a cut member that the
+    interrupt handler's ``close()`` then seals into a finished shard. Only the main thread can
+    set signal handlers; elsewhere the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 class ShardWriter:
@@ -281,21 +328,26 @@ class ShardWriter:
         self._metas: list[dict] = []
 
     def add(self, key: str, mp4: bytes, meta: dict) -> None:
-        """Append one sample (``<key>.json`` then ``<key>.mp4``)."""
+        """Append one sample (``<key>.json`` then ``<key>.mp4``); Ctrl-C waits until it is whole."""
         if "." in key or "/" in key:
             raise ValueError(f"sample key {key!r} must not contain '.' or '/'")
-        if self._tar is None:
-            self._open()
-        payload = json.dumps(meta, sort_keys=False).encode("utf-8")
-        self._add_member(f"{key}.json", payload)
-        self._add_member(f"{key}.mp4", mp4)
-        self._metas.append(meta)
-        full = self._file.tell() >= self.max_bytes
-        if full or (self.max_count is not None and len(self._metas) >= self.max_count):
-            self.close()
+        with _ctrl_c_held():
+            if self._tar is None:
+                self._open()
+            payload = json.dumps(meta, sort_keys=False).encode("utf-8")
+            self._add_member(f"{key}.json", payload)
+            self._add_member(f"{key}.mp4", mp4)
+            self._metas.append(meta)
+            full = self._file.tell() >= self.max_bytes
+            if full or (self.max_count is not None and len(self._metas) >= self.max_count):
+                self._close()
 
     def close(self) -> Path | None:
         """Finish the open shard (if any): close, fsync, rename, write the ``.idx``."""
+        with _ctrl_c_held():
+            return self._close()
+
+    def _close(self) -> Path | None:
         if self._tar is None:
             return None
         self._tar.close()

@@ -99,6 +99,16 @@ def test_clip_slice_spanning_fragments(samples):
         decode_rgb(data, [10_000])
 
 
+def test_idx_is_byte_for_byte_what_dali_wds2idx_writes(tiny_data, tmp_path):
+    from wds2idx import IndexCreator
+
+    for path in list_shards(tiny_data):
+        theirs = tmp_path / f"{path.stem}.idx"
+        with IndexCreator(str(path), str(theirs), verbose=False) as creator:
+            creator.create_index()
+        assert path.with_suffix(".idx").read_bytes() == theirs.read_bytes()
+
+
 def test_dali_webdataset_reader_reads_shards_on_cpu(tiny_data, samples):
     from nvidia.dali import fn, pipeline_def
 
