@@ -14,6 +14,9 @@ import shlex
 
 from rhovid.evaluate.ablation import METRICS, Budget, Variant
 
+DEFAULT_STEPS = 200
+DEFAULT_EVALUATIONS = ["linear", "knn"]
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("mode", nargs="?", choices=["demo"],
@@ -24,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="box sets to compare: random, a stored set name/alias, or a method (slic, fh, hog, ...)")
     p.add_argument("--rho", type=int, nargs="+", metavar="R", help="rho values to sweep")
     p.add_argument("--timespan", type=float, nargs="+", metavar="S", help="maximum clip distances (s) to sweep")
-    p.add_argument("--steps", type=int, default=200, help="optimizer steps per run (default %(default)s)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimizer steps per run (default {DEFAULT_STEPS}; demo: its own 600)")
     p.add_argument("--arch", default="tiny", choices=["tiny", "r3d18", "r3d50", "slow_r50"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
@@ -34,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, help="crop size (default: the preset's)")
     p.add_argument("--workers", type=int, default=2, help="loader / decode / box processes (default 2)")
     p.add_argument("--views", default="2x1", help="multi-view test TEMPORALxSPATIAL (default 2x1)")
-    p.add_argument("--evaluations", nargs="+", default=["linear", "knn"], choices=list(METRICS))
+    p.add_argument("--evaluations", nargs="+", default=DEFAULT_EVALUATIONS, choices=list(METRICS))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="TrainConfig override for every run (method_kwargs.X=V for method arguments)")
     p.add_argument("--out", required=True, metavar="DIR", help="ablation folder (one run folder per variant)")
@@ -65,11 +69,32 @@ def _split_overrides(items: list[str]) -> tuple[dict, tuple[str, ...]]:
     return kwargs, tuple(rest)
 
 
+def demo_config(args: argparse.Namespace):
+    """The ``DemoConfig`` of ``rhovid ablation demo`` with the options given on the command line;
+    options the demo has no use for are an error rather than silently ignored."""
+    from rhovid.evaluate.demo import DemoConfig
+
+    unused = [flag for flag, value in (("--data", args.data), ("--method", args.method), ("--boxes", args.boxes),
+                                       ("--rho", args.rho), ("--timespan", args.timespan), ("--set", args.overrides))
+              if value]
+    unused += [flag for flag, value, default in (("--arch", args.arch, "tiny"), ("--device", args.device, "cpu"),
+                                                 ("--evaluations", args.evaluations, DEFAULT_EVALUATIONS))
+               if value != default]
+    if unused:
+        raise ValueError(f"the demo mode does not take {', '.join(unused)}; it takes --seed, --steps, --batch-size, "
+                         "--frames, --stride, --crop, --workers, --views")
+    given = {"seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "frames": args.frames,
+             "stride": args.stride, "crop": args.crop, "workers": args.workers, "views": args.views}
+    return DemoConfig(**{k: v for k, v in given.items() if v is not None})
+
+
 def run(args: argparse.Namespace) -> int:
     if args.mode == "demo":
         from rhovid.evaluate.demo import run_demo
 
-        return run_demo(args.out, progress=not args.no_progress)
+        return run_demo(args.out, demo_config(args), progress=not args.no_progress)
+    if args.steps is None:
+        args.steps = DEFAULT_STEPS
     if not args.data or not args.method:
         raise ValueError("rhovid ablation needs --data DATA and --method M (or the 'demo' mode)")
     from rhovid.evaluate.ablation import run_ablation, table_rows

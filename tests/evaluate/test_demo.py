@@ -6,10 +6,13 @@ size is cut so the whole mission takes seconds, and a second call must reuse eve
 
 from __future__ import annotations
 
+import argparse
 import json
 
+import pytest
 import torch
 
+from rhovid.evaluate.ablation_cli import add_arguments, demo_config
 from rhovid.evaluate.demo import DemoConfig, run_demo
 
 TOY = DemoConfig(classes=2, train_per_class=2, test_per_class=1, seconds=2.0, short_side=48, steps=2,
@@ -53,3 +56,13 @@ def test_demo_end_to_end_then_everything_reused(tmp_path):
         assert [r["results"] for r in again["rows"]] == [r["results"] for r in summary["rows"]]
     finally:
         torch.set_num_threads(threads)
+
+
+def test_demo_mode_takes_its_options_and_refuses_the_others():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert demo_config(parser.parse_args(["demo", "--out", "x"])) == DemoConfig()
+    cfg = demo_config(parser.parse_args(["demo", "--out", "x", "--seed", "1", "--steps", "50", "--workers", "1"]))
+    assert (cfg.seed, cfg.steps, cfg.workers) == (1, 50, 1) and cfg.batch_size == DemoConfig().batch_size
+    with pytest.raises(ValueError, match="does not take --method, --arch"):
+        demo_config(parser.parse_args(["demo", "--out", "x", "--method", "byol", "--arch", "r3d18"]))
