@@ -222,13 +222,11 @@ def apply_clip(frames: np.ndarray, aug: ClipAug, mean=KINETICS_MEAN, std=KINETIC
     T = len(frames)
     # Per-pixel 3x4 affines run through cv2.transform: numpy's (..., 3) @ (3, 3) is a batched tiny
     # matmul, 3.7 ms per 8x112² clip against 0.23 ms here (equal to 5e-7).
-    to_unit = np.zeros((3, 4), np.float32)
-    to_unit[:, :3] = np.eye(3, dtype=np.float32) / 255
-    if aug.colour_ops or aug.grayscale:
-        A = colour_affine(aug).astype(np.float32)
-        to_unit = np.concatenate([A[:, :3] / 255, A[:, 3:]], axis=1)
+    colour = bool(aug.colour_ops or aug.grayscale)
+    A = colour_affine(aug).astype(np.float32) if colour else np.eye(3, 4, dtype=np.float32)
+    to_unit = np.concatenate([A[:, :3] / 255, A[:, 3:]], axis=1)  # uint8 levels -> [0, 1], then colour
     out = cv2.transform(frames.reshape(T * S, S, 3).astype(np.float32), to_unit).reshape(T, S, S, 3)
-    if aug.colour_ops or aug.grayscale:
+    if colour:
         np.clip(out, 0.0, 1.0, out=out)
     if aug.blur_sigma > 0:
         k = blur_window(aug.blur_sigma)
