@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from rhovid.cli import check_counts
+
 BENCHMARKS = {
     "ingest": "rhovid.benchmarks.ingest",
     "boxes": "rhovid.benchmarks.boxes",
@@ -24,21 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # Numeric options that may be 0 (decode workers = inline, no warm-up steps); every other count,
-# length or rate of a benchmark must be positive.
-ZERO_ALLOWED = {"workers", "warmup"}
-
-
-def check_numbers(args: argparse.Namespace) -> None:
-    """Refuse a zero or negative count before a benchmark runs: it would otherwise time nothing
-    and overwrite the dated result file with it."""
-    for name, value in vars(args).items():
-        if name.startswith("_") or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        ok, bound = (value >= 0, ">= 0") if name in ZERO_ALLOWED else (value > 0, "> 0")
-        if not ok:
-            raise ValueError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
+# length or rate of a benchmark must be positive: a zero would time nothing and overwrite the
+# dated result file with it.
+ZERO_ALLOWED = frozenset({"workers", "warmup"})
 
 
 def run(args: argparse.Namespace) -> int:
-    check_numbers(args)
+    check_counts(args, ZERO_ALLOWED)
     return int(importlib.import_module(args._bench_module).run(args) or 0)

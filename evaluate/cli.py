@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from rhovid.cli import check_counts
 from rhovid.evaluate.linear import WEIGHT_DECAYS
 
 EVALUATIONS = {
@@ -62,20 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_options(args: argparse.Namespace) -> None:
     """Reject option values no evaluation can use, before features are extracted or a report
     is (over)written: ``--k 0`` used to score every test clip at chance and replace the report."""
-    positive = {"k": "--k", "temperature": "--temperature", "max_iter": "--max-iter", "steps": "--steps",
-                "batch_size": "--batch-size", "lr": "--lr", "batch_clips": "--batch-clips"}
-    for name, flag in positive.items():
-        value = getattr(args, name, None)
-        if value is not None and not value > 0:
-            raise ValueError(f"{flag} must be > 0, got {value}")
-    if args.workers < 0:
-        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    check_counts(args, frozenset({"seed", "step", "workers"}))
     if any(w < 0 for w in getattr(args, "weight_decays", ())):
         raise ValueError(f"--weight-decays must be >= 0, got {args.weight_decays}")
-    for name in ("frames", "stride", "crop"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
 
 
 def run(args: argparse.Namespace) -> int:

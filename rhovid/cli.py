@@ -23,6 +23,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def check_counts(args: argparse.Namespace, zero_allowed: frozenset[str] = frozenset()) -> None:
+    """Refuse a zero or negative numeric option (int or float; flags and lists are left alone)
+    before a command does any work; names in ``zero_allowed`` may be 0 (workers = inline, ...).
+
+    Raises:
+        ValueError: naming the option, e.g. ``--k must be > 0, got 0``.
+    """
+    for name, value in vars(args).items():
+        if name.startswith("_") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        ok, bound = (value >= 0, ">= 0") if name in zero_allowed else (value > 0, "> 0")
+        if not ok:
+            raise ValueError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rhovid", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=_version())
