@@ -64,10 +64,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, batches: Iterable[dict] | None 
                          "(ConST-CL: exactly 2)")
     run_dir = Path(run_dir)
     rank, world, device, own_group = init_distributed(cfg.device)
+    loader_cfg = None
     if batches is None:  # bad loader settings fail here, before the run folder is written
         from rhovid.train.data import check_loader_config
 
-        check_loader_config(loader_config(cfg, rank, world))
+        loader_cfg = loader_config(cfg, rank, world)
+        check_loader_config(loader_cfg)
     check_run_dir(run_dir, cfg, resume)
     if world > 1:
         dist.barrier()  # every rank has checked the folder before rank 0 writes into it
@@ -93,7 +95,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, batches: Iterable[dict] | None 
     optimizer = build_optimizer(model, o.name, o.lr, o.momentum, o.weight_decay, o.lars_eta)
     peak_lr = o.lr * cfg.batch_size / o.lr_batch  # linear scaling rule (Goyal et al. 2017)
 
-    stream = BatchStream(batches if batches is not None else build_loader(cfg, rank, world))
+    if batches is None:
+        from rhovid.train.data import ClipLoader
+
+        batches = ClipLoader(loader_cfg)
+    stream = BatchStream(batches)
     start, ckpt_path = 0, latest_checkpoint(run_dir) if resume else None
     if ckpt_path is not None:
         ckpt = load_checkpoint(ckpt_path, map_location=device)
