@@ -246,26 +246,16 @@ def write_idx(tar_path: str | os.PathLike) -> Path:
     """Write the DALI index ``<shard>.idx`` next to ``tar_path``.
 
     The format is ``wds2idx``'s (a line ``v1.2 <samples>``, then per sample its members as
-    ``ext offset size name``, offset = first payload byte; regular files only), byte for byte
-    (tests compare the two). It is written here from the tar headers rather than by
+    ``ext offset size name``, offset = first payload byte), byte for byte on the shards
+    ``ShardWriter`` writes (flat names, regular files; tests compare the two), from the same
+    header walk as the readers. It is written here from the tar headers rather than by
     ``wds2idx``, which lists the tar with GNU ``tar`` subprocesses: a Ctrl-C reaches those too
     and could end an index early.
     """
     tar_path = Path(tar_path)
-    samples: list[list[str]] = []
-    last = None
     with tarfile.open(tar_path, mode="r:") as tar:
-        for m in tar:
-            if m.type != tarfile.REGTYPE:
-                continue
-            dot = m.name.find(".", m.name.rfind("/") + 1)
-            base, ext = m.name[:dot], m.name[dot + 1 :]
-            if not base or base.endswith("/"):  # hidden files, as wds2idx skips them
-                continue
-            if base != last:
-                samples.append([])
-                last = base
-            samples[-1].append(f"{ext} {m.offset_data} {m.size} {m.name}")
+        samples = [[f"{m.name.partition('.')[2]} {m.offset_data} {m.size} {m.name}" for m in members]
+                   for _, members in _member_groups(tar, tar_path)]
     if not samples:
         raise ValueError(f"{tar_path}: no samples to index")
     text = f"{IDX_VERSION} {len(samples)}\n" + "".join(" ".join(b) + "\n" for b in samples)
