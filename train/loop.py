@@ -62,8 +62,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, batches: Iterable[dict] | None 
     if cfg.data.rho < 2 or (cfg.method == "constcl" and cfg.data.rho != 2):
         raise ValueError(f"data.rho={cfg.data.rho}: every method contrasts the rho clips of a video, so rho >= 2 "
                          "(ConST-CL: exactly 2)")
-    run_dir = Path(run_dir)
     rank, world, device, own_group = init_distributed(cfg.device)
+    try:
+        return _train(cfg, Path(run_dir), batches, resume, rank, world, device)
+    finally:
+        if own_group:  # also on errors: an exiting process that still holds a gloo group can abort with
+            dist.destroy_process_group()  # "terminate called without an active exception" (pytorch#190489)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resume: bool,
+           rank: int, world: int, device: torch.device) -> dict:
     loader_cfg = None
     if batches is None:  # bad loader settings fail here, before the run folder is written
         from rhovid.train.data import check_loader_config
@@ -168,9 +176,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, batches: Iterable[dict] | None 
     bar.close()
     metrics.close()
     if world > 1:
-        dist.barrier()
-        if own_group:
-            dist.destroy_process_group()
+        dist.barrier()  # no rank leaves (and destroys its group) while another still checkpoints
     return {"step": cfg.steps, "loss": loss, "checkpoint": ckpt_path, "rank": rank}
 
 

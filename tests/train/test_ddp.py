@@ -35,6 +35,7 @@ out = ddp({"video": video.chunk(world)[rank]})  # this rank's half of the global
 out["loss"].backward()
 torch.save({"loss": out["loss"].detach(), "grads": {n: p.grad for n, p in model.named_parameters()}},
            f"{sys.argv[1]}/rank{rank}.pt")
+torch.distributed.destroy_process_group()  # exiting with the group alive can abort (pytorch#190489)
 """
 
 LOOP_WORKER = """
