@@ -197,3 +197,176 @@ def _first_sample_sync(data, off, tr_flags, default_flags) -> bool | None:
     if default_flags is not None:
         return not default_flags & _NON_SYNC
     return None
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    """One video sample (frame) of a fragmented MP4, in decode order."""
+
+    offset: int
+    """Byte offset of the sample's data in the file."""
+    size: int
+    """Bytes of the sample (length-prefixed NAL units for ``avc1``)."""
+    dts: int
+    """Decode timestamp in the track's timescale."""
+    cts: int
+    """Composition (presentation) timestamp in the track's timescale."""
+    duration: int
+    """Sample duration in the track's timescale."""
+    sync: bool
+    """A sync (IDR) sample: decoding may start here."""
+
+
+@dataclass(frozen=True)
+class VideoSamples:
+    """The video track of a fragmented MP4 as a packet list, for feeding a decoder directly."""
+
+    codec: bytes
+    """Sample entry type (``b"avc1"``, ``b"vp09"``, ...)."""
+    config: bytes | None
+    """Decoder configuration record (``avcC`` payload = FFmpeg extradata); None when absent."""
+    timescale: int
+    """Track timescale (``mdhd``)."""
+    samples: tuple[VideoSample, ...]
+
+
+def video_samples(data: bytes) -> VideoSamples:
+    """Every video sample of fragmented-MP4 ``data`` with its bytes' place and timestamps.
+
+    A reader that has this needs no demuxer: it can hand the samples straight to a decoder
+    (``rhovid.train.decode_pyav``), skipping those it does not need.
+
+    Raises:
+        ValueError: no ``moov``, no video track, or broken boxes.
+    """
+    track = None
+    for kind, pos, header, size in iter_boxes(data):
+        if kind == b"moov":
+            track = _video_track(data, pos + header, pos + size)
+        elif kind == b"moof":
+            if track is None:
+                raise ValueError("moof before moov: not a fragmented MP4 with an empty moov")
+            track["samples"].extend(_moof_samples(data, pos, pos + header, pos + size, track))
+    if track is None:
+        raise ValueError("no moov box: not an MP4")
+    return VideoSamples(track["codec"], track["config"], track["timescale"], tuple(track["samples"]))
+
+
+def _video_track(data, start, end) -> dict:
+    """The first video track of a ``moov``: id, timescale, sample entry, trex defaults."""
+    track = None
+    trex: dict[int, tuple[int, int, int]] = {}
+    for kind, pos, header, size in iter_boxes(data, start, end):
+        if kind == b"trak" and track is None:
+            track = _parse_video_trak(data, pos + header, pos + size)
+        elif kind == b"mvex":
+            for k2, p2, _h2, _s2 in iter_boxes(data, pos + header, pos + size):
+                if k2 == b"trex":
+                    # fullbox(4) track_ID(4) desc_index(4) duration(4) size(4) flags(4)
+                    tid, dur, sz, flags = struct.unpack_from(">I4xIII", data, p2 + 12)
+                    trex[tid] = (dur, sz, flags)
+    if track is None:
+        raise ValueError("no video track in moov")
+    track["trex"] = trex.get(track["id"], (0, 0, 0))
+    track["samples"] = []
+    return track
+
+
+def _parse_video_trak(data, start, end) -> dict | None:
+    track_id, handler = _parse_trak(data, start, end)
+    if handler != b"vide":
+        return None
+    out = {"id": track_id, "timescale": 0, "codec": b"", "config": None}
+
+    def walk(s, e):
+        for kind, pos, header, size in iter_boxes(data, s, e):
+            if kind in (b"mdia", b"minf", b"stbl"):
+                walk(pos + header, pos + size)
+            elif kind == b"mdhd":
+                version = data[pos + header]
+                off = pos + header + 4 + (16 if version == 1 else 8)
+                (out["timescale"],) = struct.unpack_from(">I", data, off)
+            elif kind == b"stsd":  # fullbox(4) entry_count(4), then the first sample entry
+                entry = pos + header + 8
+                esize, out["codec"] = struct.unpack_from(">I4s", data, entry)
+                # VisualSampleEntry: 8 header + 78 bytes of fixed fields, then child boxes
+                for k2, p2, h2, s2 in iter_boxes(data, entry + 86, entry + esize):
+                    if k2 in (b"avcC", b"hvcC", b"vpcC", b"av1C"):
+                        out["config"] = bytes(data[p2 + h2 : p2 + s2])
+
+    walk(start, end)
+    return out
+
+
+def _moof_samples(data, moof_pos, start, end, track) -> list[VideoSample]:
+    """The video track's samples of one ``moof`` (ISO/IEC 14496-12 8.8.7-8.8.12)."""
+    out: list[VideoSample] = []
+    for kind, pos, header, size in iter_boxes(data, start, end):
+        if kind != b"traf":
+            continue
+        tfhd = tfdt = None
+        runs = []
+        for k2, p2, h2, _s2 in iter_boxes(data, pos + header, pos + size):
+            if k2 == b"tfhd":
+                tfhd = p2 + h2
+            elif k2 == b"tfdt":
+                version = data[p2 + h2]
+                (tfdt,) = struct.unpack_from(">Q" if version == 1 else ">I", data, p2 + h2 + 4)
+            elif k2 == b"trun":
+                runs.append(p2 + h2)
+        if tfhd is None:
+            raise ValueError(f"traf at byte {pos} has no tfhd")
+        vflags, track_id = struct.unpack_from(">II", data, tfhd)
+        if track_id != track["id"]:
+            continue
+        dur, sz, flags = track["trex"]
+        base, off = moof_pos, tfhd + 8  # default-base-is-moof, or no base offset (first traf)
+        if vflags & 0x01:
+            (base,) = struct.unpack_from(">Q", data, off)
+            off += 8
+        off += 4 if vflags & 0x02 else 0  # sample_description_index
+        if vflags & 0x08:
+            (dur,) = struct.unpack_from(">I", data, off)
+            off += 4
+        if vflags & 0x10:
+            (sz,) = struct.unpack_from(">I", data, off)
+            off += 4
+        if vflags & 0x20:
+            (flags,) = struct.unpack_from(">I", data, off)
+        dts = tfdt if tfdt is not None else (out[-1].dts + out[-1].duration if out else 0)
+        pos_data = base
+        for run in runs:
+            (rflags,) = struct.unpack_from(">I", data, run)
+            version, rflags = rflags >> 24, rflags & 0xFFFFFF
+            (count,) = struct.unpack_from(">I", data, run + 4)
+            off = run + 8
+            if rflags & 0x001:
+                (rel,) = struct.unpack_from(">i", data, off)
+                pos_data = base + rel
+                off += 4
+            first_flags = None
+            if rflags & 0x004:
+                (first_flags,) = struct.unpack_from(">I", data, off)
+                off += 4
+            for i in range(count):
+                s_dur, s_size, s_flags, cto = dur, sz, flags, 0
+                if rflags & 0x100:
+                    (s_dur,) = struct.unpack_from(">I", data, off)
+                    off += 4
+                if rflags & 0x200:
+                    (s_size,) = struct.unpack_from(">I", data, off)
+                    off += 4
+                if rflags & 0x400:
+                    (s_flags,) = struct.unpack_from(">I", data, off)
+                    off += 4
+                elif i == 0 and first_flags is not None:
+                    s_flags = first_flags
+                if rflags & 0x800:
+                    (cto,) = struct.unpack_from(">i" if version else ">I", data, off)
+                    off += 4
+                if pos_data + s_size > len(data):
+                    raise ValueError(f"sample at byte {pos_data} ({s_size} bytes) runs past the end of the data")
+                out.append(VideoSample(pos_data, s_size, dts, dts + cto, s_dur, not s_flags & _NON_SYNC))
+                pos_data += s_size
+                dts += s_dur
+    return out

@@ -111,3 +111,30 @@ def test_out_that_is_a_file_is_refused_and_left_alone(tmp_path, encode_video):
     with pytest.raises(ValueError, match="is a file, not a folder"):
         ingest([str(src)], tmp_path / "data", IngestConfig(progress=False))
     assert (tmp_path / "data").read_text() == "keep me"
+
+
+def test_video_samples_match_the_demuxer_with_audio_in_the_fragments(tmp_path, encode_video):
+    import io
+
+    import av
+
+    from rhovid.ingest.fmp4 import video_samples
+
+    src = encode_video(tmp_path / "v.mp4", seconds=2.0, audio=True,
+                       codec=["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-bf", "3"])
+    out = run_ffmpeg(ffmpeg_args(str(src), probe(src), TranscodeSettings(short_side=64, gop=12, keep_audio=True)))
+    table = video_samples(out)
+    with av.open(io.BytesIO(out)) as c:
+        assert len(c.streams.audio) == 1  # audio samples share the fragments: the table must skip them
+        stream = c.streams.video[0]
+        assert table.codec == b"avc1" and table.config == stream.codec_context.extradata
+        assert table.timescale == stream.time_base.denominator
+        packets = [p for p in c.demux(stream) if p.size]
+    assert len(table.samples) == len(packets) == 60
+    for s, p in zip(table.samples, packets):
+        assert (s.cts, s.dts, s.duration, s.sync, s.size) == (p.pts, p.dts, p.duration, p.is_keyframe, p.size)
+        assert out[s.offset : s.offset + s.size] == bytes(p)
+    assert [k for k, s in enumerate(table.samples) if s.sync] == [0, 12, 24, 36, 48]
+    assert any(s.cts != s.dts for s in table.samples)  # B-frames: composition offsets were read
+    with pytest.raises(ValueError, match="runs past the end"):
+        video_samples(out[: table.samples[-1].offset + 1] + b"\0" * 7)  # last sample cut short
