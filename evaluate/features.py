@@ -118,8 +118,8 @@ def sample_views(mp4: bytes, meta: dict, views: ViewConfig) -> np.ndarray:
     Returns:
         (V, 3, T, S, S) float32 normalised, V = temporal x spatial (temporal-major).
     """
-    from rhovid.ingest.decode import decode_rgb
     from rhovid.train.augment import AugmentConfig, apply_clip
+    from rhovid.train.decode_pyav import decode_frames
     from rhovid.train.sampler import ClipSpec, plan_sample
     from rhovid.train.streaming import slice_clips
 
@@ -129,13 +129,14 @@ def sample_views(mp4: bytes, meta: dict, views: ViewConfig) -> np.ndarray:
         clips_per_video=views.temporal, spatial_crops=SPATIAL_CROPS[views.spatial],
     )
     # The spatial crops of one temporal clip share its frames: decode each frame set once
-    # (the trainer's execute_plan would decode it once per crop).
+    # (the trainer's execute_plan would decode it once per crop). The trainer's decoder, so test
+    # frames get the same YUV->RGB conversion as the frames the model was trained on.
     decoded: dict[tuple[int, ...], np.ndarray] = {}
     out = []
     for clip in plan.clips:
         if clip.frames not in decoded:
             (piece,) = slice_clips(mp4, meta, [clip.frames])
-            decoded[clip.frames] = decode_rgb(piece.data, piece.indices)
+            decoded[clip.frames] = decode_frames(piece.data, piece.indices)
         out.append(apply_clip(decoded[clip.frames], clip.aug))
     return np.stack(out)
 
