@@ -5,7 +5,9 @@ clip without touching the rest of the video. This module finds those byte ranges
 bytes ffmpeg wrote (``-movflags +frag_keyframe+empty_moov+default_base_moof``): the init
 segment is ``ftyp`` + ``moov``; each media fragment is a ``moof`` box followed by its
 ``mdat``. Frame counts come from the ``trun`` sample counts of the video track, so no
-decode is needed (ISO/IEC 14496-12, sections 8.8.7-8.8.8).
+decode is needed (ISO/IEC 14496-12, sections 8.8.7-8.8.8). The same walk gives every
+sample's bytes and timestamps (``video_samples``), which the loader's decoder reads
+instead of a demuxer.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class Fragment:
     num_frames: int
     """Number of video samples in the fragment."""
     starts_with_sync: bool | None
-    """Whether the first video sample is a sync (IDR) sample; None when the flags are absent."""
+    """Whether the first video sample is a sync (IDR) sample (True when no sample flags are
+    given at all: ISO/IEC 14496-12 then has every sample sync); None for an empty fragment."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,7 @@ def parse_fragments(data: bytes) -> FragmentTable:
         ValueError: no ``moov``, no video track, a ``moof`` without ``mdat``, or broken boxes.
     """
     init_size = None
-    video_track = None
-    trex_flags: dict[int, int] = {}
+    track = None
     fragments: list[Fragment] = []
     pending: tuple[int, int, bool | None] | None = None  # (moof offset, frames, sync) awaiting its mdat
     frame = 0
@@ -93,12 +95,12 @@ def parse_fragments(data: bytes) -> FragmentTable:
     for kind, pos, header, size in iter_boxes(data):
         if kind == b"moov":
             init_size = pos + size
-            video_track, trex_flags = _parse_moov(data, pos + header, pos + size)
+            track = _video_track(data, pos + header, pos + size)
         elif kind == b"moof":
-            if init_size is None or video_track is None:
+            if track is None:
                 raise ValueError("moof before moov: not a fragmented MP4 with an empty moov")
-            n, sync = _parse_moof(data, pos + header, pos + size, video_track, trex_flags)
-            pending = (pos, n, sync)
+            samples = _moof_samples(data, pos, pos + header, pos + size, track)
+            pending = (pos, len(samples), samples[0].sync if samples else None)
         elif kind == b"mdat" and pending is not None:
             moof_pos, n, sync = pending
             fragments.append(Fragment(moof_pos, pos + size, frame, n, sync))
@@ -107,29 +109,9 @@ def parse_fragments(data: bytes) -> FragmentTable:
             pending = None
     if init_size is None:
         raise ValueError("no moov box: not an MP4")
-    if video_track is None:
-        raise ValueError("no video track in moov")
     if pending is not None:
         raise ValueError(f"moof at byte {pending[0]} has no mdat (truncated)")
     return FragmentTable(init_size, tuple(fragments), data_end or init_size)
-
-
-def _parse_moov(data, start, end) -> tuple[int | None, dict[int, int]]:
-    """Return the track id of the first video track and the trex default sample flags."""
-    video_track = None
-    trex_flags: dict[int, int] = {}
-    for kind, pos, header, size in iter_boxes(data, start, end):
-        if kind == b"trak" and video_track is None:
-            track_id, handler = _parse_trak(data, pos + header, pos + size)
-            if handler == b"vide":
-                video_track = track_id
-        elif kind == b"mvex":
-            for k2, p2, _h2, _s2 in iter_boxes(data, pos + header, pos + size):
-                if k2 == b"trex":
-                    # fullbox(4) track_ID(4) desc_index(4) duration(4) size(4) flags(4)
-                    track_id, flags = struct.unpack_from(">I12xI", data, p2 + 12)
-                    trex_flags[track_id] = flags
-    return video_track, trex_flags
 
 
 def _parse_trak(data, start, end) -> tuple[int | None, bytes | None]:
@@ -145,58 +127,6 @@ def _parse_trak(data, start, end) -> tuple[int | None, bytes | None]:
                 if k2 == b"hdlr":
                     handler = bytes(data[p2 + h2 + 8 : p2 + h2 + 12])
     return track_id, handler
-
-
-def _parse_moof(data, start, end, video_track, trex_flags) -> tuple[int, bool | None]:
-    """Sum the trun sample counts of the video track's traf; report the first sample's sync flag."""
-    frames = 0
-    sync = None
-    for kind, pos, header, size in iter_boxes(data, start, end):
-        if kind != b"traf":
-            continue
-        track_id = None
-        default_flags = None
-        runs = []
-        for k2, p2, h2, _s2 in iter_boxes(data, pos + header, pos + size):
-            if k2 == b"tfhd":
-                (vflags,) = struct.unpack_from(">I", data, p2 + h2)
-                (track_id,) = struct.unpack_from(">I", data, p2 + h2 + 4)
-                off = p2 + h2 + 8
-                off += 8 if vflags & 0x01 else 0  # base_data_offset
-                off += 4 if vflags & 0x02 else 0  # sample_description_index
-                off += 4 if vflags & 0x08 else 0  # default_sample_duration
-                off += 4 if vflags & 0x10 else 0  # default_sample_size
-                if vflags & 0x20:
-                    (default_flags,) = struct.unpack_from(">I", data, off)
-            elif k2 == b"trun":
-                runs.append(p2 + h2)
-        if track_id != video_track:
-            continue
-        if default_flags is None:
-            default_flags = trex_flags.get(track_id)
-        for i, off in enumerate(runs):
-            (vflags,) = struct.unpack_from(">I", data, off)
-            (count,) = struct.unpack_from(">I", data, off + 4)
-            if i == 0 and count:
-                sync = _first_sample_sync(data, off + 8, vflags & 0xFFFFFF, default_flags)
-            frames += count
-    return frames, sync
-
-
-def _first_sample_sync(data, off, tr_flags, default_flags) -> bool | None:
-    off += 4 if tr_flags & 0x001 else 0  # data_offset
-    if tr_flags & 0x004:  # first_sample_flags
-        (flags,) = struct.unpack_from(">I", data, off)
-        return not flags & _NON_SYNC
-    off += 4 if tr_flags & 0x004 else 0
-    if tr_flags & 0x400:  # per-sample flags: skip duration and size of sample 0
-        off += 4 if tr_flags & 0x100 else 0
-        off += 4 if tr_flags & 0x200 else 0
-        (flags,) = struct.unpack_from(">I", data, off)
-        return not flags & _NON_SYNC
-    if default_flags is not None:
-        return not default_flags & _NON_SYNC
-    return None
 
 
 @dataclass(frozen=True)
@@ -240,16 +170,17 @@ def video_samples(data: bytes) -> VideoSamples:
         ValueError: no ``moov``, no video track, or broken boxes.
     """
     track = None
+    samples: list[VideoSample] = []
     for kind, pos, header, size in iter_boxes(data):
         if kind == b"moov":
             track = _video_track(data, pos + header, pos + size)
         elif kind == b"moof":
             if track is None:
                 raise ValueError("moof before moov: not a fragmented MP4 with an empty moov")
-            track["samples"].extend(_moof_samples(data, pos, pos + header, pos + size, track))
+            samples.extend(_moof_samples(data, pos, pos + header, pos + size, track))
     if track is None:
         raise ValueError("no moov box: not an MP4")
-    return VideoSamples(track["codec"], track["config"], track["timescale"], tuple(track["samples"]))
+    return VideoSamples(track["codec"], track["config"], track["timescale"], tuple(samples))
 
 
 def _video_track(data, start, end) -> dict:
@@ -268,7 +199,6 @@ def _video_track(data, start, end) -> dict:
     if track is None:
         raise ValueError("no video track in moov")
     track["trex"] = trex.get(track["id"], (0, 0, 0))
-    track["samples"] = []
     return track
 
 
