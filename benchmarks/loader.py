@@ -19,7 +19,9 @@ All three execute the same plans (rho clips, T x tau, random crops/colour) from 
 (sample keys are fixed, so every run times the same clip positions), one process each. A
 diagnostic times (a)'s decode + augmentation alone twice: as the loader runs it (clips whose
 fragments overlap share one decode, which makes short timespans cheaper) and with every clip
-decoded on its own. Goals (issue 4): (a) at 60 s timespan >= 0.9x its 1 s clips/s; at
+decoded on its own; and decode alone two ways on the same slices: the fMP4 sample table fed
+straight to the decoder (the loader) vs. ``av.open`` with per-packet ``skip_frame=NONREF``
+(the loader before). Goals (issue 4): (a) at 60 s timespan >= 0.9x its 1 s clips/s; at
 10-minute videos >= 0.9x its 10 s figure; decoded frames per clip <= span + one GOP; >= 3x
 PySlowFast's (b2) clips/s at 60 s timespan; box lookup <= 5 % of loader time.
 """
@@ -176,7 +178,13 @@ def timed(fn, repeats: int):
 
 def measure_cell(data, originals, vp9, length, span, args) -> dict:
     from rhovid.train.data import ClipLoader
-    from rhovid.train.decode_pyav import decode_clips, decoded_frames, execute_plan
+    from rhovid.train.decode_pyav import (
+        _decode_container,
+        decode_clips,
+        decode_frames,
+        decoded_frames,
+        execute_plan,
+    )
     from rhovid.train.streaming import slice_clips
 
     cfg = loader_config(data, span, args)
@@ -205,6 +213,15 @@ def measure_cell(data, originals, vp9, length, span, args) -> dict:
     alone = [(p, [slice_clips(mp4, meta, [c.frames])[0] for c in p.clips]) for p, meta, mp4 in plans]
     _, c_e, _ = timed(lambda: [execute_plan(p, s) for p, s in shared], args.repeats)
     _, c_e1, _ = timed(lambda: [execute_plan(p, s) for p, s in alone], args.repeats)
+    # Decode only, the same slices two ways: the sample table straight to the decoder (what the
+    # loader does) vs. the demuxer (av.open) with per-packet skip_frame=NONREF (what it did before).
+    unions: dict[int, tuple[bytes, set]] = {}
+    for _, slices in shared:
+        for sl in slices:  # clips sharing a slice are decoded together (decode_clips)
+            unions.setdefault(id(sl.data), (sl.data, set()))[1].update(sl.indices)
+    unions = [(d, sorted(u)) for d, u in unions.values()]
+    _, c_direct, _ = timed(lambda: [decode_frames(d, u) for d, u in unions], args.repeats)
+    _, c_demux, _ = timed(lambda: [_decode_container(d, set(u), None) for d, u in unions], args.repeats)
     w_b, c_b, dec_b = timed(lambda: baseline_slowfast(plans, originals), args.repeats)
     w_b2, c_b2, dec_b2 = timed(lambda: baseline_slowfast_span(plans, originals), args.repeats)
     clips = args.rho * n
@@ -213,6 +230,7 @@ def measure_cell(data, originals, vp9, length, span, args) -> dict:
         "a_clips_s": clips / w_a, "a_clips_cpu_s": clips / c_a, "a_dec_per_frame": stats["decoded"] / (n * clip_frames),
         "a_worst_clip_decoded": worst_a,
         "exec_shared_clips_cpu_s": clips / c_e, "exec_alone_clips_cpu_s": clips / c_e1,
+        "decode_direct_clips_cpu_s": clips / c_direct, "decode_demuxer_clips_cpu_s": clips / c_demux,
         "bound_span_plus_gop": (args.frames - 1) * args.stride + 1 + plans[0][1]["gop"],
         "b_clips_s": clips / w_b, "b_clips_cpu_s": clips / c_b, "b_dec_per_frame": dec_b / (n * clip_frames),
         "b2_clips_s": clips / w_b2, "b2_clips_cpu_s": clips / c_b2, "b2_dec_per_frame": dec_b2 / (n * clip_frames),
@@ -431,6 +449,12 @@ def render(rows: list[dict], boxes: dict, args) -> str:
         a_lo, a_hi = get(length, spans[0], "exec_alone_clips_cpu_s"), get(length, spans[-1], "exec_alone_clips_cpu_s")
         lines.append(f"  - decode + augment only, clips/CPU-s: as run {e_lo:.1f} -> {e_hi:.1f} ({e_hi / e_lo:.2f}x); "
                      f"every clip decoded on its own {a_lo:.1f} -> {a_hi:.1f} ({a_hi / a_lo:.2f}x)")
+        ratios = []
+        for span in spans:
+            d, m = get(length, span, "decode_direct_clips_cpu_s"), get(length, span, "decode_demuxer_clips_cpu_s")
+            ratios.append(f"{span:g} s {d:.1f} vs {m:.1f} ({d / m:.2f}x)")
+        lines.append("  - decode only, clips/CPU-s, sample table -> decoder vs av.open + skip_frame=NONREF: "
+                     + "; ".join(ratios))
     for span in spans:
         a, b = get(lengths[0], span, "a_clips_cpu_s"), get(lengths[-1], span, "a_clips_cpu_s")
         lines.append(f"- timespan {span:g} s: (a) on {lengths[-1]:g} s / on {lengths[0]:g} s videos = "

@@ -20,7 +20,7 @@ def test_loader_bench_runs_every_cell_and_writes_its_table(tmp_path):
     assert [(r["length_s"], r["timespan_s"]) for r in rows] == [(3, 1), (3, 3), (6, 1), (6, 3)]
     for r in rows:
         for k in ("a_clips_cpu_s", "b_clips_cpu_s", "b2_clips_cpu_s", "exec_shared_clips_cpu_s",
-                  "exec_alone_clips_cpu_s"):
+                  "exec_alone_clips_cpu_s", "decode_direct_clips_cpu_s", "decode_demuxer_clips_cpu_s"):
             assert math.isfinite(r[k]) and r[k] > 0, (k, r)
         # the design's bound: a clip's slice is its span plus at most one GOP before it
         assert r["a_worst_clip_decoded"] <= r["bound_span_plus_gop"]
@@ -28,4 +28,4 @@ def test_loader_bench_runs_every_cell_and_writes_its_table(tmp_path):
         assert r["a_dec_per_frame"] < r["b_dec_per_frame"]
     text = out.read_text()
     assert text.startswith("# rhovid bench loader") and text.count("\n| 3 s |") + text.count("\n| 6 s |") == 4
-    assert "every clip decoded on its own" in text
+    assert "every clip decoded on its own" in text and "sample table -> decoder vs av.open" in text
