@@ -324,4 +324,8 @@ def provenance(world: int) -> dict:
     return {"versions": {"rhovid": rhovid.__version__, "torch": torch.__version__, "numpy": np.__version__,
                          "python": platform.python_version(),
                          "cuda": torch.version.cuda if torch.cuda.is_available() else None},
+            # CPU kernels differ by SIMD level (AVX2 vs AVX512 round differently), and a few hundred
+            # steps turn that into different weights: same seed, same code, other machine, other run
+            "cpu": {"capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine()},
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "world_size": world}
