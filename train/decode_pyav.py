@@ -63,6 +63,7 @@ def decode_frames(data: bytes, indices: Sequence[int], thread_type: str | None =
 
     Raises:
         IndexError: an index is past the last frame of ``data``.
+        ValueError: ``data`` is not a readable fragmented MP4 (broken boxes, a sample past its end).
     """
     wanted = set(indices)
     table = video_samples(data) if thread_type is None else None
