@@ -83,8 +83,6 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
         dist.barrier()  # every rank has checked the folder before rank 0 writes into it
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    if rank == 0:
-        save_config(cfg, run_dir / "config.json", extra=provenance(world))
 
     # Same initial weights on every rank (DDP would broadcast rank 0's anyway); per-rank RNG after.
     from rhovid.train.methods import build_method
@@ -106,7 +104,9 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
     if batches is None:
         from rhovid.train.data import ClipLoader
 
-        batches = ClipLoader(loader_cfg)
+        batches = ClipLoader(loader_cfg)  # finds the shards and box set, or fails naming them
+    if rank == 0:  # only now: a start that fails above leaves no run folder to block the corrected rerun
+        save_config(cfg, run_dir / "config.json", extra=provenance(world))
     stream = BatchStream(batches)
     start, ckpt_path = 0, latest_checkpoint(run_dir) if resume else None
     if ckpt_path is not None:

@@ -76,3 +76,16 @@ def test_tiny_train_run_writes_the_run_folder(tiny_data, tmp_path, capsys):
     assert main(["train", "--out", str(run), "--resume"]) == 0  # saved config; already finished
     assert main(["train", "--out", str(run), "--resume", "--steps", "5"]) == 1  # would change the schedule
     assert "['steps']" in capsys.readouterr().err
+
+
+def test_failed_start_leaves_no_run_folder_to_block_the_rerun(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "tiny-simclr", "--arch", "tiny", "--rho", "2", "--frames", "4", "--stride", "4",
+            "--crop", "64", "--batch-size", "2", "--steps", "1", "--device", "cpu", "--out", str(run),
+            "--set", "data.workers=0", "--set", "progress=false"]
+    (tmp_path / "empty").mkdir()
+    assert main([*argv, "--data", str(tmp_path / "empty")]) == 1
+    assert "no shards of split 'train'" in capsys.readouterr().err
+    assert not run.exists()  # a config.json here would make the corrected command "not empty"
+    assert main([*argv, "--data", str(tiny_data)]) == 0
+    assert json.loads((run / "config.json").read_text())["data"]["data"] == str(tiny_data)
