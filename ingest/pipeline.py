@@ -127,7 +127,6 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     _check_config(out, cfg)
     specs = expand_specs(sources, cfg.split, cfg.videos_root)
     # `rhovid ingest . --out data` must not ingest its own shards
@@ -135,6 +134,10 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     bad_splits = sorted({s.split for s in specs if not _SPLIT_RE.fullmatch(s.split)})
     if bad_splits:
         raise ValueError(f"split names {bad_splits} must be letters, digits or '_'")
+    # Pinned only once the sources were found: a mistyped source path must not leave an
+    # ingest.json that refuses the corrected command's settings.
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / CONFIG_FILE)
 
     sweep_temporaries(shards_dir(out))
     sweep_temporaries(out)
@@ -274,6 +277,7 @@ def recover_index(out: Path) -> dict:
 
 
 def _check_config(out: Path, cfg: IngestConfig) -> None:
+    """Refuse output settings other than those ``out`` was ingested with (its ``ingest.json``)."""
     path = out / CONFIG_FILE
     new = to_dict(cfg)
     if path.exists():
@@ -284,7 +288,6 @@ def _check_config(out: Path, cfg: IngestConfig) -> None:
                 f"{out} was ingested with different output settings ({'; '.join(diff)}); "
                 "rerun with the same settings or use a new --out"
             )
-    save_config(cfg, path)
 
 
 def _reset_failures(out: Path, keys: set[str]) -> None:

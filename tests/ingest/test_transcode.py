@@ -113,6 +113,16 @@ def test_out_that_is_a_file_is_refused_and_left_alone(tmp_path, encode_video):
     assert (tmp_path / "data").read_text() == "keep me"
 
 
+def test_missing_source_pins_no_settings_for_the_corrected_rerun(tmp_path, encode_video):
+    src = encode_video(tmp_path / "v.mp4", seconds=1.0)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ingest([str(tmp_path / "typo.mp4")], tmp_path / "data", IngestConfig(short_side=64, progress=False))
+    assert not (tmp_path / "data").exists()
+    rep = ingest([str(src)], tmp_path / "data", IngestConfig(short_side=96, progress=False, workers=0))
+    assert rep.ingested == 1
+    assert json.loads((tmp_path / "data" / "ingest.json").read_text())["short_side"] == 96
+
+
 def test_video_samples_match_the_demuxer_with_audio_in_the_fragments(tmp_path, encode_video):
     import io
 
