@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from rhovid.cli import check_counts
 from rhovid.evaluate.linear import WEIGHT_DECAYS
@@ -38,7 +39,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decode processes")
     p.add_argument("--batch-clips", type=int, default=32, help="clips per forward pass")
-    p.add_argument("--report", metavar="JSON", help="report path (default RUN/eval/<evaluation>.json)")
+    p.add_argument("--report", metavar="JSON", help="report path, or a folder to write <evaluation>.json into "
+                   "(default RUN/eval/<evaluation>.json)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -79,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
     temporal, spatial = parse_views(args.views)
     src = feature_source(args.run, args.step, args.random_init, args.arch, args.seed, temporal, spatial,
                          args.frames, args.stride, args.crop)
+    # Resolved before any work: a folder gets the default file name inside it (`--report out/`).
+    default = default_report_path(args.data, src, args.evaluation)
+    path = Path(args.report) if args.report else default
+    if args.report and (args.report.endswith(("/", os.sep)) or path.is_dir()):
+        path = path / default.name
     progress = not args.no_progress
     if args.evaluation == "finetune":
         from rhovid.evaluate.finetune import FinetuneConfig, finetune
@@ -96,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
         elif args.evaluation == "knn":
             options = {"k": args.k, "temperature": args.temperature}
         results = evaluate_stored(args.data, src.name, args.evaluation, args.train_split, args.test_split, **options)
-    path = args.report or default_report_path(args.data, src, args.evaluation)
     report = write_report(path, args.evaluation, src.name, results,
                           {**src.attrs, "data": os.path.abspath(args.data), "views": src.views.views})
     print(report_table([report]))

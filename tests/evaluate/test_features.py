@@ -89,3 +89,9 @@ def test_eval_cli_random_init(split_data, tmp_path, capsys):
     assert "computed 6 videos" in out and out.count("reused (stored)") == 4  # 2 splits x 2 later evals
     assert "| random-tiny-seed0 | linear |" in out
     assert main(["eval", "knn", "--data", str(data)]) == 1  # neither --run nor --random-init
+    # a folder as --report (existing, or new with a trailing slash) gets <evaluation>.json inside
+    (tmp_path / "reports").mkdir()
+    assert main(["eval", "knn", *common, "--report", str(tmp_path / "reports")]) == 0
+    assert main(["eval", "linear", *common, "--report", str(tmp_path / "new") + "/"]) == 0
+    assert json.loads((tmp_path / "reports" / "knn.json").read_text())["evaluation"] == "knn"
+    assert json.loads((tmp_path / "new" / "linear.json").read_text())["evaluation"] == "linear"
