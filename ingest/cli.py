@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = __doc__.split("\n\n")[0]
     p.epilog = __doc__.split("\n\n", 1)[1].strip()
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("sources", nargs="+", metavar="SRC", help="folder tree, Kinetics CSV, list file or video")
+    p.add_argument("sources", nargs="*", metavar="SRC", help="folder tree, Kinetics CSV, list file or video")
     p.add_argument("--out", required=True, metavar="DATA", help="output folder (shards/, index.json, failed.jsonl)")
     p.add_argument("--fps", type=float, default=_D.fps, help="constant output frame rate (default %(default)s)")
     p.add_argument("--short-side", type=int, default=_D.short_side,
@@ -55,6 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="x264 tune (default none); fastdecode: ~2x faster CPU decoding for ~10%% more bytes")
     p.add_argument("--timeout", type=float, default=None, help="seconds before one video's ffmpeg is killed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--verify", action="store_true",
+                   help="check DATA (--out) instead of ingesting: every tar, .idx, sample json and fragment table "
+                        "and index.json; exit 1 with the list of problems")
+    p.add_argument("--verify-decode", action="store_true",
+                   help="with --verify: also decode each video's first and last frame")
     p.add_argument("--dataset", choices=["ucf101", "hmdb51", "kinetics"],
                    help="official benchmark splits: SRC = its videos folder, --splits = its split files")
     p.add_argument("--splits", metavar="PATH",
@@ -63,6 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.verify or args.verify_decode:
+        return _verify(args)
+    if not args.sources:
+        raise ValueError("give at least one SRC to ingest (or --verify to check --out)")
     cfg = IngestConfig(
         fps=args.fps, short_side=args.short_side, gop=args.gop, shard_size=args.shard_size,
         shard_count=args.shard_count, workers=args.workers, scheduler=args.scheduler,
@@ -86,6 +95,20 @@ def run(args: argparse.Namespace) -> int:
         if len(report.failures) > 10:
             print(f"  ... and {len(report.failures) - 10} more", file=sys.stderr)
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from rhovid.ingest.verify import verify
+
+    if args.sources:
+        raise ValueError("--verify checks --out and takes no SRC")
+    report = verify(args.out, decode=args.verify_decode, progress=not args.no_progress)
+    print(f"{args.out}: {report.shards} shards, {report.samples} samples, {len(report.problems)} problems")
+    for line in report.problems[:20]:
+        print(f"  {line}", file=sys.stderr)
+    if len(report.problems) > 20:
+        print(f"  ... and {len(report.problems) - 20} more", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def _size(text: str) -> int:

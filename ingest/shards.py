@@ -253,17 +253,22 @@ def write_idx(tar_path: str | os.PathLike) -> Path:
     and could end an index early.
     """
     tar_path = Path(tar_path)
-    with tarfile.open(tar_path, mode="r:") as tar:
-        samples = [[f"{m.name.partition('.')[2]} {m.offset_data} {m.size} {m.name}" for m in members]
-                   for _, members in _member_groups(tar, tar_path)]
-    if not samples:
-        raise ValueError(f"{tar_path}: no samples to index")
-    text = f"{IDX_VERSION} {len(samples)}\n" + "".join(" ".join(b) + "\n" for b in samples)
+    text = idx_text(tar_path)
     idx_path = tar_path.with_suffix(".idx")
     with atomic_path(idx_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; shards are shared read-only data
     return idx_path
+
+
+def idx_text(tar_path: str | os.PathLike) -> str:
+    """The ``.idx`` contents ``write_idx`` writes for the tar at ``tar_path``."""
+    with tarfile.open(tar_path, mode="r:") as tar:
+        samples = [[f"{m.name.partition('.')[2]} {m.offset_data} {m.size} {m.name}" for m in members]
+                   for _, members in _member_groups(tar, tar_path)]
+    if not samples:
+        raise ValueError(f"{tar_path}: no samples to index")
+    return f"{IDX_VERSION} {len(samples)}\n" + "".join(" ".join(b) + "\n" for b in samples)
 
 
 def next_shard_number(data: str | os.PathLike, split: str) -> int:
