@@ -25,7 +25,7 @@ SEGMENT ?= 1
 # the shortcut its clips share, and pretraining learns that instead of the class (README, demo)
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all lint demo synth shards boxes pretrain eval ablation bench clean-demo
+.PHONY: setup test test-all lint demo synth shards verify boxes pretrain eval ablation bench clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,9 @@ synth: setup ## a small labelled synthetic train tree and test tree (same classe
 shards: setup ## ingest $(SRC)/train and $(SRC)/test into $(DATA) (splits train and test)
 	$(RHOVID) ingest $(SRC)/train --split train --out $(DATA) --workers $(WORKERS)
 	$(RHOVID) ingest $(SRC)/test --split test --out $(DATA) --workers $(WORKERS)
+
+verify: setup ## check $(DATA) against ingest/FORMAT.md (tars, .idx, fragment tables, index.json); exit 1 on problems
+	$(RHOVID) ingest --verify --out $(DATA)
 
 boxes: setup ## compute box prior $(BOX) for $(DATA)
 	$(RHOVID) boxes $(DATA) --method $(BOX) --workers $(WORKERS)
