@@ -179,8 +179,8 @@ def timed(fn, repeats: int):
 def measure_cell(data, originals, vp9, length, span, args) -> dict:
     from rhovid.train.data import ClipLoader
     from rhovid.train.decode_pyav import (
-        _decode_container,
         decode_clips,
+        decode_demuxed,
         decode_frames,
         decoded_frames,
         execute_plan,
@@ -221,7 +221,7 @@ def measure_cell(data, originals, vp9, length, span, args) -> dict:
             unions.setdefault(id(sl.data), (sl.data, set()))[1].update(sl.indices)
     unions = [(d, sorted(u)) for d, u in unions.values()]
     _, c_direct, _ = timed(lambda: [decode_frames(d, u) for d, u in unions], args.repeats)
-    _, c_demux, _ = timed(lambda: [_decode_container(d, set(u), None) for d, u in unions], args.repeats)
+    _, c_demux, _ = timed(lambda: [decode_demuxed(d, set(u), None) for d, u in unions], args.repeats)
     w_b, c_b, dec_b = timed(lambda: baseline_slowfast(plans, originals), args.repeats)
     w_b2, c_b2, dec_b2 = timed(lambda: baseline_slowfast_span(plans, originals), args.repeats)
     clips = args.rho * n

@@ -48,7 +48,7 @@ def decode_frames(data: bytes, indices: Sequence[int], thread_type: str | None =
     H.264 slices (everything ingest writes) skip the demuxer: the fMP4's sample table is read
     directly (``rhovid.ingest.fmp4.video_samples``) and only the samples the wanted frames need
     go to a single-threaded decoder (``_needed``). Other codecs (the VP9 test fixtures) and
-    ``thread_type`` go through ``_decode_container``. Frames are identified by their
+    ``thread_type`` go through ``decode_demuxed``. Frames are identified by their
     timestamps (CFR: the slice's first sample is its IDR frame, local frame 0).
 
     Args:
@@ -71,7 +71,7 @@ def decode_frames(data: bytes, indices: Sequence[int], thread_type: str | None =
             and table.samples[0].duration:
         got, decoded = _decode_h264(data, table, wanted)
     else:
-        got, decoded = _decode_container(data, wanted, thread_type)
+        got, decoded = decode_demuxed(data, wanted, thread_type)
     if got is None:  # no timestamps to identify frames by (e.g. some VP9 muxes): plain decode
         got, decoded = dict(zip(indices, decode_rgb(data, list(indices)))), max(indices) + 1
     if stats is not None:
@@ -144,10 +144,16 @@ def _decode_h264(data: bytes, table: VideoSamples, wanted: set[int]) -> tuple[di
     return got, decoded
 
 
-def _decode_container(data: bytes, wanted: set[int], thread_type: str | None):
-    """Demux with ``av.open`` and decode; single-threaded unwanted non-reference frames are
-    skipped (``skip_frame=NONREF`` per packet). Returns ``(frames, decoded)``, ``(None, 0)``
-    when the packets carry no timestamps."""
+def decode_demuxed(data: bytes, wanted: set[int], thread_type: str | None = None):
+    """Demux with ``av.open`` and decode ``wanted`` frames: the path of non-H.264 slices and of
+    ``thread_type``, and the loader's decoder before ``_decode_h264`` (``rhovid bench loader``
+    times both). Single-threaded, unwanted non-reference frames are skipped
+    (``skip_frame=NONREF`` per packet).
+
+    Returns:
+        ``({index: (H, W, 3) uint8}, frames decoded)``; ``(None, 0)`` when the packets carry
+        no timestamps to identify frames by.
+    """
     got: dict[int, np.ndarray] = {}
     decoded = 0
     with av.open(io.BytesIO(data), mode="r") as container:
