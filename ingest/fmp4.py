@@ -250,53 +250,37 @@ def _moof_samples(data, moof_pos, start, end, track) -> list[VideoSample]:
         if track_id != track["id"]:
             continue
         dur, sz, flags = track["trex"]
-        base, off = moof_pos, tfhd + 8  # default-base-is-moof, or no base offset (first traf)
-        if vflags & 0x01:
-            (base,) = struct.unpack_from(">Q", data, off)
-            off += 8
-        off += 4 if vflags & 0x02 else 0  # sample_description_index
-        if vflags & 0x08:
-            (dur,) = struct.unpack_from(">I", data, off)
-            off += 4
-        if vflags & 0x10:
-            (sz,) = struct.unpack_from(">I", data, off)
-            off += 4
-        if vflags & 0x20:
-            (flags,) = struct.unpack_from(">I", data, off)
+        # default-base-is-moof, or no base offset (first traf): the moof
+        base, off = _optional(data, tfhd + 8, vflags & 0x01, moof_pos, ">Q")
+        _, off = _optional(data, off, vflags & 0x02, None)  # sample_description_index
+        dur, off = _optional(data, off, vflags & 0x08, dur)
+        sz, off = _optional(data, off, vflags & 0x10, sz)
+        flags, off = _optional(data, off, vflags & 0x20, flags)
         dts = tfdt if tfdt is not None else (out[-1].dts + out[-1].duration if out else 0)
         pos_data = base
         for run in runs:
             (rflags,) = struct.unpack_from(">I", data, run)
             version, rflags = rflags >> 24, rflags & 0xFFFFFF
             (count,) = struct.unpack_from(">I", data, run + 4)
-            off = run + 8
-            if rflags & 0x001:
-                (rel,) = struct.unpack_from(">i", data, off)
+            rel, off = _optional(data, run + 8, rflags & 0x001, None, ">i")
+            if rel is not None:
                 pos_data = base + rel
-                off += 4
-            first_flags = None
-            if rflags & 0x004:
-                (first_flags,) = struct.unpack_from(">I", data, off)
-                off += 4
+            first_flags, off = _optional(data, off, rflags & 0x004, flags)
             for i in range(count):
-                s_dur, s_size, s_flags, cto = dur, sz, flags, 0
-                if rflags & 0x100:
-                    (s_dur,) = struct.unpack_from(">I", data, off)
-                    off += 4
-                if rflags & 0x200:
-                    (s_size,) = struct.unpack_from(">I", data, off)
-                    off += 4
-                if rflags & 0x400:
-                    (s_flags,) = struct.unpack_from(">I", data, off)
-                    off += 4
-                elif i == 0 and first_flags is not None:
-                    s_flags = first_flags
-                if rflags & 0x800:
-                    (cto,) = struct.unpack_from(">i" if version else ">I", data, off)
-                    off += 4
+                s_dur, off = _optional(data, off, rflags & 0x100, dur)
+                s_size, off = _optional(data, off, rflags & 0x200, sz)
+                s_flags, off = _optional(data, off, rflags & 0x400, first_flags if i == 0 else flags)
+                cto, off = _optional(data, off, rflags & 0x800, 0, ">i" if version else ">I")
                 if pos_data + s_size > len(data):
                     raise ValueError(f"sample at byte {pos_data} ({s_size} bytes) runs past the end of the data")
                 out.append(VideoSample(pos_data, s_size, dts, dts + cto, s_dur, not s_flags & _NON_SYNC))
                 pos_data += s_size
                 dts += s_dur
     return out
+
+
+def _optional(data, off: int, present: int, default, fmt: str = ">I"):
+    """``(value, next offset)`` of an optional box field: read at ``off`` when its flag is set."""
+    if not present:
+        return default, off
+    return struct.unpack_from(fmt, data, off)[0], off + struct.calcsize(fmt)
