@@ -90,10 +90,7 @@ def run(args: argparse.Namespace) -> int:
     print(report.summary())
     if report.failures:
         print(f"{report.failed} sources failed; reasons in {os.path.join(args.out, 'failed.jsonl')}:", file=sys.stderr)
-        for rec in report.failures[:10]:
-            print(f"  {rec['source']}: [{rec['stage']}] {rec['reason']}", file=sys.stderr)
-        if len(report.failures) > 10:
-            print(f"  ... and {len(report.failures) - 10} more", file=sys.stderr)
+        _print_head([f"{rec['source']}: [{rec['stage']}] {rec['reason']}" for rec in report.failures], 10)
     return 0
 
 
@@ -104,11 +101,16 @@ def _verify(args: argparse.Namespace) -> int:
         raise ValueError("--verify checks --out and takes no SRC")
     report = verify(args.out, decode=args.verify_decode, progress=not args.no_progress)
     print(f"{args.out}: {report.shards} shards, {report.samples} samples, {len(report.problems)} problems")
-    for line in report.problems[:20]:
-        print(f"  {line}", file=sys.stderr)
-    if len(report.problems) > 20:
-        print(f"  ... and {len(report.problems) - 20} more", file=sys.stderr)
+    _print_head(report.problems, 20)
     return 0 if report.ok else 1
+
+
+def _print_head(lines: list[str], limit: int) -> None:
+    """The first ``limit`` lines to stderr, indented, and how many more there are."""
+    for line in lines[:limit]:
+        print(f"  {line}", file=sys.stderr)
+    if len(lines) > limit:
+        print(f"  ... and {len(lines) - limit} more", file=sys.stderr)
 
 
 def _size(text: str) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rhovid.ingest.fmp4 import parse_fragments
-from rhovid.ingest.shards import idx_text, iter_shard, list_shards, read_index, shard_name
+from rhovid.ingest.shards import idx_text, iter_shard, list_shards, read_index
 
 CONTRACT_FIELDS = ("key", "split", "label", "num_frames", "fps", "width", "height", "init_size", "fragments")
 """Sample json fields the loader and the box store read (ingest/FORMAT.md)."""
@@ -49,7 +49,7 @@ def verify(data: str | os.PathLike, decode: bool = False, progress: bool = True)
     report = VerifyReport(shards=len(paths))
     seen: set[str] = set()
     for path in tqdm(paths, desc="verify", unit="shard", disable=not progress, dynamic_ncols=True):
-        name = shard_name(path) + ".tar"
+        name = path.name
         try:
             expected = idx_text(path)
         except Exception as e:  # noqa: BLE001 - a broken tar is a finding, not a crash
