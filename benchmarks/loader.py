@@ -182,6 +182,7 @@ def measure_cell(data, originals, vp9, length, span, args) -> dict:
         decode_clips,
         decode_demuxed,
         decode_frames,
+        decode_passes,
         decoded_frames,
         execute_plan,
     )
@@ -215,13 +216,9 @@ def measure_cell(data, originals, vp9, length, span, args) -> dict:
     _, c_e1, _ = timed(lambda: [execute_plan(p, s) for p, s in alone], args.repeats)
     # Decode only, the same slices two ways: the sample table straight to the decoder (what the
     # loader does) vs. the demuxer (av.open) with per-packet skip_frame=NONREF (what it did before).
-    unions: dict[int, tuple[bytes, set]] = {}
-    for _, slices in shared:
-        for sl in slices:  # clips sharing a slice are decoded together (decode_clips)
-            unions.setdefault(id(sl.data), (sl.data, set()))[1].update(sl.indices)
-    unions = [(d, sorted(u)) for d, u in unions.values()]
-    _, c_direct, _ = timed(lambda: [decode_frames(d, u) for d, u in unions], args.repeats)
-    _, c_demux, _ = timed(lambda: [decode_demuxed(d, set(u), None) for d, u in unions], args.repeats)
+    passes = [(data, union) for _, slices in shared for data, _, union in decode_passes(slices)]
+    _, c_direct, _ = timed(lambda: [decode_frames(d, u) for d, u in passes], args.repeats)
+    _, c_demux, _ = timed(lambda: [decode_demuxed(d, set(u)) for d, u in passes], args.repeats)
     w_b, c_b, dec_b = timed(lambda: baseline_slowfast(plans, originals), args.repeats)
     w_b2, c_b2, dec_b2 = timed(lambda: baseline_slowfast_span(plans, originals), args.repeats)
     clips = args.rho * n

@@ -184,19 +184,25 @@ def decode_demuxed(data: bytes, wanted: set[int], thread_type: str | None = None
     return got, decoded
 
 
-def decode_clips(slices: list[ClipSlice], stats: dict | None = None) -> list[np.ndarray]:
-    """Decoded frames of each clip: a list of (T, H, W, 3) uint8 RGB arrays.
+def decode_passes(slices: list[ClipSlice]) -> list[tuple[bytes, list[int], list[int]]]:
+    """One decode pass per distinct slice: ``(data, clips of it, sorted union of their frames)``.
 
-    Clips sharing one slice (the same ``data`` object, see ``streaming.slice_clips``) are
-    decoded in one pass.
+    Clips sharing one slice (the same ``data`` object, see ``streaming.slice_clips``) share
+    the pass.
     """
     groups: dict[int, list[int]] = {}
     for k, s in enumerate(slices):
         groups.setdefault(id(s.data), []).append(k)
+    return [(slices[members[0]].data, members, sorted({i for k in members for i in slices[k].indices}))
+            for members in groups.values()]
+
+
+def decode_clips(slices: list[ClipSlice], stats: dict | None = None) -> list[np.ndarray]:
+    """Decoded frames of each clip: a list of (T, H, W, 3) uint8 RGB arrays, one decode pass per
+    distinct slice (``decode_passes``)."""
     out: list[np.ndarray | None] = [None] * len(slices)
-    for members in groups.values():
-        union = sorted({i for k in members for i in slices[k].indices})
-        frames = decode_frames(slices[members[0]].data, union, stats=stats)
+    for data, members, union in decode_passes(slices):
+        frames = decode_frames(data, union, stats=stats)
         pos = {f: n for n, f in enumerate(union)}
         for k in members:
             out[k] = frames[[pos[i] for i in slices[k].indices]]
@@ -207,10 +213,7 @@ def decoded_frames(slices: list[ClipSlice]) -> int:
     """Upper bound of the frames decoded for these slices: one pass per distinct slice up to its
     last wanted frame (``decode_frames(stats=...)`` counts the frames actually decoded, fewer
     because unneeded non-reference frames are skipped)."""
-    last: dict[int, int] = {}
-    for s in slices:
-        last[id(s.data)] = max(last.get(id(s.data), 0), max(s.indices) + 1)
-    return sum(last.values())
+    return sum(union[-1] + 1 for _, _, union in decode_passes(slices))
 
 
 def execute_plan(plan: SamplePlan, slices: list[ClipSlice], mean=KINETICS_MEAN, std=KINETICS_STD,
