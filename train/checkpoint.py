@@ -48,6 +48,13 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return path
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (a fresh run; a resumed one restores ``rng_state`` instead)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def rng_state() -> dict:
     """Python, numpy, torch (and CUDA) RNG states as weights_only-loadable values."""
     np_state = np.random.get_state(legacy=False)

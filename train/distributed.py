@@ -1,10 +1,13 @@
 """Process-group helpers and a gradient-carrying all-gather for negatives across devices.
 
-All functions work without an initialised process group (world size 1): single-process runs
-and tests never need `torch.distributed`.
+``init_distributed`` joins the torchrun group only when ``WORLD_SIZE > 1``; every other function
+works without a process group (world size 1), so single-process runs and tests never need
+`torch.distributed`.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.distributed as dist
@@ -23,6 +26,32 @@ def world_size() -> int:
 def rank() -> int:
     """This process's rank (0 without a process group)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def init_distributed(device: str) -> tuple[int, int, torch.device, bool]:
+    """Join the torchrun process group when ``WORLD_SIZE > 1``; returns (rank, world, device, created)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available; use --device cpu")
+    created = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+        created = True
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if device == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local), created
+    return rank, world, torch.device("cpu"), created
+
+
+def gather_objects(obj, world: int) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (a one-element list without a process group)."""
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
 
 
 class _GatherWithGrad(torch.autograd.Function):

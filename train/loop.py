@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,14 +23,17 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from rhovid.config import save_config, to_dict
+from rhovid.train.batch_stream import BatchStream
 from rhovid.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     rng_state,
     save_checkpoint,
+    seed_everything,
     set_rng_state,
 )
 from rhovid.train.config import RESUMABLE_CHANGES, TrainConfig, changes_from_saved
+from rhovid.train.distributed import gather_objects, init_distributed
 from rhovid.train.metrics import MetricsWriter, StepTimer
 from rhovid.train.optim import build_optimizer, lr_at, set_lr
 
@@ -180,65 +182,6 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
     return {"step": cfg.steps, "loss": loss, "checkpoint": ckpt_path, "rank": rank}
 
 
-class BatchStream:
-    """Endless batches from ``source``, epoch after epoch, with a resumable (epoch, index) position."""
-
-    def __init__(self, source: Iterable[dict]):
-        self.source, self.epoch, self.index = source, 0, 0
-        self._it, self._skip, self._restored = None, 0, False
-
-    def __next__(self) -> dict:
-        for _ in range(2):  # at most one epoch boundary per batch; a fresh empty epoch is an error
-            if self._it is None:
-                if hasattr(self.source, "set_epoch") and not self._restored:
-                    self.source.set_epoch(self.epoch)
-                self._restored = False
-                self._it = iter(self.source)
-                for _ in range(self._skip):  # stateless source: replay up to the saved position
-                    next(self._it)
-                self._skip = 0
-            try:
-                batch = next(self._it)
-            except StopIteration:
-                self._it, self.epoch, self.index = None, self.epoch + 1, 0
-                continue
-            self.index += 1
-            return batch
-        raise ValueError(f"the training data yielded no batches in epoch {self.epoch} "
-                         "(too few videos for one batch? check --data/--batch-size)")
-
-    def state_dict(self) -> dict:
-        state = {"epoch": self.epoch, "index": self.index}
-        if hasattr(self.source, "state_dict"):
-            state["loader"] = self.source.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.index, self._it = state["epoch"], state["index"], None
-        if "loader" in state and hasattr(self.source, "load_state_dict"):
-            self.source.load_state_dict(state["loader"])  # the loader restores epoch and position itself
-            self._restored = True
-        else:
-            self._skip = self.index
-
-
-def init_distributed(device: str) -> tuple[int, int, torch.device, bool]:
-    """Join the torchrun process group when ``WORLD_SIZE > 1``; returns (rank, world, device, created)."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available; use --device cpu")
-    created = False
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
-        created = True
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    if device == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local), created
-    return rank, world, torch.device("cpu"), created
-
-
 def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
     """Refuse to write into a non-empty run without ``resume``, or to resume with a different config."""
     saved = run_dir / "config.json"
@@ -298,23 +241,6 @@ def loader_config(cfg: TrainConfig, rank: int, world: int):
                         timespan_s=d.timespan_s, min_gap_s=d.min_gap_s, crop=d.crop, boxes=d.boxes,
                         max_boxes=d.max_boxes, augmentation=d.augment, batch_size=cfg.batch_size // world,
                         workers=d.workers, device=cfg.device, seed=cfg.seed, rank=rank, world_size=world)
-
-
-def gather_objects(obj, world: int) -> list:
-    """``[obj of rank 0, obj of rank 1, ...]`` (a one-element list without a process group)."""
-    if world == 1:
-        return [obj]
-    out = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def provenance(world: int) -> dict:

@@ -23,7 +23,7 @@ KW = {"hidden_dim": 32, "proj_dim": 16}
 
 GRAD_WORKER = """
 import sys, torch
-from rhovid.train.loop import init_distributed
+from rhovid.train.distributed import init_distributed
 from rhovid.train.methods import build_method
 
 rank, world, device, _ = init_distributed("cpu")
