@@ -36,7 +36,12 @@ import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
+from rhovid.benchmarks.loader_baselines import (
+    baseline_dali_whole,
+    baseline_slowfast,
+    baseline_slowfast_span,
+    dali_executor,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -273,95 +278,6 @@ def time_gpu_loader(data: Path, length: float, span: float, args) -> dict:
     seconds = time.perf_counter() - t
     return {"length_s": length, "timespan_s": span, "crop": 224, "batch": n,
             "clips_per_s": args.gpu_batches * n * args.rho / seconds, "gpu": torch.cuda.get_device_name()}
-
-
-def baseline_slowfast(plans, originals) -> int:
-    """(b): per clip, seek the original to the keyframe before it and decode forward (PyAV)."""
-    import av
-
-    from rhovid.train.augment import apply_clip
-    from rhovid.train.decode_pyav import to_rgb  # the same colour conversion as (a): only decoding differs
-
-    decoded = 0
-    for plan, meta, _ in plans:
-        with av.open(str(originals[plan.key])) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"  # as PySlowFast's default
-            tb, fps = stream.time_base, float(meta["fps"])
-            for clip in plan.clips:
-                first, last = min(clip.frames), max(clip.frames)
-                want = {f: None for f in clip.frames}
-                # PySlowFast seeks a margin before the start; backward=True lands on the keyframe before.
-                container.seek(max(0, int((first / fps - 1024 * float(tb)) / float(tb))), backward=True,
-                               any_frame=False, stream=stream)
-                for frame in container.decode(stream):
-                    decoded += 1
-                    idx = round(float(frame.pts * tb) * fps)
-                    if idx in want:
-                        want[idx] = to_rgb(frame)
-                    if idx >= last:
-                        break
-                frames = [want[f] for f in clip.frames]
-                prev = next(f for f in frames if f is not None)
-                frames = [prev := (f if f is not None else prev) for f in frames]
-                apply_clip(np.stack(frames), clip.aug)
-    return decoded
-
-
-def baseline_slowfast_span(plans, originals) -> int:
-    """(b2): PySlowFast's multi-clip ``pyav_decode``: one seek before the earliest clip, then decode
-    forward to the end of the latest one (every frame in between), then the same augmentation."""
-    import av
-
-    from rhovid.train.augment import apply_clip
-    from rhovid.train.decode_pyav import to_rgb  # the same colour conversion as (a): only decoding differs
-
-    decoded = 0
-    for plan, meta, _ in plans:
-        with av.open(str(originals[plan.key])) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            tb, fps = stream.time_base, float(meta["fps"])
-            first = min(min(c.frames) for c in plan.clips)
-            last = max(max(c.frames) for c in plan.clips)
-            wanted = {f for c in plan.clips for f in c.frames}
-            got = {}
-            container.seek(max(0, int((first / fps - 1024 * float(tb)) / float(tb))), backward=True,
-                           any_frame=False, stream=stream)
-            for frame in container.decode(stream):
-                decoded += 1
-                idx = round(float(frame.pts * tb) * fps)
-                if idx in wanted:
-                    got[idx] = to_rgb(frame)
-                if idx >= last:
-                    break
-            for clip in plan.clips:
-                fallback = next(iter(got.values()))
-                apply_clip(np.stack([got.get(f, fallback) for f in clip.frames]), clip.aug)
-    return decoded
-
-
-def dali_executor(plans, vp9, args):
-    """The DALI CPU pipeline, built and warmed up outside the timed region."""
-    from rhovid.train.dali_pipeline import DaliClipExecutor
-    from rhovid.train.streaming import ClipSlice
-
-    ex = DaliClipExecutor(args.rho, args.frames, args.crop, device_id=None, num_threads=1)
-    warm = plans[0][0]
-    ex.run([warm], [[ClipSlice(vp9[warm.key], (0,) * args.frames)] * len(warm.clips)])
-    return ex
-
-
-def baseline_dali_whole(plans, vp9, ex) -> int:
-    """(c): whole-video VP9 buffers through the DALI graph on CPU (the pipeline of the GPU path)."""
-    from rhovid.train.streaming import ClipSlice
-
-    decoded = 0
-    for plan, _, _ in plans:
-        slices = [ClipSlice(vp9[plan.key], c.frames) for c in plan.clips]
-        decoded += sum(max(c.frames) + 1 for c in plan.clips)
-        ex.run([plan], [slices])
-    return decoded
 
 
 def box_lookup_share(data: Path, row: dict, args) -> dict:
