@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "boxes": ("rhovid.store.cli", "compute, list and show region-box priors in DATA/boxes.zarr"),
     "train": ("rhovid.train.cli", "pretrain a rho-method or ConST-CL from shards"),
     "eval": ("rhovid.evaluate.cli", "linear probe, kNN, retrieval and fine-tuning evaluations"),
+    "export": ("rhovid.train.export_cli", "write a run's backbone as a plain state dict (rhovid or torchvision keys)"),
     "ablation": ("rhovid.evaluate.ablation_cli", "train + evaluate one run per box set / rho / timespan"),
     "bench": ("rhovid.benchmarks.cli", "benchmarks: ingest, boxes, loader, train"),
 }
