@@ -63,6 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=2, help="timing repeats; the fastest counts (default 2)")
     p.add_argument("--no-dali", action="store_true", help="skip (c)")
     p.add_argument("--tune", default=None, help="x264 tune of the shards (ingest --tune), e.g. fastdecode")
+    p.add_argument("--bframes", type=int, default=None,
+                   help="fixed x264 B-frames of the shards (ingest --bframes); default: adaptive")
     p.add_argument("--gpu", action="store_true",
                    help="also time ClipLoader(device='cuda'): DALI mixed decode + GPU augmentation at 224^2 "
                         "(needs CUDA; the result file is then named ...-cuda.md)")
@@ -83,14 +85,15 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--videos {args.videos}: give one number or one per length ({len(lengths)})")
     counts = counts * len(lengths) if len(counts) == 1 else counts
     device = "cuda" if args.gpu else "cpu"
-    suffix = f"-{args.tune}" if args.tune else ""
+    suffix = (f"-{args.tune}" if args.tune else "") + (f"-b{args.bframes}" if args.bframes is not None else "")
     out = args.out or RESULTS / f"loader-{date.today().isoformat()}-{device}{suffix}.md"
     rows, boxes, gpu_rows = [], {}, []
     with tempfile.TemporaryDirectory(prefix="rhovid-bench-loader-") as tmp:
         tmp = Path(tmp)
         for length, videos in zip(lengths, counts):
             t0 = time.perf_counter()
-            data, originals, vp9 = prepare(tmp / f"len{length:g}", length, videos, args.fps, width, height, args.tune)
+            data, originals, vp9 = prepare(tmp / f"len{length:g}", length, videos, args.fps, width, height,
+                                           args.tune, args.bframes)
             print(f"[prepare] {length:g} s videos: {time.perf_counter() - t0:.1f} s", flush=True)
             for span in spans:
                 row = measure_cell(data, originals, vp9, length, span, args)
@@ -117,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def prepare(root: Path, seconds: float, videos: int, fps: float, width: int, height: int, tune: str | None = None):
+def prepare(root: Path, seconds: float, videos: int, fps: float, width: int, height: int, tune: str | None = None,
+            bframes: int | None = None):
     """Synth sources -> shards (ingest) + original files + whole-video VP9 buffers."""
     from rhovid.ffmpeg import ffmpeg_exe
     from rhovid.ingest.pipeline import IngestConfig, ingest
@@ -131,7 +135,8 @@ def prepare(root: Path, seconds: float, videos: int, fps: float, width: int, hei
     # (temporary) source path, so without them every run would time other clip positions
     sources = [Source(str(p), key=f"len{seconds:g}-{i}") for i, p in enumerate(paths)]
     ingest(sources, root / "data",
-           IngestConfig(fps=fps, short_side=min(width, height), tune=tune, workers=0, progress=False))
+           IngestConfig(fps=fps, short_side=min(width, height), tune=tune, bframes=bframes, workers=0,
+                        progress=False))
     originals, vp9 = {}, {}
     for e in read_index(root / "data"):
         src = Path(e["source"])
@@ -315,6 +320,12 @@ def box_lookup_share(data: Path, row: dict, args) -> dict:
             "share_100_per_shard": (load_ms / 100 + lookup_ms) / loader_ms}
 
 
+def _shard_flags(args) -> str:
+    """The ``rhovid ingest`` encoding flags the benchmark's shards were written with ('' = defaults)."""
+    return " ".join(([f"--tune {args.tune}"] if args.tune else [])
+                    + ([f"--bframes {args.bframes}"] if args.bframes is not None else []))
+
+
 def render(rows: list[dict], boxes: dict, args) -> str:
     def get(length, span, k):
         return next((r.get(k) for r in rows if r["length_s"] == length and r["timespan_s"] == span), None)
@@ -325,7 +336,8 @@ def render(rows: list[dict], boxes: dict, args) -> str:
     lines = [
         f"Sources: `rhovid synth` {args.size} at {args.fps:g} fps, {args.videos} videos per length; "
         f"rho={args.rho}, T={args.frames}, tau={args.stride}, crop {args.crop}"
-        + (f"; shards ingested with `--tune {args.tune}`" if args.tune else "") + "; each contender runs the same plans "
+        + (f"; shards ingested with `{_shard_flags(args)}`" if _shard_flags(args) else "")
+        + "; each contender runs the same plans "
         "and the same augmentation in one process. Throughput is clips per CPU-second of that process "
         "(user+sys of all its threads; the machine was shared, so wall time is noisy and shown for (a) only), "
         f"best of {args.repeats}.",

@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="x264 preset, ultrafast ... placebo (default %(default)s)")
     p.add_argument("--tune", default=None, choices=X264_TUNES,
                    help="x264 tune (default none); fastdecode: ~2x faster CPU decoding for ~10%% more bytes")
+    p.add_argument("--bframes", type=int, default=None, metavar="N",
+                   help="fixed x264 B-frames between references, 0-16 (default: the preset's adaptive choice); "
+                        "more = fewer frames decoded per clip")
     p.add_argument("--timeout", type=float, default=None, help="seconds before one video's ffmpeg is killed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verify", action="store_true",
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         shard_count=args.shard_count, workers=args.workers, scheduler=args.scheduler,
         keep_audio=args.keep_audio, progress=not args.no_progress, split=args.split,
         videos_root=args.videos_root, min_frames=args.min_frames, max_pixels=args.max_pixels,
-        crf=args.crf, preset=args.preset, tune=args.tune, timeout_s=args.timeout,
+        crf=args.crf, preset=args.preset, tune=args.tune, bframes=args.bframes, timeout_s=args.timeout,
     )
     sources = args.sources
     if args.dataset:

@@ -31,7 +31,7 @@ from rhovid.ingest.shards import (
     write_index,
 )
 from rhovid.ingest.sources import Source, assign_labels, expand_specs, sample_key
-from rhovid.ingest.transcode import X264_PRESETS, X264_TUNES, TranscodeSettings
+from rhovid.ingest.transcode import X264_MAX_BFRAMES, X264_PRESETS, X264_TUNES, TranscodeSettings
 from rhovid.ingest.worker import Task, run_task
 
 FAILED_FILE = "failed.jsonl"
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 _SPLIT_RE = re.compile(r"[A-Za-z0-9_]+")
 CONFIG_FILE = "ingest.json"
 # Fields that change the bytes of a sample: a rerun into the same DATA must not change them.
-OUTPUT_FIELDS = ("fps", "short_side", "gop", "crf", "preset", "tune", "keep_audio")
+OUTPUT_FIELDS = ("fps", "short_side", "gop", "crf", "preset", "tune", "bframes", "keep_audio")
 # The default GOP, chosen by measurement (README "Choosing the GOP"): 16 frames.
 DEFAULT_GOP = 16
 
@@ -82,6 +82,8 @@ class IngestConfig:
     """x264 preset."""
     tune: str | None = None
     """x264 tune, e.g. ``fastdecode`` (see ``TranscodeSettings.tune``); None = none."""
+    bframes: int | None = None
+    """Fixed x264 B-frames between references (see ``TranscodeSettings.bframes``); None = adaptive."""
     threads: int | None = None
     """ffmpeg threads per video; None = 1 in a pool/cluster (it supplies parallelism), else auto."""
     timeout_s: float | None = None
@@ -165,7 +167,7 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     threads = cfg.threads if cfg.threads is not None else (1 if cfg.workers > 0 or cfg.scheduler else 0)
     settings = TranscodeSettings(
         fps=cfg.fps, short_side=cfg.short_side, gop=cfg.gop, crf=cfg.crf, preset=cfg.preset,
-        tune=cfg.tune, keep_audio=cfg.keep_audio, threads=threads,
+        tune=cfg.tune, bframes=cfg.bframes, keep_audio=cfg.keep_audio, threads=threads,
     )
     tasks = [
         Task(s, sample_key(s), settings, cfg.min_frames, cfg.max_pixels, cfg.min_coverage, cfg.timeout_s)
@@ -239,6 +241,8 @@ def check_config(cfg: IngestConfig) -> None:
         raise ValueError(f"preset {cfg.preset!r} is not an x264 preset; choose one of {', '.join(X264_PRESETS)}")
     if cfg.tune is not None and cfg.tune not in X264_TUNES:
         raise ValueError(f"tune {cfg.tune!r} is not an x264 tune; choose one of {', '.join(X264_TUNES)}")
+    if cfg.bframes is not None and not 0 <= cfg.bframes <= X264_MAX_BFRAMES:
+        raise ValueError(f"bframes must be in 0..{X264_MAX_BFRAMES} (x264), got {cfg.bframes}")
 
 
 def recover_index(out: Path) -> dict:

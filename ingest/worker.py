@@ -124,7 +124,8 @@ def _ingest_one(task: Task) -> tuple[bytes, dict]:
         "has_audio": bool(settings.keep_audio and info.has_audio),
         "trim": list(src.trim) if src.trim is not None else None,
         "source_info": {k: v for k, v in asdict(info).items() if k != "streams"},
-        "encoder": {"crf": settings.crf, "preset": settings.preset, "tune": settings.tune, "rhovid": __version__},
+        "encoder": {"crf": settings.crf, "preset": settings.preset, "tune": settings.tune, "bframes": settings.bframes,
+                    "rhovid": __version__},
     }
     return mp4, meta
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -88,8 +89,52 @@ def test_tune_fastdecode_turns_off_cabac_and_deblocking_and_keeps_fragments_deco
     assert (tmp_path / "data-fastdecode" / "index.json").read_bytes() == before
 
 
+def _longest_b_run(mp4: bytes) -> tuple[int, int]:
+    """(B-frames, longest run of consecutive B-frames in display order) of a whole decode."""
+    import av
+    from av.video.frame import PictureType
+
+    with av.open(io.BytesIO(mp4)) as c:
+        is_b = [f.pict_type == PictureType.B for f in c.decode(video=0)]
+    runs, run = [0], 0
+    for b in is_b:
+        run = run + 1 if b else 0
+        runs.append(run)
+    return sum(is_b), max(runs)
+
+
+def test_bframes_fixes_the_b_run_and_the_loader_still_returns_exact_frames(tmp_path, encode_video):
+    from rhovid.train.decode_pyav import decode_frames
+
+    src = encode_video(tmp_path / "src" / "v.mp4", seconds=2.0)
+    runs = {}
+    for bframes in (0, 7):
+        data = tmp_path / f"data-b{bframes}"
+        ingest([str(src)], data, IngestConfig(short_side=64, gop=16, bframes=bframes, workers=0, progress=False))
+        (s,) = [x for p in list_shards(data) for x in iter_shard(p)]
+        options = _x264_options(s["mp4"]).split()
+        assert f"bframes={bframes}" in options, options
+        if bframes:  # x264 lists its B-frame options only when there are B-frames
+            assert "b_pyramid=0" in options and "b_adapt=0" in options, options
+        assert s["json"]["encoder"]["bframes"] == bframes
+        assert json.loads((data / "ingest.json").read_text())["bframes"] == bframes
+        runs[bframes] = _longest_b_run(s["mp4"])
+        # every frame decoded (threaded demuxer path), same YUV->RGB as the loader's skipping decoder
+        full = decode_frames(s["mp4"], range(s["json"]["num_frames"]), thread_type="AUTO")
+        for _, first, n in s["json"]["fragments"]:  # each fragment alone; strided frames as the loader asks
+            part, frame0 = clip_slice(s["mp4"], s["json"], first, first + n - 1)
+            local = list(range(first - frame0 + 1, first - frame0 + n, 3))
+            np.testing.assert_array_equal(decode_frames(part, local), full[[frame0 + i for i in local]])
+    assert runs[0] == (0, 0)
+    assert runs[7][0] > 0 and runs[7][1] == 7, runs  # GOP 16 = I + 7 B + P + 6 B + P (closed GOP)
+    with pytest.raises(ValueError, match="bframes: 7 -> None"):  # pinned like every output setting
+        ingest([str(src)], tmp_path / "data-b7", IngestConfig(short_side=64, gop=16, progress=False))
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("tune", "fast", "'fast' is not an x264 tune"),
+    ("bframes", 17, "bframes must be in 0..16"),
+    ("bframes", -1, "bframes must be in 0..16"),
     ("preset", "quick", "'quick' is not an x264 preset"),
     ("gop", 0, "gop must be > 0, got 0"),
     ("fps", 0.0, "fps must be > 0, got 0.0"),
