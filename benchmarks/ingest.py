@@ -1,4 +1,4 @@
-"""Ingest benchmark: videos/s, overhead over the plain ffmpeg CLI, 1 -> 2 worker speed-up, GOP sweep.
+"""Ingest benchmark: videos/s, overhead over the plain ffmpeg CLI, 1 -> 2 worker speed-up, GOP and encoding sweeps.
 
 Measured side by side in one run on the same generated sources (testsrc2 / mandelbrot):
 - the plain ffmpeg CLI running, one file after another, exactly the argv ingest runs
@@ -10,7 +10,9 @@ Measured side by side in one run on the same generated sources (testsrc2 / mande
   speed-up a second core buys is measured apart from ffmpeg's own pipeline threads;
 - the GOP sweep behind the default ``--gop``: bytes per video second, and the frames decoded
   per random 8x8 clip (8 frames, stride 8 = a 57-frame span) when the loader slices the
-  covering fragments; waste = decoded - span.
+  covering fragments; waste = decoded - span;
+- the encoding sweep (``--tune`` and fixed ``--bframes`` against the default encoding): bytes
+  per video second, PSNR against the source, and the loader's decode time per 8x8 clip.
 
 Each timing is the fastest of ``--repeats`` runs (the machine is shared).
 """
@@ -46,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gop-seconds", type=float, default=20.0, help="length of the GOP- and tune-sweep videos")
     p.add_argument("--tunes", default=",fastdecode",
                    help="x264 tunes compared at the default GOP, '' = none (default ',fastdecode': none vs fastdecode)")
+    p.add_argument("--bframes", default="7,15",
+                   help="fixed B-frame counts (ingest --bframes) compared in the same table as the tunes, "
+                        "'' = none (default 7,15)")
     p.add_argument("--clips", type=int, default=2000, help="random 8x8 clips per GOP for the waste (default 2000)")
     p.add_argument("--timed-clips", type=int, default=60, help="of which decoded and timed (default 60)")
     p.add_argument("--out", type=Path, default=None, help="markdown result file "
@@ -60,9 +65,12 @@ def run(args: argparse.Namespace) -> int:
         speed = time_ingest(sources, tmp, args.short_side, args.repeats)
         gops = [int(g) for g in args.gops.split(",") if g.strip()]
         tunes = [t.strip() or None for t in args.tunes.split(",")] if args.tunes else []
-        sources = sweep_sources(tmp, args.gop_seconds) if gops or tunes else []
+        encodings = [(t, None) for t in tunes] + [(None, int(b)) for b in args.bframes.split(",") if b.strip()]
+        if encodings and (None, None) not in encodings:
+            encodings.insert(0, (None, None))  # the reference of the "vs default" columns
+        sources = sweep_sources(tmp, args.gop_seconds) if gops or encodings else []
         sweep = gop_sweep(tmp, sources, gops, args.short_side, args.clips, args.timed_clips) if gops else []
-        tune_rows = tune_sweep(tmp, sources, tunes, args.short_side, args.timed_clips) if tunes else []
+        tune_rows = tune_sweep(tmp, sources, encodings, args.short_side, args.timed_clips) if encodings else []
     text = render(speed, sweep, args, tune_rows)
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,8 +192,10 @@ def gop_sweep(tmp: Path, sources, gops: list[int], short_side: int, clips: int, 
             for content, src in sources for gop in gops]
 
 
-def tune_sweep(tmp: Path, sources, tunes: list[str | None], short_side: int, clips: int) -> list[dict]:
-    """Per content and x264 tune (default GOP): bytes per video second, PSNR against the source
+def tune_sweep(tmp: Path, sources, encodings: list[tuple[str | None, int | None]], short_side: int,
+               clips: int) -> list[dict]:
+    """Per content and encoding ``(tune, bframes)`` (default GOP; None = ingest's default):
+    bytes per video second, PSNR against the source
     scaled the same way, and the loader's CPU decode time per random 8x8 clip
     (``decode_pyav.decode_frames``: one thread, unneeded non-reference frames skipped)."""
     from rhovid.ingest.pipeline import IngestConfig, ingest
@@ -195,9 +205,9 @@ def tune_sweep(tmp: Path, sources, tunes: list[str | None], short_side: int, cli
 
     rows = []
     for content, src in sources:
-        for tune in tunes:
-            data = tmp / f"tune-{content}-{tune or 'none'}"
-            ingest([str(src)], data, IngestConfig(short_side=short_side, tune=tune, progress=False))
+        for tune, bframes in encodings:
+            data = tmp / f"tune-{content}-{tune or 'none'}-b{bframes}"
+            ingest([str(src)], data, IngestConfig(short_side=short_side, tune=tune, bframes=bframes, progress=False))
             (sample,) = iter_shard(list_shards(data)[0])
             meta, mp4 = sample["json"], sample["mp4"]
             rng = random.Random(0)
@@ -211,7 +221,7 @@ def tune_sweep(tmp: Path, sources, tunes: list[str | None], short_side: int, cli
                     decode_frames(sl.data, sl.indices, stats=stats)
                 best = min(best, time.process_time() - c0)
             rows.append({
-                "content": content, "tune": tune, "gop": meta["gop"],
+                "content": content, "tune": tune, "bframes": bframes, "gop": meta["gop"],
                 "kbytes_per_video_s": len(mp4) / 1000 / meta["duration_s"],
                 "psnr_db": _psnr(tmp / f"{data.name}.mp4", mp4, src, meta),
                 "decode_ms_per_clip": best * 1000 / clips,
@@ -329,22 +339,30 @@ def render(speed: dict, sweep: list[dict], args, tune_rows: list[dict] = ()) -> 
     if tune_rows:
         lines += [
             "",
-            f"x264 tunes (`rhovid ingest --tune`): same sources, GOP {tune_rows[0]['gop']}; PSNR against the source "
+            f"x264 encodings (`rhovid ingest --tune` / `--bframes`): same sources, GOP {tune_rows[0]['gop']}; "
+            "PSNR against the source "
             f"resampled like ingest; the loader's CPU decode of {args.timed_clips} random 8x8 clips "
             "(one thread, unneeded B-frames skipped), fastest of 3 passes",
             "",
-            "| content | tune | KB per video s | bytes vs none | PSNR dB | decode ms / clip | decode vs none | "
+            "| content | encoding | KB per video s | bytes vs default | PSNR dB | decode ms / clip | decode vs default | "
             "decoded frames / clip |",
             "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for r in tune_rows:
-            ref = next((x for x in tune_rows if x["content"] == r["content"] and x["tune"] is None), r)
+            ref = next((x for x in tune_rows if x["content"] == r["content"] and x["tune"] is None
+                        and x["bframes"] is None), r)
             lines.append(
-                f"| {r['content']} | {r['tune'] or 'none'} | {r['kbytes_per_video_s']:.1f} | "
+                f"| {r['content']} | {_encoding(r)} | {r['kbytes_per_video_s']:.1f} | "
                 f"{r['kbytes_per_video_s'] / ref['kbytes_per_video_s']:.2f} | {r['psnr_db']:.2f} | "
                 f"{r['decode_ms_per_clip']:.2f} | {r['decode_ms_per_clip'] / ref['decode_ms_per_clip']:.2f} | "
                 f"{r['decoded_frames_per_clip']:.1f} |")
     return "\n".join(lines)
+
+
+def _encoding(row: dict) -> str:
+    flags = ([f"--tune {row['tune']}"] if row["tune"] else []) + (
+        [f"--bframes {row['bframes']}"] if row["bframes"] is not None else [])
+    return " ".join(flags) or "default"
 
 
 def _cpu_seconds() -> float:

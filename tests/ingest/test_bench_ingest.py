@@ -16,7 +16,7 @@ def test_ingest_bench_times_every_case_and_sweeps_gops(tmp_path):
     add_arguments(parser)
     args = parser.parse_args(["--videos", "2", "--seconds", "2", "--size", "160x120", "--short-side", "96",
                               "--repeats", "1", "--gops", "8,16", "--gop-seconds", "3", "--clips", "20",
-                              "--timed-clips", "3", "--tunes", ",fastdecode", "--out", str(out)])
+                              "--timed-clips", "3", "--tunes", ",fastdecode", "--bframes", "7", "--out", str(out)])
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     assert run(args) == 0
     if cores is not None:
@@ -35,10 +35,11 @@ def test_ingest_bench_times_every_case_and_sweeps_gops(tmp_path):
         # a clip decodes its 57-frame span plus at most the GOP before it
         assert 57 <= r["decoded_frames_per_clip"] <= 57 + r["gop"]
     tunes = doc["tune_sweep"]
-    assert [(r["content"], r["tune"]) for r in tunes] == [(c, t) for c in ("synth", "mandelbrot")
-                                                           for t in (None, "fastdecode")]
+    assert [(r["content"], r["tune"], r["bframes"]) for r in tunes] == [
+        (c, t, b) for c in ("synth", "mandelbrot") for t, b in ((None, None), ("fastdecode", None), (None, 7))]
     for r in tunes:
         assert 30 < r["psnr_db"] < 80 and r["decode_ms_per_clip"] > 0  # a real encode of the source
         assert r["decoded_frames_per_clip"] <= 57 + r["gop"]
     text = out.read_text()
-    assert "speed-up 1 -> 2 workers" in text and "| mandelbrot | fastdecode |" in text
+    assert "speed-up 1 -> 2 workers" in text and "| mandelbrot | --tune fastdecode |" in text
+    assert "| synth | --bframes 7 |" in text and "| synth | default |" in text
