@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # Numeric options that may be 0 (decode workers = inline, no warm-up steps); every other count,
 # length or rate of a benchmark must be positive: a zero would time nothing and overwrite the
 # dated result file with it.
-ZERO_ALLOWED = frozenset({"workers", "warmup"})
+ZERO_ALLOWED = frozenset({"workers", "warmup", "bframes"})  # --bframes 0: no B-frames
 
 
 def run(args: argparse.Namespace) -> int:

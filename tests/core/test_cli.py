@@ -34,6 +34,7 @@ def test_no_command_prints_help_and_fails(capsys):
     (["bench", "ingest", "--videos", "0"], "--videos must be > 0, got 0"),
     (["bench", "loader", "--repeats", "-1"], "--repeats must be > 0, got -1"),
     (["bench", "train", "--steps", "0"], "--steps must be > 0, got 0"),
+    (["bench", "loader", "--bframes", "-1"], "--bframes must be >= 0, got -1"),  # 0 is allowed: no B-frames
 ])
 def test_bench_refuses_non_positive_counts_before_writing_results(tmp_path, capsys, argv, message):
     out = tmp_path / "result.md"
