@@ -257,7 +257,6 @@ def write_idx(tar_path: str | os.PathLike) -> Path:
     idx_path = tar_path.with_suffix(".idx")
     with atomic_path(idx_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shards are shared read-only data
     return idx_path
 
 

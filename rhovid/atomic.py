@@ -27,6 +27,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
     os.close(fd)
+    # mkstemp creates 0600; give the file the mode open() would, so configs, indexes and
+    # checkpoints on a shared disk are readable by whoever the umask lets read them
+    os.chmod(tmp, new_file_mode())
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -38,6 +41,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 minus the process umask."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc: the umask can only be read by setting it; restored at once
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -17,6 +17,18 @@ def test_atomic_write_json_round_trip(tmp_path):
     assert [f.name for f in p.parent.iterdir()] == ["a.json"]
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_written_file_gets_the_mode_open_would_give(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "a.json", {})  # not mkstemp's 0600: others may need to read checkpoints
+        with open(tmp_path / "b.json", "w") as f:  # the reference: a plain open() under the same umask
+            f.write("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == mode == (tmp_path / "b.json").stat().st_mode & 0o777
+
+
 def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
     p = tmp_path / "a.bin"
     p.write_bytes(b"old")
