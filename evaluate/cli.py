@@ -1,6 +1,6 @@
 """``rhovid eval {linear,knn,retrieval,finetune}``: evaluate a run (or a random-init baseline).
 
-Features come from ``DATA/features.zarr`` (extracted on first use, reused afterwards); every
+Features come from ``DATA/features.zarr`` or ``--features ZARR`` (extracted on first use, reused afterwards); every
 evaluation writes a JSON report (default ``RUN/eval/<evaluation>.json``) and prints a table.
 """
 
@@ -41,6 +41,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-clips", type=int, default=32, help="clips per forward pass")
     p.add_argument("--report", metavar="JSON", help="report path, or a folder to write <evaluation>.json into "
                    "(default RUN/eval/<evaluation>.json)")
+    p.add_argument("--features", metavar="ZARR", default=None,
+                   help="feature store to extract into and read from (default DATA/features.zarr; "
+                        "give one on a writable disk when DATA is read-only)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -96,13 +99,14 @@ def run(args: argparse.Namespace) -> int:
                            args.device, progress)
     else:
         ensure_features(args.data, src, (args.train_split, args.test_split), args.device, args.workers,
-                        args.batch_clips, progress)
+                        args.batch_clips, progress, store=args.features)
         options = {}
         if args.evaluation == "linear":
             options = {"weight_decays": tuple(args.weight_decays), "max_iter": args.max_iter}
         elif args.evaluation == "knn":
             options = {"k": args.k, "temperature": args.temperature}
-        results = evaluate_stored(args.data, src.name, args.evaluation, args.train_split, args.test_split, **options)
+        results = evaluate_stored(args.data, src.name, args.evaluation, args.train_split, args.test_split,
+                                  store=args.features, **options)
     report = write_report(path, args.evaluation, src.name, results,
                           {**src.attrs, "data": os.path.abspath(args.data), "views": src.views.views})
     print(report_table([report]))

@@ -63,10 +63,14 @@ def _split_path(run_name: str, split: str) -> str:
     return f"{run_name}/{split}"
 
 
-def _open_root(data: str | Path, mode: str):
+def store_path(data: str | Path, store: str | Path | None = None) -> Path:
+    """The feature store: ``store`` when given (a dataset on a read-only disk), else ``DATA/features.zarr``."""
+    return Path(store) if store is not None else Path(data) / STORE_NAME
+
+
+def _open_root(path: Path, mode: str):
     import zarr
 
-    path = Path(data) / STORE_NAME
     if mode == "r" and not path.exists():
         raise FileNotFoundError(f"no feature store at {path}; run `rhovid eval ...` to extract features first")
     return zarr.open_group(str(path), mode=mode)
@@ -83,6 +87,7 @@ def write_features(
     attrs: dict,
     block: int = 256,
     progress: Callable[[int], None] | None = None,
+    store: str | Path | None = None,
 ) -> WriteStats:
     """Create or resume ``<run_name>/<split>``; call ``compute`` only for unfinished blocks.
 
@@ -97,6 +102,7 @@ def write_features(
         attrs: must hold ``run``, ``step``, ``views``, ``config``; stored as group attributes.
         block: rows per chunk and per resumable unit.
         progress: called with the number of rows finished after each block.
+        store: the feature store (default ``DATA/features.zarr``, see ``store_path``).
 
     Returns:
         ``WriteStats``; ``computed_rows == 0`` means the stored features were reused.
@@ -109,7 +115,7 @@ def write_features(
         if need not in attrs:
             raise ValueError(f"feature attrs need {need!r}")
     fp = fingerprint(str(attrs["run"]), attrs["step"], str(attrs["views"]), attrs["config"], keys)
-    root = _open_root(data, "a")
+    root = _open_root(store_path(data, store), "a")
     path = _split_path(run_name, split)
     group, recreated = None, False
     if path in root:
@@ -164,12 +170,13 @@ def write_features(
     return WriteStats(computed_rows=computed, reused_rows=n - computed, recreated=recreated)
 
 
-def is_complete(data: str | Path, run_name: str, split: str, fp: str | None = None) -> bool:
+def is_complete(data: str | Path, run_name: str, split: str, fp: str | None = None,
+                store: str | Path | None = None) -> bool:
     """True when ``<run_name>/<split>`` is fully written (and matches ``fp`` if given)."""
-    path = Path(data) / STORE_NAME
+    path = store_path(data, store)
     if not path.exists():
         return False
-    root = _open_root(data, "r")
+    root = _open_root(path, "r")
     key = _split_path(run_name, split)
     if key not in root:
         return False
@@ -177,17 +184,18 @@ def is_complete(data: str | Path, run_name: str, split: str, fp: str | None = No
     return bool(attrs.get("complete")) and (fp is None or attrs.get("fingerprint") == fp)
 
 
-def read_features(data: str | Path, run_name: str, split: str) -> Features:
+def read_features(data: str | Path, run_name: str, split: str, store: str | Path | None = None) -> Features:
     """Read a complete split; raises naming the group and the command when absent or partial."""
-    root = _open_root(data, "r")
+    path = store_path(data, store)
+    root = _open_root(path, "r")
     key = _split_path(run_name, split)
     if key not in root:
         have = sorted(f"{r}/{s}" for r, g in root.groups() for s, _ in g.groups())
-        raise KeyError(f"{Path(data) / STORE_NAME}: no features {key!r}; stored: {have or 'none'}")
+        raise KeyError(f"{path}: no features {key!r}; stored: {have or 'none'}")
     g = root[key]
     attrs = dict(g.attrs)
     if not attrs.get("complete"):
-        raise ValueError(f"features {key!r} in {Path(data) / STORE_NAME} are partial; rerun the eval to resume")
+        raise ValueError(f"features {key!r} in {path} are partial; rerun the eval to resume")
     try:
         return Features(
             features=np.asarray(g["features"][:], dtype=np.float32),
@@ -197,16 +205,17 @@ def read_features(data: str | Path, run_name: str, split: str) -> Features:
         )
     except Exception as e:  # a chunk damaged on disk; the features are a cache, so recomputing mends it
         raise ValueError(
-            f"features {key!r} in {Path(data) / STORE_NAME} are damaged ({type(e).__name__}: {e}); delete "
-            f"{Path(data) / STORE_NAME / key} and rerun the eval to recompute them"
+            f"features {key!r} in {path} are damaged ({type(e).__name__}: {e}); delete "
+            f"{path / key} and rerun the eval to recompute them"
         ) from e
 
 
-def list_features(data: str | Path) -> list[dict]:
+def list_features(data: str | Path, store: str | Path | None = None) -> list[dict]:
     """One dict per stored split: ``{"run": name, "split": s, **attrs}``."""
-    if not (Path(data) / STORE_NAME).exists():
+    path = store_path(data, store)
+    if not path.exists():
         return []
-    root = _open_root(data, "r")
+    root = _open_root(path, "r")
     out = []
     for run_name, g in sorted(root.groups()):
         for split, sg in sorted(g.groups()):

@@ -174,8 +174,9 @@ def extract_split(
     workers: int = 0,
     block: int = 256,
     progress: bool = True,
+    store: str | Path | None = None,
 ) -> WriteStats:
-    """Encode every video of ``split`` into ``DATA/features.zarr/<name>/<split>``.
+    """Encode every video of ``split`` into ``DATA/features.zarr/<name>/<split>`` (or ``store``).
 
     Args:
         data: dataset folder.
@@ -190,6 +191,7 @@ def extract_split(
         workers: decode processes (0 = decode inline).
         block: rows per resumable block.
         progress: tqdm bar.
+        store: another feature store than ``DATA/features.zarr`` (read-only datasets).
 
     Returns:
         What was computed vs reused.
@@ -226,7 +228,7 @@ def extract_split(
 
     try:
         stats = write_features(data, name, split, keys, labels, int(model.feature_dim), compute, full, block,
-                               progress=bar.update)
+                               progress=bar.update, store=store)
     finally:
         bar.close()
         if pool:

@@ -118,12 +118,14 @@ def ensure_features(
     batch_clips: int = 32,
     progress: bool = True,
     log=print,
+    store: str | Path | None = None,
 ) -> dict:
-    """Extract (or reuse) the features of ``splits``; logs what was computed vs reused."""
+    """Extract (or reuse) the features of ``splits`` into ``store`` (default ``DATA/features.zarr``);
+    logs what was computed vs reused."""
     out = {}
     for split in splits:
         st = extract_split(data, split, src.model, src.name, src.views, src.attrs, device=device,
-                           batch_clips=batch_clips, workers=workers, progress=progress)
+                           batch_clips=batch_clips, workers=workers, progress=progress, store=store)
         what = ("reused (stored)" if st.computed_rows == 0
                 else f"computed {st.computed_rows} videos" + (f", reused {st.reused_rows}" if st.reused_rows else ""))
         log(f"features {src.name}/{split} [{src.views.views} views]: {what}")
@@ -138,11 +140,11 @@ def labelled(f: Features) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_stored(data: str | Path, name: str, evaluation: str, train_split: str = "train",
-                    test_split: str = "test", **options) -> dict:
+                    test_split: str = "test", store: str | Path | None = None, **options) -> dict:
     """Run a feature evaluation on stored features; returns its results dict."""
     if evaluation not in FEATURE_EVALUATIONS:
         raise KeyError(f"unknown evaluation {evaluation!r}; known: {sorted(FEATURE_EVALUATIONS)}")
-    tr, te = read_features(data, name, train_split), read_features(data, name, test_split)
+    tr, te = read_features(data, name, train_split, store), read_features(data, name, test_split, store)
     (xtr, ytr), (xte, yte) = labelled(tr), labelled(te)
     if not len(ytr) or not len(yte):
         raise ValueError(f"{data}: {evaluation} needs labelled videos in splits {train_split!r} and {test_split!r}")

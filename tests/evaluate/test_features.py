@@ -95,3 +95,30 @@ def test_eval_cli_random_init(split_data, tmp_path, capsys):
     assert main(["eval", "linear", *common, "--report", str(tmp_path / "new") + "/"]) == 0
     assert json.loads((tmp_path / "reports" / "knn.json").read_text())["evaluation"] == "knn"
     assert json.loads((tmp_path / "new" / "linear.json").read_text())["evaluation"] == "linear"
+
+
+def _tree(folder):
+    """Every file under ``folder`` with its size and mtime (what a write would change)."""
+    return {p.relative_to(folder): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_eval_with_features_elsewhere_writes_nothing_into_data(split_data, tmp_path, capsys):
+    from rhovid.cli import main
+
+    data = tmp_path / "data"  # stands for a dataset on a read-only disk
+    shutil.copytree(split_data, data, ignore=shutil.ignore_patterns("features.zarr"))
+    before = _tree(data)
+    store = tmp_path / "scratch" / "features.zarr"
+    common = ["--data", str(data), "--random-init", "--arch", "tiny", "--views", "1x1", "--frames", "2",
+              "--stride", "4", "--crop", "32", "--workers", "0", "--no-progress"]
+    reports = {}
+    for where in (["--features", str(store)], []):  # elsewhere, then the default DATA/features.zarr
+        report = tmp_path / f"knn{len(where)}.json"
+        assert main(["eval", "knn", *common, *where, "--report", str(report)]) == 0
+        reports[len(where)] = json.loads(report.read_text())["results"]
+        if where:
+            assert _tree(data) == before and store.is_dir()
+            assert "computed 6 videos" in capsys.readouterr().out
+            assert main(["eval", "knn", *common, *where, "--report", str(report)]) == 0
+            assert capsys.readouterr().out.count("reused (stored)") == 2  # the second run reads the store back
+    assert (data / "features.zarr").is_dir() and reports[2] == reports[0]  # same features, same numbers
