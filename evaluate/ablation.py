@@ -87,6 +87,8 @@ class Budget:
     """``key=value`` TrainConfig overrides for every run (as ``rhovid train --set``)."""
     progress: bool = True
     """Progress bars."""
+    features: str | None = None
+    """Feature store of the evaluations (``rhovid eval --features``); None = ``DATA/features.zarr``."""
 
 
 def train_config(variant: Variant, data: str | Path, budget: Budget, box_set: str | None):
@@ -220,10 +222,11 @@ def evaluate_run(data: str | Path, run_dir: Path | None, budget: Budget, random_
 
     temporal, spatial = parse_views(budget.views)
     src = feature_source(run_dir, None, random_init, budget.arch, budget.seed, temporal, spatial)
-    ensure_features(data, src, ("train", "test"), budget.device, budget.workers, progress=budget.progress, log=log)
+    ensure_features(data, src, ("train", "test"), budget.device, budget.workers, progress=budget.progress, log=log,
+                    store=budget.features)
     results = {}
     for e in budget.evaluations:
-        results[e] = evaluate_stored(data, src.name, e)
+        results[e] = evaluate_stored(data, src.name, e, store=budget.features)
         write_report(default_report_path(data, src, e), e, src.name, results[e],
                      {**src.attrs, "data": os.path.abspath(data), "views": src.views.views})
     return src.name, results

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="TrainConfig override for every run (method_kwargs.X=V for method arguments)")
     p.add_argument("--out", required=True, metavar="DIR", help="ablation folder (one run folder per variant)")
+    p.add_argument("--features", metavar="ZARR", default=None,
+                   help="feature store of the evaluations (default DATA/features.zarr), as rhovid eval --features")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -75,7 +77,8 @@ def demo_config(args: argparse.Namespace):
     from rhovid.evaluate.demo import DemoConfig
 
     unused = [flag for flag, value in (("--data", args.data), ("--method", args.method), ("--boxes", args.boxes),
-                                       ("--rho", args.rho), ("--timespan", args.timespan), ("--set", args.overrides))
+                                       ("--rho", args.rho), ("--timespan", args.timespan), ("--set", args.overrides),
+                                       ("--features", args.features))
               if value]
     unused += [flag for flag, value, default in (("--arch", args.arch, "tiny"), ("--device", args.device, "cpu"),
                                                  ("--evaluations", args.evaluations, DEFAULT_EVALUATIONS))
@@ -104,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     budget = Budget(steps=args.steps, arch=args.arch, device=args.device, seed=args.seed,
                     batch_size=args.batch_size, frames=args.frames, stride=args.stride, crop=args.crop,
                     workers=args.workers, views=args.views, evaluations=tuple(args.evaluations),
-                    method_kwargs=kwargs, overrides=overrides, progress=not args.no_progress)
+                    method_kwargs=kwargs, overrides=overrides, progress=not args.no_progress,
+                    features=args.features)
     vs = variants(args.method, args.boxes, args.rho, args.timespan)
     cmd = ["rhovid", "ablation", "--data", args.data, "--method", args.method]
     for flag, vals in (("--boxes", args.boxes), ("--rho", args.rho), ("--timespan", args.timespan)):
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     cmd += ["--steps", str(args.steps), "--arch", args.arch, "--device", args.device, "--seed", str(args.seed),
             "--views", args.views, "--evaluations", *args.evaluations]
     for flag, val in (("--batch-size", args.batch_size), ("--frames", args.frames), ("--stride", args.stride),
-                      ("--crop", args.crop)):
+                      ("--crop", args.crop), ("--features", args.features)):
         if val:
             cmd += [flag, str(val)]
     for item in args.overrides:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from rhovid.evaluate.ablation import Budget, Variant, resolve_box_sets, run_ablation, train_config
+from rhovid.evaluate.feature_store import list_features
 
 BUDGET = Budget(steps=2, batch_size=2, frames=2, stride=4, crop=32, workers=0, views="1x1",
                 method_kwargs={"hidden_dim": 32, "proj_dim": 16}, progress=False)
@@ -126,12 +127,15 @@ def test_cli_box_sets_by_method_name_then_resume(split_data, tmp_path, capsys):
 
 
 def test_cli_sweeps_rho_and_timespan(split_data, tmp_path, capsys):
-    assert _cli(split_data, tmp_path, "--method", "byol", "--rho", "2", "3", "--timespan", "0.5") == 0
+    store = tmp_path / "scratch" / "features.zarr"  # outside DATA, as for a read-only dataset
+    assert _cli(split_data, tmp_path, "--method", "byol", "--rho", "2", "3", "--timespan", "0.5",
+                "--features", str(store)) == 0
+    assert {f["name"] for f in list_features(split_data, store)} >= {"byol-rho2-ts0.5", "byol-rho3-ts0.5"}
     summary = json.loads((tmp_path / "ablation.json").read_text())
     assert [(r["run"], r["rho"], r["timespan_s"]) for r in summary["rows"][:2]] == [
         ("byol-rho2-ts0.5", 2, 0.5), ("byol-rho3-ts0.5", 3, 0.5)]
     assert summary["rows"][-1]["status"] == "baseline"
-    assert "--rho 2 3 --timespan 0.5" in summary["command"]
+    assert "--rho 2 3 --timespan 0.5" in summary["command"] and f"--features {store}" in summary["command"]
     assert "rho, timespan" in summary["title"]
     assert json.loads((tmp_path / "byol-rho3-ts0.5" / "eval" / "knn.json").read_text())["evaluation"] == "knn"
     with pytest.raises(SystemExit):
