@@ -19,13 +19,14 @@ STEPS ?= 200
 DEVICE ?= cpu
 WORKERS ?= 2
 EVAL ?= linear
+KEYS ?= rhovid
 PRESET ?= $(if $(filter tiny,$(ARCH)),tiny-$(METHOD),)
 SEGMENT ?= 1
 # scene cuts every SEGMENT s in `make synth` (0 = none): without them a video's background is
 # the shortcut its clips share, and pretraining learns that instead of the class (README, demo)
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all lint demo synth shards verify boxes pretrain eval ablation bench clean-demo
+.PHONY: setup test test-all lint demo synth shards verify boxes pretrain eval export ablation bench clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +65,9 @@ pretrain: setup ## pretrain $(METHOD) on $(DATA) into $(RUN)
 
 eval: setup ## evaluate $(RUN) on $(DATA) ($(EVAL) = linear|knn|retrieval|finetune)
 	$(RHOVID) eval $(EVAL) --data $(DATA) --run $(RUN) --device $(DEVICE)
+
+export: setup ## $(RUN)'s backbone as a plain state dict $(RUN)/backbone.pt ($(KEYS) = rhovid|torchvision)
+	$(RHOVID) export $(RUN) --out $(RUN)/backbone.pt --keys $(KEYS)
 
 ablation: setup ## one run per box set in $(BOXES), identical seeds and budgets
 	$(RHOVID) ablation --data $(DATA) --method $(METHOD) --boxes $(BOXES) --steps $(STEPS) \
