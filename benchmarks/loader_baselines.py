@@ -11,33 +11,42 @@ from __future__ import annotations
 import numpy as np
 
 
+def _seek_and_decode(container, stream, fps: float, first: int, last: int, wanted) -> tuple[dict, int]:
+    """PySlowFast's seek + decode: seek a margin before frame ``first`` (``backward=True`` lands on the
+    keyframe before), decode forward up to frame ``last``; returns the ``wanted`` frames as RGB
+    (``{index: array}``) and the number of frames decoded."""
+    from rhovid.train.decode_pyav import to_rgb  # the same colour conversion as (a): only decoding differs
+
+    tb = stream.time_base
+    container.seek(max(0, int((first / fps - 1024 * float(tb)) / float(tb))), backward=True,
+                   any_frame=False, stream=stream)
+    got, decoded = {}, 0
+    for frame in container.decode(stream):
+        decoded += 1
+        idx = round(float(frame.pts * tb) * fps)
+        if idx in wanted:
+            got[idx] = to_rgb(frame)
+        if idx >= last:
+            break
+    return got, decoded
+
+
 def baseline_slowfast(plans, originals) -> int:
     """(b): per clip, seek the original to the keyframe before it and decode forward (PyAV)."""
     import av
 
     from rhovid.train.augment import apply_clip
-    from rhovid.train.decode_pyav import to_rgb  # the same colour conversion as (a): only decoding differs
 
     decoded = 0
     for plan, meta, _ in plans:
         with av.open(str(originals[plan.key])) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # as PySlowFast's default
-            tb, fps = stream.time_base, float(meta["fps"])
             for clip in plan.clips:
-                first, last = min(clip.frames), max(clip.frames)
-                want = {f: None for f in clip.frames}
-                # PySlowFast seeks a margin before the start; backward=True lands on the keyframe before.
-                container.seek(max(0, int((first / fps - 1024 * float(tb)) / float(tb))), backward=True,
-                               any_frame=False, stream=stream)
-                for frame in container.decode(stream):
-                    decoded += 1
-                    idx = round(float(frame.pts * tb) * fps)
-                    if idx in want:
-                        want[idx] = to_rgb(frame)
-                    if idx >= last:
-                        break
-                frames = [want[f] for f in clip.frames]
+                got, n = _seek_and_decode(container, stream, float(meta["fps"]), min(clip.frames), max(clip.frames),
+                                          set(clip.frames))
+                decoded += n
+                frames = [got.get(f) for f in clip.frames]
                 prev = next(f for f in frames if f is not None)
                 frames = [prev := (f if f is not None else prev) for f in frames]
                 apply_clip(np.stack(frames), clip.aug)
@@ -50,27 +59,16 @@ def baseline_slowfast_span(plans, originals) -> int:
     import av
 
     from rhovid.train.augment import apply_clip
-    from rhovid.train.decode_pyav import to_rgb  # the same colour conversion as (a): only decoding differs
 
     decoded = 0
     for plan, meta, _ in plans:
         with av.open(str(originals[plan.key])) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            tb, fps = stream.time_base, float(meta["fps"])
-            first = min(min(c.frames) for c in plan.clips)
-            last = max(max(c.frames) for c in plan.clips)
-            wanted = {f for c in plan.clips for f in c.frames}
-            got = {}
-            container.seek(max(0, int((first / fps - 1024 * float(tb)) / float(tb))), backward=True,
-                           any_frame=False, stream=stream)
-            for frame in container.decode(stream):
-                decoded += 1
-                idx = round(float(frame.pts * tb) * fps)
-                if idx in wanted:
-                    got[idx] = to_rgb(frame)
-                if idx >= last:
-                    break
+            got, n = _seek_and_decode(
+                container, stream, float(meta["fps"]), min(min(c.frames) for c in plan.clips),
+                max(max(c.frames) for c in plan.clips), {f for c in plan.clips for f in c.frames})
+            decoded += n
             for clip in plan.clips:
                 fallback = next(iter(got.values()))
                 apply_clip(np.stack([got.get(f, fallback) for f in clip.frames]), clip.aug)
