@@ -176,8 +176,7 @@ def resolve_box_sets(data: str | Path, names: list[str | None], workers: int = 2
 
 def run_status(run_dir: Path, cfg) -> str:
     """"new", "resume" or "finished"; ValueError if RUN holds a run with a different config."""
-    from rhovid.evaluate.protocol import checkpoint_step
-    from rhovid.train.checkpoint import latest_checkpoint
+    from rhovid.train.checkpoint import checkpoint_step, latest_checkpoint
     from rhovid.train.config import changes_from_saved
 
     saved_path = run_dir / "config.json"

@@ -6,7 +6,6 @@ these functions, so a number in ``ablation.md`` is exactly what ``rhovid eval`` 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,14 +38,6 @@ class FeatureSource:
     """The training run, None for a random-init backbone without a run."""
 
 
-def checkpoint_step(path: Path) -> int:
-    """``step-0000200.pt`` -> 200."""
-    m = re.match(r"step-(\d+)\.pt$", Path(path).name)
-    if not m:
-        raise ValueError(f"{path} is not named step-NNNNNNN.pt")
-    return int(m.group(1))
-
-
 def feature_source(
     run: str | Path | None = None,
     step: int | None = None,
@@ -74,7 +65,7 @@ def feature_source(
 
     import torch
 
-    from rhovid.train.checkpoint import find_checkpoint, load_backbone
+    from rhovid.train.checkpoint import checkpoint_step, find_checkpoint, load_backbone
     from rhovid.train.models import build_backbone
 
     config: dict = {}

@@ -28,6 +28,14 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:07d}.pt"
 
 
+def checkpoint_step(path: Path) -> int:
+    """``step-0000200.pt`` -> 200."""
+    m = re.match(r"step-(\d+)\.pt$", Path(path).name)
+    if not m:
+        raise ValueError(f"{path} is not named step-NNNNNNN.pt")
+    return int(m.group(1))
+
+
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Checkpoints of a run, oldest first."""
     folder = Path(run_dir) / "checkpoints"

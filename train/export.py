@@ -23,7 +23,7 @@ import torch
 import rhovid
 from rhovid.atomic import atomic_path, atomic_write_json
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD
-from rhovid.train.checkpoint import find_checkpoint, load_backbone
+from rhovid.train.checkpoint import checkpoint_step, find_checkpoint, load_backbone
 from rhovid.train.models.resnet3d import ResNet3D, build_backbone
 
 FORMAT = "rhovid-backbone"
@@ -93,7 +93,8 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None, keys: 
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give the .pt file to write")
     ckpt = find_checkpoint(run_dir, step)  # names what exists when the step or the run is wrong
-    backbone, config = load_backbone(run_dir, step)
+    # that checkpoint's step, not `latest` again: a run still training may have moved it meanwhile
+    backbone, config = load_backbone(run_dir, checkpoint_step(ckpt))
     if keys == "torchvision" and config["arch"] != "r3d18":
         raise ValueError(f"torchvision keys exist for arch r3d18 only (torchvision's r3d_18); this run is "
                          f"{config['arch']!r}: export --keys rhovid")
@@ -110,8 +111,7 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None, keys: 
         "run": str(Path(run_dir).resolve()), "method": config["method"], "checkpoint": ckpt.name,
         "rhovid": rhovid.__version__,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
+    with atomic_path(out) as tmp:  # creates the parent folder
         torch.save(state, tmp)
     atomic_write_json(_meta_path(out), meta)
     return meta
