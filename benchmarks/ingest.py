@@ -352,17 +352,17 @@ def render(speed: dict, sweep: list[dict], args, tune_rows: list[dict] = ()) -> 
             ref = next((x for x in tune_rows if x["content"] == r["content"] and x["tune"] is None
                         and x["bframes"] is None), r)
             lines.append(
-                f"| {r['content']} | {_encoding(r)} | {r['kbytes_per_video_s']:.1f} | "
+                f"| {r['content']} | {encoding_flags(r['tune'], r['bframes']) or 'default'} | "
+                f"{r['kbytes_per_video_s']:.1f} | "
                 f"{r['kbytes_per_video_s'] / ref['kbytes_per_video_s']:.2f} | {r['psnr_db']:.2f} | "
                 f"{r['decode_ms_per_clip']:.2f} | {r['decode_ms_per_clip'] / ref['decode_ms_per_clip']:.2f} | "
                 f"{r['decoded_frames_per_clip']:.1f} |")
     return "\n".join(lines)
 
 
-def _encoding(row: dict) -> str:
-    flags = ([f"--tune {row['tune']}"] if row["tune"] else []) + (
-        [f"--bframes {row['bframes']}"] if row["bframes"] is not None else [])
-    return " ".join(flags) or "default"
+def encoding_flags(tune: str | None, bframes: int | None) -> str:
+    """The ``rhovid ingest`` flags of an encoding ('' = the defaults)."""
+    return " ".join(([f"--tune {tune}"] if tune else []) + ([f"--bframes {bframes}"] if bframes is not None else []))
 
 
 def _cpu_seconds() -> float:

@@ -36,6 +36,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+from rhovid.benchmarks.ingest import encoding_flags
 from rhovid.benchmarks.loader_baselines import (
     baseline_dali_whole,
     baseline_slowfast,
@@ -320,12 +321,6 @@ def box_lookup_share(data: Path, row: dict, args) -> dict:
             "share_100_per_shard": (load_ms / 100 + lookup_ms) / loader_ms}
 
 
-def _shard_flags(args) -> str:
-    """The ``rhovid ingest`` encoding flags the benchmark's shards were written with ('' = defaults)."""
-    return " ".join(([f"--tune {args.tune}"] if args.tune else [])
-                    + ([f"--bframes {args.bframes}"] if args.bframes is not None else []))
-
-
 def render(rows: list[dict], boxes: dict, args) -> str:
     def get(length, span, k):
         return next((r.get(k) for r in rows if r["length_s"] == length and r["timespan_s"] == span), None)
@@ -333,10 +328,11 @@ def render(rows: list[dict], boxes: dict, args) -> str:
     def num(v, fmt, suffix=""):
         return "-" if v is None else format(v, fmt) + suffix
 
+    flags = encoding_flags(args.tune, args.bframes)
     lines = [
         f"Sources: `rhovid synth` {args.size} at {args.fps:g} fps, {args.videos} videos per length; "
         f"rho={args.rho}, T={args.frames}, tau={args.stride}, crop {args.crop}"
-        + (f"; shards ingested with `{_shard_flags(args)}`" if _shard_flags(args) else "")
+        + (f"; shards ingested with `{flags}`" if flags else "")
         + "; each contender runs the same plans "
         "and the same augmentation in one process. Throughput is clips per CPU-second of that process "
         "(user+sys of all its threads; the machine was shared, so wall time is noisy and shown for (a) only), "
