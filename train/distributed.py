@@ -36,13 +36,11 @@ def init_distributed(device: str) -> tuple[int, int, torch.device, bool]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
         created = True
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
     if device == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local), created
-    return rank, world, torch.device("cpu"), created
+        return rank(), world_size(), torch.device("cuda", local), created
+    return rank(), world_size(), torch.device("cpu"), created
 
 
 def gather_objects(obj, world: int) -> list:
