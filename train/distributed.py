@@ -101,3 +101,61 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x
+
+
+_SUBGROUPS: dict[int, object] = {}
+
+
+def subgroup(size: int):
+    """The process group of this rank's block of ``size`` consecutive ranks (created once, collectively).
+
+    torchrun numbers the processes of one machine consecutively, so ``size = LOCAL_WORLD_SIZE``
+    is this machine's group (PySlowFast's ``local=True`` gathers) and ``size = 8`` the groups of
+    ``BN.NUM_SYNC_DEVICES: 8`` (NaiveSyncBatchNorm). None without a process group; the default
+    group when ``size`` covers every rank.
+    """
+    if not is_distributed():
+        return None
+    world = world_size()
+    if size <= 0 or size >= world:
+        return dist.group.WORLD
+    if world % size:
+        raise ValueError(f"{world} processes cannot be split into groups of {size}")
+    if size not in _SUBGROUPS:
+        _SUBGROUPS[size], _ = dist.new_subgroups(group_size=size)
+    return _SUBGROUPS[size]
+
+
+def local_size() -> int:
+    """Processes on this machine (torchrun's LOCAL_WORLD_SIZE; the world size without it)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
+
+
+def _gather_in(group, x: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, x.contiguous(), group=group)
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def shuffled_forward(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` with MoCo's shuffle BN over this machine's processes (He et al. 2020, Sec. 3.3).
+
+    PySlowFast's ``_batch_shuffle`` / ``_batch_unshuffle`` with ``LOCAL_SHUFFLE_BN: True``
+    (``slowfast/models/contrastive.py:168-224``): the inputs of the machine's processes are
+    gathered, permuted by rank 0's random permutation (broadcast to every rank), each process
+    encodes its slice of the permuted batch (so its BatchNorm sees other processes' samples),
+    and the outputs are gathered and put back in the original order. Without a process group it
+    is ``fn(x)`` (a permutation within one batch does not change BatchNorm).
+    """
+    if not is_distributed():
+        return fn(x)
+    group = subgroup(local_size())
+    size, me = dist.get_world_size(group), dist.get_rank(group)
+    xs = _gather_in(group, x)
+    perm = torch.randperm(xs.shape[0]).to(x.device)
+    dist.broadcast(perm, src=0)
+    perm = perm.view(size, -1)
+    ys = _gather_in(group, fn(xs[perm[me]]))
+    restore = torch.argsort(perm.view(-1)).view(size, -1)
+    return ys[restore[me]]

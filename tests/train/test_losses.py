@@ -41,9 +41,14 @@ def test_infonce_closed_form():
 
 
 @pytest.mark.parametrize("rho", [2, 3, 4])
-def test_infonce_matches_loops(rho):
+def test_infonce_all_pairs_matches_loops(rho):
+    """The paper's multi-positive form (``pairs="all"``); equal to the authors' form at rho = 2."""
     z = torch.randn(5, rho, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(rho))
-    assert float(RhoInfoNCE(0.2)(z)) == pytest.approx(_infonce_loops(z, 0.2), rel=1e-9)
+    assert float(RhoInfoNCE(0.2, pairs="all")(z)) == pytest.approx(_infonce_loops(z, 0.2), rel=1e-9)
+    if rho == 2:
+        assert float(RhoInfoNCE(0.2)(z)) == pytest.approx(_infonce_loops(z, 0.2), rel=1e-9)
+    else:  # the authors' consecutive-pair sum is a different objective for rho > 2
+        assert float(RhoInfoNCE(0.2)(z)) != pytest.approx(_infonce_loops(z, 0.2), rel=1e-3)
 
 
 def test_infonce_rho2_is_ntxent():
@@ -59,18 +64,23 @@ def test_infonce_rho2_is_ntxent():
 
 def test_infonce_invariances():
     z = torch.randn(6, 3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    loss = RhoInfoNCE(0.1)
-    base = float(loss(z))
-    assert float(loss(z[torch.randperm(6)])) == pytest.approx(base, rel=1e-12)
-    assert float(loss(z[:, torch.tensor([2, 0, 1])])) == pytest.approx(base, rel=1e-12)
-    assert float(loss(3.0 * z)) == pytest.approx(base, rel=1e-12)  # normalised inside
-    with pytest.raises(ValueError, match="rho >= 2"):
-        loss(z[:, :1])
+    for loss in (RhoInfoNCE(0.1), RhoInfoNCE(0.1, pairs="all")):
+        base = float(loss(z))
+        assert float(loss(z[torch.randperm(6)])) == pytest.approx(base, rel=1e-12)
+        assert float(loss(z[:, torch.tensor([2, 1, 0])])) == pytest.approx(base, rel=1e-12)  # reversed order
+        assert float(loss(3.0 * z)) == pytest.approx(base, rel=1e-12)  # normalised inside
+        with pytest.raises(ValueError, match="rho >= 2"):
+            loss(z[:, :1])
+    # any clip order for the all-pairs form; the consecutive pairs depend on the order
+    assert float(RhoInfoNCE(0.1, pairs="all")(z[:, torch.tensor([2, 0, 1])])) == pytest.approx(
+        float(RhoInfoNCE(0.1, pairs="all")(z)), rel=1e-12)
+    assert float(RhoInfoNCE(0.1)(z[:, torch.tensor([2, 0, 1])])) != pytest.approx(float(RhoInfoNCE(0.1)(z)), rel=1e-6)
 
 
 # ---------------------------------------------------------------- rho-MoCo
 
 def _moco_loops(q, k, queue, tau):
+    """Sum over query clips of the mean over (other key, video) terms."""
     q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
     terms = []
     for v in range(q.shape[0]):
@@ -80,14 +90,16 @@ def _moco_loops(q, k, queue, tau):
                 if j != i:
                     p = math.exp(float(q[v, i] @ k[v, j]) / tau)
                     terms.append(-math.log(p / (p + neg)))
-    return sum(terms) / len(terms)
+    return sum(terms) / (q.shape[0] * (q.shape[1] - 1))
 
 
 def test_moco_closed_form():
     e = torch.eye(5, dtype=torch.float64)
     q = e[:2].repeat_interleave(3, 0).reshape(2, 3, 5)
     queue = e[2:].repeat(4, 1)  # 12 negatives orthogonal to every query
-    assert float(RhoMoCoLoss(0.1)(q, q.clone(), queue)) == pytest.approx(math.log(1 + 12 * math.exp(-10)), rel=1e-9)
+    # three query clips, each: positive cos 1, 12 negatives at cos 0
+    assert float(RhoMoCoLoss(0.1)(q, q.clone(), queue)) == pytest.approx(3 * math.log(1 + 12 * math.exp(-10)),
+                                                                         rel=1e-9)
 
 
 @pytest.mark.parametrize("rho", [2, 4])
@@ -114,16 +126,15 @@ def test_moco_keys_get_no_gradient():
 
 def test_byol_closed_form_and_loops():
     z = torch.randn(3, 2, 8, dtype=torch.float64)
-    loss = RhoBYOLLoss()
+    loss = RhoBYOLLoss()  # T = 0.5: -2 cos per query, summed over the rho queries
     same = z[:, [0, 0]]  # both clips identical -> cos 1 everywhere
-    assert float(loss(same, same)) == pytest.approx(0.0, abs=1e-12)
+    assert float(loss(same, same)) == pytest.approx(-4.0, rel=1e-12)
     assert float(loss(-same, same)) == pytest.approx(4.0, rel=1e-12)
     p = torch.randn(4, 3, 8, dtype=torch.float64)
-    ref = [2 - 2 * float(F.cosine_similarity(p[b, i], z2, dim=0))
-           for b in range(4) for i in range(3) for j, z2 in enumerate(torch.randn(4, 3, 8, dtype=torch.float64,
-           generator=torch.Generator().manual_seed(0))[b]) if j != i]
     z4 = torch.randn(4, 3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    assert float(loss(p, z4)) == pytest.approx(sum(ref) / len(ref), rel=1e-12)
+    ref = sum(-float(F.cosine_similarity(p[b, i], z4[b, j], dim=0)) / 0.5
+              for b in range(4) for i in range(3) for j in range(3) if j != i) / (4 * 2)
+    assert float(loss(p, z4)) == pytest.approx(ref, rel=1e-12)
     perm = torch.tensor([1, 2, 0])
     assert float(loss(p[:, perm], z4[:, perm])) == pytest.approx(float(loss(p, z4)), rel=1e-12)
 
@@ -167,17 +178,19 @@ def test_swav_closed_form_and_loops():
     assert float(loss(torch.zeros(4, 2, 7))) == pytest.approx(math.log(7), rel=1e-6)
     scores = torch.randn(6, 3, 5, generator=torch.Generator().manual_seed(2)) * 0.3
     codes = [sinkhorn(scores[:, j], 0.05, 3) for j in range(3)]
-    ref = []
-    for b in range(6):
-        for i in range(3):
-            logp = torch.log_softmax(scores[b, i] / 0.1, dim=0)
-            for j in range(3):
-                if j != i:
-                    ref.append(-float((codes[j][b] * logp).sum()))
-    assert float(loss(scores)) == pytest.approx(sum(ref) / len(ref), rel=1e-5)
+    for code_clips, coded in ((2, 2), (None, 3)):
+        ref = []
+        for b in range(6):
+            for i in range(3):
+                logp = torch.log_softmax(scores[b, i] / 0.1, dim=0)
+                for j in range(coded):
+                    if j != i:
+                        ref.append(-float((codes[j][b] * logp).sum()))
+        got = SwAVLoss(0.1, 0.05, 3, code_clips=code_clips)(scores)
+        assert float(got) == pytest.approx(sum(ref) / len(ref), rel=1e-5)
     perm = torch.randperm(6)
     assert float(loss(scores[perm])) == pytest.approx(float(loss(scores)), rel=1e-5)
-    assert float(loss(scores[:, [2, 0, 1]])) == pytest.approx(float(loss(scores)), rel=1e-5)
+    assert float(loss(scores[:, [1, 0, 2]])) == pytest.approx(float(loss(scores)), rel=1e-5)  # coded clips swapped
 
 
 # ---------------------------------------------------------------- ConST-CL region instance loss

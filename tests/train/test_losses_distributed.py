@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rhovid.train.distributed import gather_with_grad, rank, world_size
+from rhovid.train.distributed import gather_with_grad, rank, shuffled_forward, world_size
 from rhovid.train.losses import RegionInstanceLoss, RhoInfoNCE, sinkhorn
 
 WORLD = 2
@@ -47,8 +47,14 @@ def _worker(r: int, init_file: str, out_dir: str) -> None:
         (infonce + instance).backward()
         gathered = gather_with_grad(torch.full((2, 1), float(r)))
         codes = sinkhorn(x["scores"][r * 6 : (r + 1) * 6], 0.05, 3)
+        # MoCo's shuffle BN: a batch-statistics function sees a shuffled mix of both ranks' samples,
+        # and the outputs come back in each rank's own order
+        torch.manual_seed(3 + r)  # rank 0's permutation is the one every rank uses
+        centred = shuffled_forward(lambda y: y - y.mean(0), x["z"][sl, 0])
+        doubled = shuffled_forward(lambda y: 2 * y, x["z"][sl, 0])
         torch.save({"infonce": infonce.detach(), "instance": instance.detach(), "gz": z.grad, "grz": rz.grad,
-                    "grt": rt.grad, "gathered": gathered, "codes": codes}, f"{out_dir}/rank{r}.pt")
+                    "grt": rt.grad, "gathered": gathered, "codes": codes, "centred": centred, "doubled": doubled},
+                   f"{out_dir}/rank{r}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -69,3 +75,19 @@ def test_two_gloo_processes_match_one(tmp_path):
     torch.testing.assert_close(torch.cat([p["grt"] for p in parts]) / WORLD, rt.grad)
     assert parts[0]["gathered"].flatten().tolist() == [0.0, 0.0, 1.0, 1.0]
     torch.testing.assert_close(torch.cat([p["codes"] for p in parts]), sinkhorn(x["scores"], 0.05, 3))
+    assert _check_shuffle(parts, x["z"]) != [[0, 1, 2], [3, 4, 5]]  # the halves mixed the ranks' samples
+
+
+def _check_shuffle(parts, x):
+    """Shuffle BN (PySlowFast's _batch_shuffle/_batch_unshuffle): order restored; the statistics come
+    from one random half of the 6 samples of both ranks, the same halves on every rank."""
+    torch.testing.assert_close(torch.cat([p["doubled"] for p in parts]), 2 * x[:, 0])
+    shift = x[:, 0] - torch.cat([p["centred"] for p in parts])  # the mean each sample was centred with
+    groups = {}
+    for i, m in enumerate(shift):
+        key = next((k for k in groups if torch.allclose(m, shift[k])), i)
+        groups.setdefault(key, []).append(i)
+    assert sorted(len(g) for g in groups.values()) == [3, 3]
+    for g in groups.values():
+        torch.testing.assert_close(x[g, 0].mean(0), shift[g[0]])
+    return sorted(groups.values())

@@ -59,10 +59,15 @@ def test_rho_four(name):
 
 def test_default_sizes():
     simclr = build_method("simclr")
-    assert simclr.head.out_dim == 128 and simclr.loss.temperature == 0.1
+    assert simclr.head.out_dim == 128 and simclr.loss.temperature == 0.1 and simclr.loss.pairs == "consecutive"
+    no_bn = [m for m in simclr.head.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert not no_bn and all(layer.bias is not None for layer in simclr.head.net if isinstance(layer, torch.nn.Linear))
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in build_method("moco", queue_size=8).head.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in build_method("swav").head.modules()) == 2
     byol = build_method("byol")
     assert byol.projector.out_dim == byol.predictor.out_dim == 256
     assert byol.projector.net[0].out_features == 4096 and byol.base_momentum == 0.996
+    assert byol.loss.temperature == 0.5 and byol.projector.net[0].bias is None and byol.projector.net[-1].bias is not None
     moco = build_method("moco", queue_size=1024)
     assert moco.queue.keys.shape == (1024, 128) and moco.base_momentum == 0.994
     swav = build_method("swav")
@@ -131,9 +136,9 @@ def test_moco_step_updates_key_encoder_and_queue():
         for p in method.backbone.parameters():
             p.sub_(0.1 * p.grad)
     target_before = [p.detach().clone() for p in method.target_backbone.parameters()]
-    with torch.no_grad():  # train-mode BN, same key-encoder weights as the forward below
-        keys = torch.nn.functional.normalize(
-            method.target_head(method.target_backbone(batch["video"].flatten(0, 1))), dim=-1)
+    with torch.no_grad():  # train-mode BN per clip position, same key-encoder weights as the forward below
+        keys = torch.cat([torch.nn.functional.normalize(
+            method.target_head(method.target_backbone(batch["video"][:, i])), dim=-1) for i in range(2)])
     method(batch)
     method.after_step(3, 10)
     m = momentum_at(3, 10)
@@ -167,16 +172,67 @@ def test_byol_target_has_no_gradient_and_moves_by_ema():
         torch.testing.assert_close(t1, 0.996 * t0 + 0.004 * o)
 
 
-def test_swav_prototypes_normalised_and_frozen():
-    method = build_method("swav", freeze_prototypes_steps=1, **SMALL["swav"])
+def test_swav_prototypes_normalised_and_frozen_for_the_first_epoch():
+    method = build_method("swav", **SMALL["swav"])
     method(_batch())["loss"].backward()
-    assert method.prototypes.weight.grad is None  # frozen during the first step
+    assert method.prototypes.weight.grad is not None
+    # contrastive_parameter_surgery: no prototype gradient while epoch_exact <= 1.0 (contrastive.py:1032-1040)
+    assert method.before_update(0, 0.0) and method.prototypes.weight.grad is None
+    assert all(p.grad is not None for p in method.head.parameters())
     with torch.no_grad():
         method.prototypes.weight.mul_(2.0)
     method.after_step(0, 10)
     torch.testing.assert_close(method.prototypes.weight.norm(dim=1), torch.ones(20))
     method(_batch())["loss"].backward()
-    assert method.prototypes.weight.grad is not None
+    assert method.before_update(100, 1.0) and method.prototypes.weight.grad is None  # epoch 1.0 still frozen
+    method(_batch())["loss"].backward()
+    assert method.before_update(101, 1.01) and method.prototypes.weight.grad is not None
+
+
+def test_moco_skips_updates_while_its_queue_fills():
+    """contrastive_parameter_surgery: QUEUE_LEN // (TRAIN.BATCH_SIZE * NUM_SHARDS) steps of the first
+    epoch without an update (contrastive.py:1042-1053): queue 40, batch 3 -> 13 steps."""
+    method = build_method("moco", **SMALL["moco"])
+    method(_batch(b=3))
+    assert method.noupdate_steps() == 40 // 3
+    assert [method.before_update(s, s / 100) for s in (0, 12, 13)] == [False, False, True]
+    assert method.before_update(5, 1.0)  # only in the first epoch
+    assert build_method("moco", freeze_while_queue_fills=False, **SMALL["moco"]).before_update(0, 0.0)
+
+
+@pytest.mark.parametrize("name", ["simclr", "moco", "byol", "swav"])
+def test_batchnorm_sees_one_clip_position_at_a_time(name):
+    """The encoders run per clip position (PySlowFast's SEQUENTIAL loop): the loss equals the loss of
+    features computed clip position by clip position, and differs from one batched forward."""
+    from rhovid.train.methods.views import flatten_clips, unflatten_clips
+
+    torch.manual_seed(0)
+    method = build_method(name, **SMALL[name])
+    batch = _batch(b=4, rho=3)
+    video = batch["video"]
+    online = {"simclr": lambda x: method.head(method.backbone(x)),
+              "moco": lambda x: method.head(method.backbone(x)),
+              "byol": lambda x: method.predictor(method.projector(method.backbone(x))),
+              "swav": lambda x: torch.nn.functional.normalize(method.head(method.backbone(x)), dim=-1)}[name]
+
+    def loss_of(features):
+        with torch.no_grad():
+            if name == "simclr":
+                return method.loss(features(online))
+            if name == "swav":
+                return method.loss(method.prototypes(features(online)))
+            target = {"moco": lambda x: method.target_head(method.target_backbone(x)),
+                      "byol": lambda x: method.target_projector(method.target_backbone(x))}[name]
+            if name == "moco":
+                return method.loss(features(online), features(target), method.queue.keys)
+            return method.loss(features(online), features(target))
+
+    per_position = loss_of(lambda f: torch.stack([f(video[:, i]) for i in range(3)], dim=1))
+    batched = loss_of(lambda f: unflatten_clips(f(flatten_clips(video)), 4))
+    with torch.no_grad():
+        got = method(batch)["loss"]
+    torch.testing.assert_close(got, per_position, rtol=1e-5, atol=1e-6)
+    assert abs(float(got) - float(batched)) > 1e-4
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -1,4 +1,4 @@
-"""BYOL regression loss over all ordered pairs of rho clips (rho-BYOL)."""
+"""BYOL regression loss over the rho clips (rho-BYOL), as in PySlowFast."""
 
 from __future__ import annotations
 
@@ -10,15 +10,26 @@ from rhovid.train.losses.precision import fp32_forward
 
 
 class RhoBYOLLoss(nn.Module):
-    """Normalised MSE ``2 - 2 cos(p_i, z'_j)`` averaged over every ordered clip pair i != j.
+    """rho-BYOL loss: ``sum_i mean_{j != i} mean_b -cos(p_i, z'_j) / tau``.
 
-    Grill et al. 2020 (Eq. 2) regress the online prediction of one view onto the target projection
-    of the other and symmetrise; the rho-paper (Sec. 3.1) extends this to all ordered pairs of the
-    rho clips. We average (not sum) over pairs so the loss scale does not grow with rho; for
-    rho = 2 the value is half of BYOL's symmetrised sum, i.e. in [0, 4].
+    PySlowFast's ``SEQUENTIAL`` loop (``slowfast/models/contrastive.py:1071-1088``) makes each clip
+    i in turn the query and back-propagates one loss per query: the BYOL branch
+    (``contrastive.py:531-535``) averages ``sim_loss(p_i, z'_j)`` over the rho-1 other clips j,
+    where ``sim_loss = -mean_b(p . z') / T`` (``contrastive.py:237-243``) of the L2-normalised
+    online prediction p and target projection z', with ``CONTRASTIVE.T = 0.5``
+    (BYOL_SlowR50_8x8.yaml:16). So per query -2 cos, i.e. Grill et al.'s ``2 - 2 cos`` (Eq. 2)
+    minus its constant; the objective is the SUM over the rho queries (at rho = 2: BYOL's
+    symmetrised loss). Values lie in [-rho / tau, rho / tau].
 
     The targets are detached here: gradients never flow into the target network.
+
+    Args:
+        temperature: T of ``sim_loss`` (0.5).
     """
+
+    def __init__(self, temperature: float = 0.5):
+        super().__init__()
+        self.temperature = temperature
 
     @fp32_forward
     def forward(self, p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -27,9 +38,10 @@ class RhoBYOLLoss(nn.Module):
         z = z.to(torch.promote_types(z.dtype, torch.float32))
         if p.shape != z.shape or p.shape[1] < 2:
             raise ValueError(f"RhoBYOLLoss needs p and z of equal shape (B, rho>=2, D); got {tuple(p.shape)}, {tuple(z.shape)}")
-        rho = p.shape[1]
+        b, rho, _ = p.shape
         p = F.normalize(p, dim=-1)
         z = F.normalize(z.detach(), dim=-1)
-        cos = torch.einsum("bid,bjd->bij", p, z)  # (B, rho, rho)
+        cos = torch.einsum("bid,bjd->bij", p, z)  # (B, rho_i, rho_j)
         off = ~torch.eye(rho, dtype=torch.bool, device=p.device)
-        return (2 - 2 * cos[:, off]).mean()
+        per_query = -(cos * off).sum(dim=(0, 2)) / (b * (rho - 1) * self.temperature)
+        return per_query.sum()

@@ -10,16 +10,18 @@ from rhovid.train.losses.precision import fp32_forward
 
 
 class RhoMoCoLoss(nn.Module):
-    """rho-MoCo loss (Feichtenhofer et al. CVPR 2021, Sec. 3.1; He et al. 2020 Eq. 1).
+    """rho-MoCo loss (Feichtenhofer et al. CVPR 2021, Sec. 3.1; He et al. 2020 Eq. 1), as in PySlowFast.
 
-    For every clip i of a video, the momentum-encoder keys of the rho-1 *other* clips of the same
-    video are positives, and the queue (keys of earlier batches, all rho clips each) holds the
-    negatives. One InfoNCE term per ordered (query, positive key) pair, with denominator = that
-    positive + all queue entries; the loss is the mean over pairs (for rho = 2 this is MoCo v2's
-    symmetrised loss).
+    PySlowFast's ``SEQUENTIAL`` loop (``slowfast/models/contrastive.py:1071-1088``) makes each clip
+    k in turn the query and back-propagates one loss per query: the MoCo branch
+    (``contrastive.py:464-477``) stacks, for every key j != k (the momentum-encoder keys of the
+    other clips of the same video), the logits ``[q_k . k_j, q_k . queue] / tau`` and takes the
+    cross-entropy with target 0, averaged over the (rho-1) x B rows. The objective is the SUM of
+    these rho per-query losses (rho times the mean over ordered pairs; at rho = 2 it is MoCo v2's
+    symmetrised loss, the sum of both directions).
 
     Args:
-        temperature: tau (rho-paper MoCo: 0.1).
+        temperature: tau (MoCo_SlowR50_8x8.yaml:18: 0.1).
     """
 
     def __init__(self, temperature: float = 0.1):
@@ -30,8 +32,9 @@ class RhoMoCoLoss(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
         """Loss for queries q (B, rho, D), keys k (B, rho, D) and queue (Q, D). Returns a scalar.
 
-        q and k are L2-normalised here; queue entries must already be unit vectors. Keys are
-        detached (they come from the momentum encoder).
+        q and k are L2-normalised here; the queue is used as stored (PySlowFast fills it with
+        unit keys, but starts from uniform random entries that are not). Keys and queue are
+        detached (momentum encoder, ``torch.no_grad`` in PySlowFast's ``compute_key_feat``).
         """
         q = q.to(torch.promote_types(q.dtype, torch.float32))
         k = k.to(torch.promote_types(k.dtype, torch.float32))
@@ -43,6 +46,8 @@ class RhoMoCoLoss(nn.Module):
         k = F.normalize(k.detach(), dim=-1)
         pos = torch.einsum("bid,bjd->bij", q, k) / self.temperature  # (B, rho, rho) query i vs key j
         lse_neg = (q @ queue.detach().t() / self.temperature).logsumexp(dim=-1)  # (B, rho)
+        # cross-entropy with target 0 of [p, negatives] = log(e^p + sum e^n) - p = softplus(lse_neg - p)
+        ce = F.softplus(lse_neg[:, :, None] - pos)  # (B, rho_i, rho_j)
         off = ~torch.eye(rho, dtype=torch.bool, device=q.device)
-        # -log(e^p / (e^p + sum_queue e^n)) = softplus(lse_neg - p)
-        return F.softplus(lse_neg[:, :, None] - pos)[:, off].mean()
+        per_query = (ce * off).sum(dim=(0, 2)) / (b * (rho - 1))  # mean over the (rho-1) x B rows of query i
+        return per_query.sum()

@@ -16,13 +16,14 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
 
     Alternately normalises exp(scores / eps) so that every prototype receives 1/K of the (global)
     batch mass and every sample 1/N_global; sums over samples are all-reduced across ranks, so the
-    equipartition constraint holds over the global batch.
+    equipartition constraint holds over the global batch (PySlowFast's ``distributed_sinkhorn``,
+    ``slowfast/models/contrastive.py:841-862``, used when training on more than one machine).
 
     Args:
         scores: prototype scores (N, K) of this rank's samples: cosine similarities in [-1, 1], so
             the exponent spans at most 2 / epsilon (= 40) after the max is subtracted.
-        epsilon: entropy regularisation (SwAV: 0.05).
-        iterations: Sinkhorn-Knopp iterations (SwAV: 3).
+        epsilon: entropy regularisation (SwAV: 0.05, contrastive.py:105).
+        iterations: Sinkhorn-Knopp iterations (3, contrastive.py:634).
 
     Returns:
         codes (N, K); every row sums to 1 (the last step normalises per sample).
@@ -45,23 +46,32 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
 
 
 class SwAVLoss(nn.Module):
-    """Swapped prediction over all ordered pairs of rho clips (rho-paper Sec. 3.1; Caron et al. Eq. 1).
+    """Swapped prediction between clips (rho-paper Sec. 3.1; Caron et al. Eq. 1), as in PySlowFast.
 
-    For clips i != j of the same video, the softmax of clip i's prototype scores predicts the
-    Sinkhorn code of clip j: ``-sum_k q_j[k] log p_i[k]``; the loss is the mean over pairs and
-    videos. Codes are computed per clip position over the global batch, without gradient.
+    PySlowFast's SwAV branch (``slowfast/models/contrastive.py:593-643``, SwAV's public code) takes
+    Sinkhorn codes from the first two clips only (``crops_for_assign = arange(n_clips - (n_clips -
+    2))``); the code q_c of clip c is predicted by the softmax of every other clip v:
+    ``loss = mean_{c in codes} mean_{v != c} mean_b -sum_k q_c[k] log p_v[k]``, one backward for
+    the whole loss (the SwAV config has no ``SEQUENTIAL``). Codes are computed per clip position
+    over the global batch, without gradient.
 
     Args:
-        temperature: softmax temperature of the predictions (SwAV: 0.1).
+        temperature: softmax temperature of the predictions (SwAV_Slow_R50_8x8.yaml:16: 0.1).
         epsilon: Sinkhorn entropy regularisation (0.05).
         sinkhorn_iterations: Sinkhorn-Knopp iterations (3).
+        code_clips: codes from the first ``code_clips`` clips (authors: 2); None = from every clip
+            (the paper's all-pairs form).
     """
 
-    def __init__(self, temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iterations: int = 3):
+    def __init__(self, temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iterations: int = 3,
+                 code_clips: int | None = 2):
         super().__init__()
+        if code_clips is not None and code_clips < 1:
+            raise ValueError(f"SwAVLoss code_clips must be >= 1 or None, got {code_clips}")
         self.temperature = temperature
         self.epsilon = epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
+        self.code_clips = code_clips
 
     @fp32_forward
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
@@ -70,9 +80,10 @@ class SwAVLoss(nn.Module):
         b, rho, _ = scores.shape
         if rho < 2:
             raise ValueError(f"SwAVLoss needs rho >= 2 clips per video, got scores of shape {tuple(scores.shape)}")
-        codes = torch.stack([sinkhorn(scores[:, j].detach(), self.epsilon, self.sinkhorn_iterations)
-                             for j in range(rho)], dim=1)  # (B, rho, K)
-        log_p = torch.log_softmax(scores / self.temperature, dim=-1)
-        cross = -torch.einsum("bjk,bik->bij", codes.to(log_p.dtype), log_p)  # (B, rho_i, rho_j)
-        off = ~torch.eye(rho, dtype=torch.bool, device=scores.device)
-        return cross[:, off].mean()
+        coded = rho if self.code_clips is None else min(self.code_clips, rho)
+        codes = torch.stack([sinkhorn(scores[:, c].detach(), self.epsilon, self.sinkhorn_iterations)
+                             for c in range(coded)], dim=1)  # (B, coded, K)
+        log_p = torch.log_softmax(scores / self.temperature, dim=-1)  # (B, rho, K)
+        cross = -torch.einsum("bck,bvk->cv", codes.to(log_p.dtype), log_p) / b  # (coded, rho): mean over b
+        off = ~torch.eye(coded, rho, dtype=torch.bool, device=scores.device)
+        return (cross * off).sum() / (coded * (rho - 1))

@@ -44,7 +44,7 @@ class ConSTCL(nn.Module):
         super().__init__()
         self.backbone = build_backbone(arch, y_structure=True)
         dim = self.backbone.feature_dim
-        self.head = contrastive_head(dim, hidden_dim, proj_dim, num_layers)
+        self.head = contrastive_head(dim, hidden_dim, proj_dim, num_layers, bn=True)
         self.region_head = ConSTCLHead(dim, head_dim, head_heads, head_layers, context_frames,
                                        roi_size=roi_size, sampling_ratio=sampling_ratio)
         self.global_loss = RhoInfoNCE(temperature_global)

@@ -1,43 +1,58 @@
-"""Projection heads, the BYOL predictor and SwAV prototypes.
+"""Projection heads, the BYOL predictor and SwAV prototypes, as PySlowFast builds them.
 
-Sizes follow the rho-paper (Feichtenhofer et al. CVPR 2021, Appendix A) as configured in
-PySlowFast's contrastive SSL configs: SimCLR / MoCo / SwAV use a 3-layer MLP with 2048 hidden
-units and BN on the hidden layers, projecting to 128; BYOL uses a 2-layer MLP with 4096 hidden
-units and BN projecting to 256, and a predictor of the same shape (Grill et al. 2020, Sec. 3.3).
+PySlowFast's ``MLPHead`` (``slowfast/models/head_helper.py:147-195``) is ``Linear`` then
+``num_layers - 1`` times ``[BN] ReLU Linear``; with BN the Linear layers before a BN have no
+bias, the last Linear always has one. Whether BN is used is ``CONTRASTIVE.BN_MLP`` (default
+False, ``slowfast/config/defaults.py:60``): on in the BYOL and SwAV configs, off in the SimCLR
+and MoCo configs. Every Linear is ``c2_xavier_fill``-initialised (``xavier_init=True``,
+``slowfast/utils/weight_init_helper.py:48-54``: fvcore's ``kaiming_uniform_(a=1)``, bias 0).
+Sizes (``configs/contrastive_ssl/*.yaml``): SimCLR / MoCo / SwAV 3 layers, 2048 hidden
+(``MLP_DIM`` default), 128 out; BYOL 2 layers, 4096 hidden, 256 out, and a predictor of the same
+shape (``PREDICTOR_DEPTHS: [2]``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+def c2_xavier_fill(layer: nn.Linear) -> None:
+    """fvcore's ``c2_xavier_fill``: ``kaiming_uniform_(a=1)`` (U(+-sqrt(3 / fan_in))), bias 0."""
+    nn.init.kaiming_uniform_(layer.weight, a=1)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
 class MLPHead(nn.Module):
-    """Linear -> BN -> ReLU repeated, then a final Linear (no BN, no ReLU).
+    """``Linear`` then ``num_layers - 1`` x ``[BN] ReLU Linear`` (PySlowFast's MLPHead).
 
     Args:
         in_dim: input features D.
         hidden_dim: width of every hidden layer.
         out_dim: output features.
         num_layers: number of Linear layers (>= 1; 1 = a single linear projection).
-        bn: batch-normalise hidden layers (the papers do; SyncBN conversion is the loop's job).
+        bn: batch-normalise hidden layers (``BN_MLP``; SyncBN conversion is the loop's job).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 3, bn: bool = True):
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 3, bn: bool = False):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"MLPHead num_layers must be >= 1, got {num_layers}")
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
         layers: list[nn.Module] = []
-        dim = in_dim
-        for _ in range(num_layers - 1):
-            # The bias is redundant in front of BN.
-            layers += [nn.Linear(dim, hidden_dim, bias=not bn)]
-            if bn:
-                layers.append(nn.BatchNorm1d(hidden_dim))
-            layers.append(nn.ReLU(inplace=True))
-            dim = hidden_dim
-        layers.append(nn.Linear(dim, out_dim))
+        for i in range(num_layers):
+            last = i == num_layers - 1
+            if i > 0:
+                if bn:
+                    layers.append(nn.BatchNorm1d(hidden_dim))
+                layers.append(nn.ReLU(inplace=True))
+            # The bias is redundant in front of BN (PySlowFast: bias=False when bn_on, except the last).
+            layers.append(nn.Linear(dims[i], dims[i + 1], bias=last or not bn))
+            c2_xavier_fill(layers[-1])
         self.net = nn.Sequential(*layers)
         self.out_dim = out_dim
 
@@ -46,21 +61,23 @@ class MLPHead(nn.Module):
         return self.net(x)
 
 
-def contrastive_head(in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, num_layers: int = 3) -> MLPHead:
-    """SimCLR / MoCo / SwAV projection head (rho-paper: 3 layers, 2048 hidden, BN)."""
-    return MLPHead(in_dim, hidden_dim, out_dim, num_layers)
+def contrastive_head(in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, num_layers: int = 3,
+                     bn: bool = False) -> MLPHead:
+    """SimCLR / MoCo (no BN) and SwAV (BN) projection head: 3 layers, 2048 hidden, 128 out."""
+    return MLPHead(in_dim, hidden_dim, out_dim, num_layers, bn=bn)
 
 
 def byol_head(in_dim: int, hidden_dim: int = 4096, out_dim: int = 256) -> MLPHead:
-    """BYOL projector or predictor (Grill et al. Sec. 3.3: 4096 hidden with BN, 256 out)."""
-    return MLPHead(in_dim, hidden_dim, out_dim, num_layers=2)
+    """BYOL projector or predictor (BYOL_SlowR50_8x8.yaml:17-26: 2 layers, 4096 hidden, BN, 256 out)."""
+    return MLPHead(in_dim, hidden_dim, out_dim, num_layers=2, bn=True)
 
 
 class Prototypes(nn.Module):
     """SwAV prototypes: a bias-free linear layer whose rows are kept on the unit sphere.
 
-    Caron et al. 2020 (Sec. 4 / Alg. 1) re-normalise the prototype vectors after every update;
-    `normalize_()` does that and the SwAV method calls it before each forward pass.
+    PySlowFast: ``nn.Linear(DIM, 1000, bias=False)`` (``contrastive.py:98-100``) with torch's default
+    Linear init, L2-normalised row-wise before every forward (``contrastive.py:587-591``, SwAV's
+    public code); ``normalize_()`` does that and the SwAV method calls it after every update.
 
     Args:
         dim: embedding dimension.
@@ -70,7 +87,7 @@ class Prototypes(nn.Module):
     def __init__(self, dim: int, num_prototypes: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_prototypes, dim))
-        nn.init.normal_(self.weight, std=dim**-0.5)
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear.reset_parameters
         self.normalize_()
 
     @torch.no_grad()
