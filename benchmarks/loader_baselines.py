@@ -35,7 +35,7 @@ def baseline_slowfast(plans, originals) -> int:
     """(b): per clip, seek the original to the keyframe before it and decode forward (PyAV)."""
     import av
 
-    from rhovid.train.augment import apply_clip
+    from rhovid.train.augment_cpu import apply_clip
 
     decoded = 0
     for plan, meta, _ in plans:
@@ -58,7 +58,7 @@ def baseline_slowfast_span(plans, originals) -> int:
     forward to the end of the latest one (every frame in between), then the same augmentation."""
     import av
 
-    from rhovid.train.augment import apply_clip
+    from rhovid.train.augment_cpu import apply_clip
 
     decoded = 0
     for plan, meta, _ in plans:

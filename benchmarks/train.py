@@ -162,7 +162,7 @@ def _time_steps(cfg, arch: str, batch: dict, device: torch.device, warmup: int, 
     if on_gpu:
         model.to(memory_format=torch.channels_last_3d)
     o = cfg.optim
-    opt = build_optimizer(model, o.name, o.lr, o.momentum, o.weight_decay, o.lars_eta)
+    opt = build_optimizer(model, o.name, o.lr, o.momentum, o.weight_decay, o.lars_eta, o.nesterov, o.no_decay)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else torch.autocast("cpu", enabled=False)
     t = 0.0
     for i in range(warmup + steps):

@@ -118,7 +118,7 @@ def sample_views(mp4: bytes, meta: dict, views: ViewConfig) -> np.ndarray:
     Returns:
         (V, 3, T, S, S) float32 normalised, V = temporal x spatial (temporal-major).
     """
-    from rhovid.train.augment import apply_clip
+    from rhovid.train.augment_cpu import apply_clip
     from rhovid.train.data_config import DataConfig
     from rhovid.train.decode_pyav import decode_frames
     from rhovid.train.sampler import plan_sample

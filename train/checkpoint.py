@@ -94,7 +94,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: Method, optimizer: torch.optim.Optimizer,
-                    config: dict, ranks: list[dict], keep: int = 0) -> Path:
+                    config: dict, ranks: list[dict], keep: int = 0, scaler=None) -> Path:
     """Write ``step-NNNNNNN.pt`` atomically, then point ``latest`` at it.
 
     Args:
@@ -105,11 +105,14 @@ def save_checkpoint(run_dir: str | Path, step: int, model: Method, optimizer: to
         config: The resolved config dict (as in RUN/config.json).
         ranks: Per-rank state in rank order: ``{"rng": rng_state(), "data": loader position}``.
         keep: Keep only the newest ``keep`` checkpoints (0 = all).
+        scaler: The fp16 ``torch.amp.GradScaler``; its state is saved when it is enabled.
     """
     folder = Path(run_dir) / "checkpoints"
     path = folder / checkpoint_name(step)
     payload = {"format_version": FORMAT_VERSION, "step": step, "model": model.state_dict(),
                "optimizer": optimizer.state_dict(), "config": config, "ranks": ranks}
+    if scaler is not None and scaler.is_enabled():
+        payload["scaler"] = scaler.state_dict()
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     # `latest` moves only after the checkpoint is complete: a crash in between leaves the old one.

@@ -159,7 +159,7 @@ class ClipDataset(IterableDataset):
                 continue  # already consumed before a resume: planned, not decoded
             if err is None and self.decode:
                 try:
-                    good.append((plan, execute_plan(plan, slices)))
+                    good.append((plan, execute_plan(plan, slices, self.cfg.mean, self.cfg.std, self.cfg.antialias)))
                 except Exception as e:  # any decoder failure: skip the sample, never the epoch
                     err = f"{plan.key}: {type(e).__name__}: {e}"
             elif err is None:
@@ -302,12 +302,14 @@ class ClipLoader:
         self.epoch, self._consumed = self.epoch + 1, 0
 
     def _run_dali(self, batch: dict) -> dict:
-        from rhovid.train.dali_pipeline import DaliClipExecutor
+        from rhovid.train.dali_pipeline import DaliClipExecutor, crop_blur_radius
 
         if self._dali is None:
             self._dali = DaliClipExecutor(
                 clips_per_batch=self.cfg.batch_size * len(batch["plans"][0].clips), frames=self.cfg.frames,
                 crop=self.cfg.crop, device_id=self.cfg.device_id, num_threads=self.cfg.dali_threads,
+                mean=self.cfg.mean, std=self.cfg.std, antialias=self.cfg.antialias,
+                crop_blur_radius=crop_blur_radius(self.cfg.augment),
             )
         plans, slices = batch.pop("plans"), batch.pop("slices")
         video = self._dali.run(plans, slices)  # (B * rho, 3, T, S, S) on the GPU

@@ -24,7 +24,8 @@ import numpy as np
 
 from rhovid.ingest.decode import decode_rgb
 from rhovid.ingest.fmp4 import VideoSamples, video_samples
-from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD, apply_clip
+from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD
+from rhovid.train.augment_cpu import apply_clip
 from rhovid.train.sampler import SamplePlan
 from rhovid.train.streaming import ClipSlice
 
@@ -217,11 +218,11 @@ def decoded_frames(slices: list[ClipSlice]) -> int:
 
 
 def execute_plan(plan: SamplePlan, slices: list[ClipSlice], mean=KINETICS_MEAN, std=KINETICS_STD,
-                 stats: dict | None = None) -> np.ndarray:
-    """Decode and augment one sample.
+                 antialias: bool = False, stats: dict | None = None) -> np.ndarray:
+    """Decode and augment one sample (``mean``/``std``/``antialias``: the loader's ``DataConfig``).
 
     Returns:
         (rho, 3, T, S, S) float32, normalised.
     """
     clips = decode_clips(slices, stats)
-    return np.stack([apply_clip(frames, c.aug, mean, std) for frames, c in zip(clips, plan.clips)])
+    return np.stack([apply_clip(frames, c.aug, mean, std, antialias) for frames, c in zip(clips, plan.clips)])

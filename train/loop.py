@@ -3,8 +3,10 @@
 ``train(cfg, run_dir)`` runs single-process, or one process per device under ``torchrun``
 (DDP: NCCL on GPU, gloo on CPU; the process group is initialised from the environment when
 ``WORLD_SIZE > 1``). Each step: next batch -> LR from the schedule (a pure function of the
-step) -> forward under bf16 autocast on GPU -> NaN/inf guard -> backward -> optimizer step ->
-method ``after_step`` (momentum encoders) -> metrics / checkpoint. ``--resume`` restores the
+step) -> forward under bf16/fp16 autocast on GPU -> NaN/inf guard -> backward (fp16: loss-scaled)
+-> method ``before_update`` (gradient surgery; may skip the update) -> optimizer step -> method
+``after_step`` (momentum encoders) -> metrics / checkpoint. The method is used only through the
+interface ``rhovid.train.methods.Method``. ``--resume`` restores the
 model, optimizer, schedule step, loader position and every RNG, so an interrupted run reaches
 the same parameters as an uninterrupted one.
 """
@@ -94,14 +96,22 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
     if cfg.sync_bn and world > 1:
         if device.type != "cuda":
             raise ValueError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); set sync_bn=false")
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        from rhovid.train.distributed import subgroup
+
+        # PySlowFast's NaiveSyncBatchNorm syncs BN.NUM_SYNC_DEVICES consecutive GPUs (batchnorm_helper.py)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group=subgroup(cfg.sync_bn_devices))
     model.to(device)
     on_gpu = device.type == "cuda"
     if on_gpu and cfg.channels_last:
         model.to(memory_format=torch.channels_last_3d)
     o = cfg.optim
-    optimizer = build_optimizer(model, o.name, o.lr, o.momentum, o.weight_decay, o.lars_eta)
-    peak_lr = o.lr * cfg.batch_size / o.lr_batch  # linear scaling rule (Goyal et al. 2017)
+    optimizer = build_optimizer(model, o.name, o.lr, o.momentum, o.weight_decay, o.lars_eta, o.nesterov, o.no_decay)
+    # linear scaling rule (Goyal et al. 2017) of BASE_LR, WARMUP_START_LR and COSINE_END_LR alike
+    # (PySlowFast's BASE_LR_SCALE_NUM_SHARDS, defaults.py:1281-1285)
+    scale = cfg.batch_size / o.lr_batch
+    schedule = dict(peak_lr=o.lr * scale, total_steps=cfg.steps, warmup_steps=o.warmup_steps,
+                    warmup_lr=o.warmup_lr * scale, final_lr=o.final_lr * scale,
+                    cosine_after_warmup=o.cosine_after_warmup)
 
     if batches is None:
         from rhovid.train.data import ClipLoader
@@ -114,11 +124,16 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
         steps_per_epoch = len(batches)  # type: ignore[arg-type]
     except TypeError:  # a plain iterable: epochs are only counted when they end
         steps_per_epoch = 0
+    # fp16 needs a dynamic loss scale (PySlowFast's GradScaler under TRAIN.MIXED_PRECISION, train_net.py:152-172);
+    # disabled it passes the loss and the step through unchanged
+    scaler = torch.amp.GradScaler("cuda", enabled=on_gpu and cfg.precision == "fp16")
     start, ckpt_path = 0, latest_checkpoint(run_dir) if resume else None
     if ckpt_path is not None:
         ckpt = load_checkpoint(ckpt_path, map_location=device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
         start = ckpt["step"]
         if len(ckpt["ranks"]) != world:
             raise ValueError(f"{ckpt_path} was written by {len(ckpt['ranks'])} processes, this run has {world}; "
@@ -132,8 +147,8 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if on_gpu else None, find_unused_parameters=cfg.find_unused_parameters)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.precision == "bf16"
-                else contextlib.nullcontext())
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    autocast = torch.autocast("cuda", dtype=dtype) if on_gpu and dtype else contextlib.nullcontext()
     metrics = MetricsWriter(run_dir, enabled=rank == 0, resume_step=start if resume else None)
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.method}", unit="step",
                disable=rank != 0 or not cfg.progress, dynamic_ncols=True)
@@ -144,19 +159,20 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
         # PySlowFast's epoch_exact = cur_epoch + cur_iter / data_size (tools/train_net.py:104)
         epoch = stream.epoch + (stream.index - 1) / steps_per_epoch if steps_per_epoch else float(stream.epoch)
         timer.mark_data()
-        lr = lr_at(step, peak_lr=peak_lr, total_steps=cfg.steps, warmup_steps=o.warmup_steps,
-                   warmup_lr=o.warmup_lr, final_lr=o.final_lr)
+        lr = lr_at(step, **schedule)
         set_lr(optimizer, lr)
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with autocast:
             out = ddp(batch)
         values = check_finite(step, out, world, device)  # one sync; raises before a bad update
         optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        scaler.scale(out["loss"]).backward()
+        scaler.unscale_(optimizer)
         if o.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad)
         if model.before_update(step, epoch):
-            optimizer.step()
+            scaler.step(optimizer)  # skipped by the scaler when fp16 gradients overflowed
+        scaler.update()
         model.after_step(step, cfg.steps)
         if on_gpu:
             torch.cuda.synchronize()  # so compute time is the step's GPU time, not its launch time
@@ -179,7 +195,7 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             ranks = gather_objects({"rng": rng_state(), "data": stream.state_dict()}, world)
             if rank == 0:
-                ckpt_path = save_checkpoint(run_dir, done, model, optimizer, to_dict(cfg), ranks,
+                ckpt_path = save_checkpoint(run_dir, done, model, optimizer, to_dict(cfg), ranks, scaler=scaler,
                                             keep=cfg.keep_checkpoints)
             timer.restart()  # checkpoint time is neither data wait nor compute
     bar.close()

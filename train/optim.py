@@ -1,78 +1,109 @@
-"""Optimisers (SGD, LARS) with BN/bias exclusion, and the LR schedule as a pure function of step.
+"""Optimisers (SGD, LARS) and the LR schedule as a pure function of the step, as PySlowFast builds them.
 
-Both papers train with SGD-momentum or LARS (You et al. 2017) and exclude biases and
-normalisation parameters from weight decay and from the LARS trust ratio, as BYOL
-(Grill et al. 2020, App. C) and SimCLR (Chen et al. 2020, App. B.1) do; the rho-methods use
-PySlowFast's solver (Feichtenhofer et al. 2021, App. A), which does the same via
-``BN.WEIGHT_DECAY: 0`` and ``LARS_ON``.
+The rho-methods train with PySlowFast's solver (Feichtenhofer et al. 2021, App. A;
+``slowfast/models/optimizer.py``, ``slowfast/utils/lr_policy.py``):
+
+- parameter groups (``optimizer.py:41-77``): the affine parameters of normalisation layers
+  (``_NormBase``: BatchNorm, SyncBatchNorm, InstanceNorm) get ``BN.WEIGHT_DECAY`` (0) and no LARS;
+  every other parameter, biases included, gets ``SOLVER.WEIGHT_DECAY`` and LARS when ``LARS_ON``
+  (``no_decay="bn"``). ``no_decay="1d"`` instead excludes every parameter with ndim <= 1 (BYOL /
+  SimCLR / MoCo v3 convention).
+- ``torch.optim.SGD`` with ``SOLVER.NESTEROV: True`` (``defaults.py:842``) and dampening 0.
+- LARS (``optimizer.py:262-359``, apex's LARC without clipping, trust coefficient 0.001): for
+  each 2-D+ parameter of a LARS group, ``g <- (g + wd w) * eta |w| / (|g| + wd |w| + 1e-8)``
+  when both norms are non-zero (else g unchanged and no decay), the group's weight decay is
+  suspended, then the SGD step; 1-D parameters of LARS groups take the plain SGD step without
+  decay (``ignore_1d_param``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import nn
 
 
 def lr_at(step: int, *, peak_lr: float, total_steps: int, warmup_steps: int = 0,
-          warmup_lr: float = 0.0, final_lr: float = 0.0) -> float:
-    """Learning rate of update ``step`` (0-based): linear warm-up, then half-cosine to ``final_lr``.
+          warmup_lr: float = 0.0, final_lr: float = 0.0, cosine_after_warmup: bool = False) -> float:
+    """Learning rate of update ``step`` (0-based), PySlowFast's ``get_lr_at_epoch`` with the cosine policy.
 
     A pure function (nanoGPT/MAE style): resuming at step k gives the same LR as never stopping.
+    With ``t = step`` in place of PySlowFast's fractional epoch (the two agree when
+    ``total_steps = MAX_EPOCH x iterations per epoch``):
+
+    - cosine over the whole run (``lr_func_cosine``, ``lr_policy.py:28-49``):
+      ``final + (peak - final) (cos(pi t / total) + 1) / 2``;
+    - warm-up (``lr_policy.py:20-24``): for ``t < warmup_steps`` linear from ``warmup_lr`` to the
+      cosine's value at ``warmup_steps`` (not to ``peak_lr``).
+
+    ``cosine_after_warmup=True`` is PySlowFast's ``COSINE_AFTER_WARMUP``: the cosine starts at the
+    end of warm-up (offset), so warm-up ends at ``peak_lr``.
 
     Args:
         step: Index of the optimizer update about to be taken.
-        peak_lr: LR reached at the end of warm-up (``step == warmup_steps``).
+        peak_lr: ``SOLVER.BASE_LR`` (already scaled to the batch).
         total_steps: Length of the run; ``lr_at(total_steps) == final_lr``.
-        warmup_steps: Steps of linear warm-up from ``warmup_lr`` to ``peak_lr``.
-        warmup_lr: LR at step 0 when warming up (PySlowFast ``WARMUP_START_LR``).
-        final_lr: LR at the end of the cosine (PySlowFast ``COSINE_END_LR``).
+        warmup_steps: Steps of linear warm-up.
+        warmup_lr: LR at step 0 (``WARMUP_START_LR``, scaled like ``peak_lr``).
+        final_lr: LR at the end of the cosine (``COSINE_END_LR``).
+        cosine_after_warmup: start the cosine after warm-up instead of at step 0.
     """
+
+    def cosine(t: float) -> float:
+        offset = warmup_steps if cosine_after_warmup else 0
+        progress = min((t - offset) / max(total_steps - offset, 1), 1.0)
+        return final_lr + (peak_lr - final_lr) * (math.cos(math.pi * progress) + 1.0) * 0.5
+
     if step < warmup_steps:
-        return warmup_lr + (peak_lr - warmup_lr) * step / warmup_steps
-    span = max(total_steps - warmup_steps, 1)
-    progress = min((step - warmup_steps) / span, 1.0)
-    return final_lr + (peak_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return step * (cosine(warmup_steps) - warmup_lr) / warmup_steps + warmup_lr
+    return cosine(step)
 
 
-def param_groups(model: nn.Module, weight_decay: float, exclude_bn_bias: bool = True) -> list[dict]:
-    """Split trainable parameters into a decayed group and an excluded group.
+def param_groups(model: nn.Module, weight_decay: float, no_decay: Literal["bn", "1d"] = "bn",
+                 lars: bool = False) -> list[dict]:
+    """Split trainable parameters into a decayed (and LARS-adapted) group and an excluded group.
 
-    Excluded = every parameter with ``ndim <= 1``: biases and the affine weights of BatchNorm /
-    LayerNorm (the rule used by BYOL, MoCo v3 and MAE). The excluded group gets no weight decay
-    and ``lars_exclude=True`` (plain SGD-momentum update inside LARS).
+    ``no_decay="bn"`` (PySlowFast, ``optimizer.py:41-56``): excluded = parameters of normalisation
+    modules (``_NormBase``); ``"1d"``: excluded = every parameter with ``ndim <= 1``. The excluded
+    group gets no weight decay and no LARS adaptation.
     """
+    if no_decay not in ("bn", "1d"):
+        raise ValueError(f"no_decay must be 'bn' or '1d', got {no_decay!r}")
     decay, excluded = [], []
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        (excluded if exclude_bn_bias and p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay, "lars_exclude": False}]
+    for module in model.modules():
+        is_norm = isinstance(module, nn.modules.batchnorm._NormBase)
+        for p in module.parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            out = is_norm if no_decay == "bn" else p.ndim <= 1
+            (excluded if out else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "lars": lars}]
     if excluded:
-        groups.append({"params": excluded, "weight_decay": 0.0, "lars_exclude": True})
-    return groups
+        groups.append({"params": excluded, "weight_decay": 0.0, "lars": False})
+    return [g for g in groups if g["params"]]
 
 
-class LARS(torch.optim.Optimizer):
-    """SGD-momentum with a layer-wise trust ratio (You et al. 2017), SimCLR/BYOL formulation.
+class LARS(torch.optim.SGD):
+    """SGD (momentum, Nesterov) with PySlowFast's layer-wise trust ratio (``optimizer.py:262-359``).
 
-    For each parameter ``w`` with gradient ``g`` in a group without ``lars_exclude``::
+    For each parameter ``w`` with gradient ``g`` and ``ndim >= 2`` in a group with ``lars=True``::
 
-        d = g + weight_decay * w
-        q = eta * ||w|| / ||d||        (q = 1 when ||w|| or ||d|| is 0)
-        v = momentum * v + q * d
-        w = w - lr * v
+        q = eta * ||w|| / (||g|| + weight_decay * ||w|| + eps)   (both norms non-zero; else g as is)
+        g = (g + weight_decay * w) * q
 
-    Groups with ``lars_exclude=True`` take the plain step ``v = momentum * v + g``.
+    then the group's own weight decay is suspended for the SGD step. 1-D parameters of LARS
+    groups, and groups with ``lars=False``, take the plain SGD step (the latter with their weight
+    decay).
     """
 
-    def __init__(self, params, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 0.001):
-        if lr < 0 or momentum < 0 or weight_decay < 0 or eta <= 0:
-            raise ValueError(f"LARS: invalid lr={lr}, momentum={momentum}, weight_decay={weight_decay}, eta={eta}")
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
-                                      lars_exclude=False))
+    def __init__(self, params, lr: float = 0.1, momentum: float = 0.9, nesterov: bool = True, eta: float = 0.001,
+                 eps: float = 1e-8):
+        if eta <= 0:
+            raise ValueError(f"LARS: invalid eta={eta}")
+        self.eta, self.eps = eta, eps
+        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -80,35 +111,36 @@ class LARS(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        decays = []
         for group in self.param_groups:
+            decays.append(group["weight_decay"])
+            if not group.get("lars", True):
+                continue
+            wd = group["weight_decay"]
+            group["weight_decay"] = 0.0
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None or p.ndim == 1:  # ignore_1d_param
                     continue
-                d = p.grad
-                if not group["lars_exclude"]:
-                    if group["weight_decay"]:
-                        d = d.add(p, alpha=group["weight_decay"])
-                    w_norm, d_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d)
-                    one = torch.ones_like(w_norm)
-                    q = torch.where((w_norm > 0) & (d_norm > 0), group["eta"] * w_norm / d_norm, one)
-                    d = d.mul(q)
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = d.detach().clone()
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(d)
-                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+                w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(p.grad)
+                q = self.eta * w_norm / (g_norm + w_norm * wd + self.eps)
+                # torch.where instead of PySlowFast's `if norms != 0` (same result, no host sync)
+                p.grad.copy_(torch.where((w_norm != 0) & (g_norm != 0), (p.grad + wd * p) * q, p.grad))
+        super().step()
+        for group, wd in zip(self.param_groups, decays):
+            group["weight_decay"] = wd
         return loss
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float,
-                    lars_eta: float = 0.001, exclude_bn_bias: bool = True) -> torch.optim.Optimizer:
+                    lars_eta: float = 0.001, nesterov: bool = True,
+                    no_decay: Literal["bn", "1d"] = "bn") -> torch.optim.Optimizer:
     """SGD or LARS over ``param_groups(model, ...)``; ``lr`` is overwritten each step by the loop."""
-    groups = param_groups(model, weight_decay, exclude_bn_bias)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        return torch.optim.SGD(param_groups(model, weight_decay, no_decay), lr=lr, momentum=momentum,
+                               nesterov=nesterov)
     if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum, eta=lars_eta)
+        return LARS(param_groups(model, weight_decay, no_decay, lars=True), lr=lr, momentum=momentum,
+                    nesterov=nesterov, eta=lars_eta)
     raise ValueError(f"unknown optimizer {name!r}; choose 'sgd' or 'lars'")
 
 

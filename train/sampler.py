@@ -5,13 +5,11 @@ each clip's crop/flip/colour/blur, and its region boxes. The plan is a small fro
 JSON-serialisable record; the PyAV CPU path and the DALI GPU path both execute it, so they
 return the same frames.
 
-Temporal sampling (rho-methods, Feichtenhofer et al. CVPR 2021, Sec. 3 "Temporal span"):
-rho clips of ``frames`` frames at ``stride`` are drawn from one video; ``timespan_s`` bounds
-the distance between any two clip starts (the paper's maximum timespan, 60 s by default)
-and ``min_gap_s`` is a lower bound (PySlowFast's ``DATA.DELTA_CLIPS_MIN``; ``timespan_s``
-plays ``DELTA_CLIPS_MAX``). Both are clamped to what a short video allows; a video shorter
-than one clip repeats its last frame. The clip order is shuffled so that no clip index is
-systematically earlier in time.
+Temporal sampling (``train/temporal.py``, ``DataConfig.clip_sampling``): PySlowFast's
+decoder for the rho-methods ("slowfast": i.i.d. uniform starts, frames by linspace over
+T x tau frames at 30 fps), rhovid's exact timespan window ("window"), or ConST-CL's linearly
+decreasing gap ("linear_gap"). Each clip's augmentation comes from the ``AugmentConfig`` of its
+view (``DataConfig.augment[i % len]``).
 
 Boxes (ConST-CL, Sec. 3.2 / 4.1): for one frame of each clip (``box_frame``: the centre or a
 random frame) either read from a box set (``lookup``, nearest stored frame) or drawn at random
@@ -30,6 +28,9 @@ import numpy as np
 
 from rhovid.train.augment import ClipAug, draw_clip_aug, fixed_crop
 from rhovid.train.data_config import DataConfig
+from rhovid.train.temporal import clip_frames, clip_span, draw_clips, even_starts
+
+__all__ = ["ClipPlan", "SamplePlan", "clip_span", "map_boxes", "plan_sample", "random_boxes", "sample_seed"]
 
 # (global frames) -> (boxes (F, K, 4) x0y0x1y1 stored pixels, count (F,), score or None)
 BoxLookup = Callable[[Sequence[int]], tuple]
@@ -77,7 +78,8 @@ class SamplePlan:
             aug = ClipAug(
                 crop=tuple(a["crop"]), size=a["size"], flip=a["flip"],
                 colour_ops=tuple((str(n), float(f)) for n, f in a["colour_ops"]),
-                grayscale=a["grayscale"], blur_sigma=a["blur_sigma"],
+                grayscale=a["grayscale"], blur_sigma=a["blur_sigma"], blur_window=a["blur_window"],
+                blur_stage=a["blur_stage"], solarize=a["solarize"],
             )
             clips.append(ClipPlan(
                 frames=tuple(c["frames"]), start_s=c["start_s"], aug=aug, box_frame=c["box_frame"],
@@ -90,49 +92,6 @@ def sample_seed(seed: int, epoch: int, key: str) -> int:
     """The seed of one sample's plan: independent of worker count, rank and read order."""
     h = hashlib.blake2b(f"{seed}:{epoch}:{key}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "little")
-
-
-def clip_span(spec: DataConfig) -> int:
-    """Frames covered by one clip, first to last inclusive: (T - 1) * tau + 1."""
-    return (spec.frames - 1) * spec.stride + 1
-
-
-def draw_starts(rng: np.random.Generator, num_frames: int, fps: float, spec: DataConfig) -> list[int]:
-    """rho clip start frames, pairwise within ``timespan_s`` and at least ``min_gap_s`` apart.
-
-    The first start is uniform over the video; each next one is uniform over the starts that
-    keep every pair within the timespan and, where possible, outside the gap of every
-    previous start (SlowFast draws its later clips relative to the first the same way). A
-    gap above ``timespan / (2 (rho - 1))`` (or above what the video allows) is clamped to it.
-    """
-    last = max(num_frames - clip_span(spec), 0)  # largest valid start
-    span = min(int(round(spec.timespan_s * fps)), last)
-    gap = int(round(spec.min_gap_s * fps))
-    if spec.rho > 1:
-        # Clamp so the sequential draw below can always honour the gap: the allowed window
-        # always holds >= span + 1 starts and the previous starts exclude < 2 * gap * (rho - 1).
-        gap = min(gap, span // (2 * (spec.rho - 1)))
-    starts = [int(rng.integers(0, last + 1))]
-    for _ in range(spec.rho - 1):
-        lo, hi = max(0, max(starts) - span), min(last, min(starts) + span)
-        cand = np.arange(lo, hi + 1)
-        if gap > 0:
-            ok = np.all(np.abs(cand[:, None] - np.asarray(starts)[None, :]) >= gap, axis=1)
-            if ok.any():
-                cand = cand[ok]
-        starts.append(int(cand[rng.integers(0, len(cand))]))
-    return starts
-
-
-def even_starts(num_frames: int, spec: DataConfig, clips_per_video: int) -> list[int]:
-    """Deterministic test clips: centres of ``clips_per_video`` equal segments of the valid starts."""
-    last = max(num_frames - clip_span(spec), 0)
-    return [int(round(last * (i + 0.5) / clips_per_video)) for i in range(clips_per_video)]
-
-
-def clip_frames(start: int, num_frames: int, spec: DataConfig) -> tuple[int, ...]:
-    """Global frame indices of a clip; past the end of a short video the last frame repeats."""
-    return tuple(min(start + i * spec.stride, num_frames - 1) for i in range(spec.frames))
 
 
 def random_boxes(rng: np.random.Generator, crop: tuple[int, int, int, int], k: int) -> np.ndarray:
@@ -212,17 +171,15 @@ def plan_sample(
         raise ValueError(f"sample {meta.get('key')!r} has no frames")
     rng = np.random.default_rng(rng_seed)
     if not evaluation:
-        starts = draw_starts(rng, n, fps, cfg)
-        rng.shuffle(starts)
+        frame_sets = draw_clips(rng, n, fps, cfg)
         augs = [draw_clip_aug(rng, width, height, cfg.augment[i % len(cfg.augment)], cfg.crop)
-                for i in range(len(starts))]
+                for i in range(len(frame_sets))]
     else:
         pairs = [(s, p) for s in even_starts(n, cfg, clips_per_video) for p in spatial_crops]
-        starts = [s for s, _ in pairs]
+        frame_sets = [clip_frames(s, n, cfg) for s, _ in pairs]
         augs = [fixed_crop(width, height, cfg.crop, p) for _, p in pairs]
     clips = []
-    for start, a in zip(starts, augs):
-        frames = clip_frames(start, n, cfg)
+    for frames, a in zip(frame_sets, augs):
         bf = int(rng.integers(0, cfg.frames)) if (cfg.box_frame == "random" and not evaluation) else cfg.frames // 2
         if cfg.boxes is None:
             raw = np.zeros((0, 4), np.float32)
@@ -235,7 +192,7 @@ def plan_sample(
             raw = np.asarray(found[0][: int(count[0])], np.float32)
         b, m = map_boxes(raw, a, cfg.max_boxes)
         clips.append(ClipPlan(
-            frames=frames, start_s=start / fps, aug=a, box_frame=bf,
+            frames=frames, start_s=frames[0] / fps, aug=a, box_frame=bf,
             boxes=tuple(tuple(float(v) for v in row) for row in b), box_mask=tuple(bool(v) for v in m),
         ))
     label = meta.get("label")

@@ -38,7 +38,8 @@ def test_resolution_order_preset_flags_set(tmp_path):
     cfg = train_cli.resolve_config(args)
     assert cfg.method == "byol" and cfg.arch == "slow_r50" and cfg.data.rho == 4  # from the preset
     assert cfg.data.crop == 112 and cfg.data.boxes is None  # flags beat the preset
-    assert cfg.steps == 9 and cfg.optim.lr == 0.3 and cfg.method_kwargs == {"momentum": 0.99}  # --set beats flags
+    assert cfg.steps == 9 and cfg.optim.lr == 0.3 and cfg.method_kwargs["momentum"] == 0.99  # --set beats flags
+    assert cfg.method_kwargs["temperature"] == 0.5  # the preset's other method arguments stay
     assert cfg.optim.name == "lars"
     with pytest.raises(KeyError, match="known presets"):
         train_cli.resolve_config(_parse(["--preset", "nope", "--out", str(tmp_path / "r")]))

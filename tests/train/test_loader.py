@@ -125,8 +125,8 @@ def test_truncated_shard_member_is_skipped_not_fatal(counter_data, tmp_path):
 
 
 def test_batches_follow_the_contract(counter_data):
-    cfg = LoaderConfig(data=str(counter_data), rho=3, frames=4, stride=5, timespan_s=60, crop=SIDE,
-                       boxes="random", max_boxes=5, batch_size=2, workers=0, augment=(PLAIN,), seed=3)
+    cfg = LoaderConfig(data=str(counter_data), rho=3, frames=4, stride=5, clip_sampling="window", timespan_s=60,
+                       crop=SIDE, boxes="random", max_boxes=5, batch_size=2, workers=0, augment=(PLAIN,), seed=3)
     loader = ClipLoader(cfg)
     batches = list(loader)
     assert len(batches) == len(loader) == 4  # 8 samples, one worker, drop_last
@@ -147,6 +147,23 @@ def test_batches_follow_the_contract(counter_data):
                 want = [min(s + 5 * t, nums[key] - 1) for t in range(4)]
                 assert got[i, r].tolist() == want
             assert np.ptp(b["clip_start_s"][i].numpy()) <= 60 + 1e-6
+
+
+def test_slowfast_clips_reach_the_batch(counter_data):
+    """The default (PySlowFast) sampling end to end: the decoded frames are the plan's linspace frames."""
+    from rhovid.train.sampler import plan_sample, sample_seed
+
+    cfg = LoaderConfig(data=str(counter_data), rho=2, frames=4, stride=5, crop=SIDE, batch_size=2, workers=0,
+                       augment=(PLAIN,), seed=7)
+    meta = {e["key"]: e for e in read_index(counter_data)}
+    seen = 0
+    for b in ClipLoader(cfg):
+        got = denorm_counter(b["video"])
+        for i, key in enumerate(b["key"]):
+            plan = plan_sample(meta[key], sample_seed(7, 0, key), cfg)  # index rows carry the json fields
+            assert [list(c.frames) for c in plan.clips] == got[i].tolist()
+            seen += 1
+    assert seen == 8
 
 
 def _run(cfg, epochs=1):
@@ -286,8 +303,8 @@ def test_store_boxes_are_looked_up_and_mapped(counter_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(counter_data, data)
     compute_box_set(data, "fh", box_fps=1.0, max_boxes=6, name="blocks", workers=0, progress=False)
-    cfg = LoaderConfig(data=str(data), rho=2, frames=4, stride=4, crop=SIDE, boxes="blocks", max_boxes=4,
-                       batch_size=2, workers=0, augment=(PLAIN,), seed=0)
+    cfg = LoaderConfig(data=str(data), rho=2, frames=4, stride=4, clip_sampling="window", crop=SIDE, boxes="blocks",
+                       max_boxes=4, batch_size=2, workers=0, augment=(PLAIN,), seed=0)
     store = BoxStore(data)
     shard_of = {e["key"]: e["shard"][:-4] for e in read_index(data)}
     n_boxes = 0

@@ -76,7 +76,8 @@ def test_mlp_heads():
     head = contrastive_head(64)
     linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(64, 2048), (2048, 2048), (2048, 128)]
-    assert sum(isinstance(m, nn.BatchNorm1d) for m in head.modules()) == 2
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in head.modules()) == 0  # BN_MLP default False
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in contrastive_head(64, bn=True).modules()) == 2
     byol = byol_head(2048)
     assert [(m.in_features, m.out_features) for m in byol.modules() if isinstance(m, nn.Linear)] == [
         (2048, 4096), (4096, 256)]
@@ -109,3 +110,12 @@ def test_constcl_head_shapes_and_gradients():
     assert fmap.grad.abs().sum() > 0 and head.pos.grad.abs().sum() > 0
     with pytest.raises(AssertionError):
         ConSTCLHead(16, dim=32, num_heads=3)  # width must split evenly over the heads
+
+
+@pytest.mark.parametrize("arch", ["slow_r50", "r3d18"])
+def test_final_bn_of_each_block_starts_at_one(arch):
+    """PySlowFast's RESNET.ZERO_INIT_FINAL_BN is False by default and unset in the contrastive configs
+    (defaults.py:311, weight_init_helper.py:35-45): every BN scale starts at 1."""
+    net = build_backbone(arch)
+    blocks = [m for m in net.modules() if hasattr(m, "branch")]
+    assert blocks and all(torch.equal(b.branch[-1].weight, torch.ones_like(b.branch[-1].weight)) for b in blocks)

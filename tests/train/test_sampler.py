@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
+from dataclasses import replace as dataclasses_replace
 
 import cv2
 import numpy as np
@@ -13,11 +15,10 @@ from rhovid.train.augment import (
     KINETICS_MEAN,
     KINETICS_STD,
     ClipAug,
-    apply_clip,
     blur_window,
     colour_affine,
-    resize_crop,
 )
+from rhovid.train.augment_cpu import apply_clip, resize_crop
 from rhovid.train.data_config import DataConfig
 from rhovid.train.sampler import (
     SamplePlan,
@@ -33,7 +34,7 @@ META = {"key": "v0", "num_frames": 30 * 120, "fps": 30.0, "width": 160, "height"
 
 @pytest.mark.parametrize("timespan,gap", [(1.0, 0.0), (10.0, 2.0), (60.0, 0.0), (60.0, 30.0)])
 def test_clips_in_range_within_timespan_and_gap(timespan, gap):
-    spec = DataConfig(rho=3, frames=8, stride=4, timespan_s=timespan, min_gap_s=gap, crop=64)
+    spec = DataConfig(rho=3, frames=8, stride=4, clip_sampling="window", timespan_s=timespan, min_gap_s=gap, crop=64)
     spans = []
     for seed in range(300):
         plan = plan_sample(META, seed, spec)
@@ -52,8 +53,9 @@ def test_clips_in_range_within_timespan_and_gap(timespan, gap):
     assert max(spans) >= 0.8 * round(timespan * 30)
 
 
-def test_clip_order_is_shuffled():
-    spec = DataConfig(rho=2, timespan_s=60.0, crop=64)
+@pytest.mark.parametrize("mode", ["slowfast", "window", "linear_gap"])
+def test_clip_order_is_shuffled(mode):
+    spec = DataConfig(rho=2, clip_sampling=mode, crop=64)
     first_earlier = sum(plan_sample(META, s, spec).clips[0].frames[0] <
                         plan_sample(META, s, spec).clips[1].frames[0] for s in range(200))
     assert 60 < first_earlier < 140
@@ -61,7 +63,7 @@ def test_clip_order_is_shuffled():
 
 def test_short_video_is_clamped():
     meta = dict(META, num_frames=20)
-    spec = DataConfig(rho=4, frames=8, stride=8, timespan_s=60.0, min_gap_s=10.0, crop=64)
+    spec = DataConfig(rho=4, frames=8, stride=8, clip_sampling="window", timespan_s=60.0, min_gap_s=10.0, crop=64)
     for seed in range(50):
         plan = plan_sample(meta, seed, spec)
         for c in plan.clips:
@@ -82,7 +84,10 @@ def test_deterministic_and_json_roundtrip():
     assert sample_seed(0, 1, "k") == sample_seed(0, 1, "k") != sample_seed(0, 2, "k")
 
 
-def test_augmentation_ranges():
+def test_augmentation_ranges_are_pyslowfasts_by_default():
+    """BYOL/MoCo_SlowR50_8x8.yaml: relative area [0.2, 0.766], aspect [0.75, 1.3333], SSL_MOCOV2_AUG
+    (transform.py:1086-1100: jitter p 0.8 with 0.6/0.6/0.6 and hue 0.15, grayscale 0.2, blur p 0.5 with
+    sigma U(0.1, 2) in pixels of the 256-short-side decoded frame), flip 0.5."""
     spec = DataConfig(rho=2, crop=64)
     flips = colour = gray = blur = 0
     n = 0
@@ -91,19 +96,44 @@ def test_augmentation_ranges():
             x0, y0, w, h = c.aug.crop
             assert 0 <= x0 and 0 <= y0 and x0 + w <= 160 and y0 + h <= 120
             area = w * h / (160 * 120)
-            assert 0.07 <= area <= 1.0
+            assert 0.19 <= area <= 0.78 and 0.72 <= w / h <= 1.39
             flips += c.aug.flip
             colour += bool(c.aug.colour_ops)
             gray += c.aug.grayscale
             blur += c.aug.blur_sigma > 0
-            if c.aug.blur_sigma:
-                assert 0.1 <= c.aug.blur_sigma <= 2.0
+            assert c.aug.blur_stage == "frame" and not c.aug.solarize
+            if c.aug.blur_sigma:  # drawn at short side 256, applied to the 120-pixel stored frame
+                assert 0.1 * 120 / 256 <= c.aug.blur_sigma <= 2.0 * 120 / 256
+                assert c.aug.blur_window == 2 * math.ceil(3 * c.aug.blur_sigma) + 1
             for name, f in c.aug.colour_ops:
-                lim = (-0.1, 0.1) if name == "hue" else (0.6, 1.4)
+                lim = (-0.15, 0.15) if name == "hue" else (0.4, 1.6)
                 assert lim[0] <= f <= lim[1]
             n += 1
     assert abs(flips / n - 0.5) < 0.07 and abs(colour / n - 0.8) < 0.06
     assert abs(gray / n - 0.2) < 0.05 and abs(blur / n - 0.5) < 0.07
+
+
+def test_constcl_views_draw_their_own_augmentation():
+    """tensorflow/models video_ssl_input.py _process_image: random_crop_resize(aspect (0.5, 2), area
+    (0.3, 1)) per view; colour jitter p 0.8 with strength 1 (0.8/0.8/0.8/0.2) then grayscale 0.2; blur
+    p 1.0 on view 1 and 0.1 on view 2 (sigma U(0.1, 2), kernel 224 // 10 -> 23); solarise p 0.2 on view 2."""
+    from rhovid.train.config import get_preset
+
+    cfg = dataclasses_replace(get_preset("constcl-r3d50").data, crop=64)
+    counts = {0: [0, 0, 0], 1: [0, 0, 0]}  # blur, solarise, clips
+    for seed in range(500):
+        for i, c in enumerate(plan_sample(META, seed, cfg).clips):
+            x0, y0, w, h = c.aug.crop
+            assert 0.3 * 160 * 120 - 160 <= w * h <= 160 * 120 and 0.45 <= w / h <= 2.1
+            for name, f in c.aug.colour_ops:
+                lim = (-0.2, 0.2) if name == "hue" else (0.2, 1.8)
+                assert lim[0] <= f <= lim[1]
+            assert c.aug.blur_stage == "crop" and (c.aug.blur_window == 23 or not c.aug.blur_sigma)
+            counts[i][0] += c.aug.blur_sigma > 0
+            counts[i][1] += c.aug.solarize
+            counts[i][2] += 1
+    assert counts[0][0] == counts[0][2] and counts[0][1] == 0  # view 1: always blurred, never solarised
+    assert abs(counts[1][0] / counts[1][2] - 0.1) < 0.04 and abs(counts[1][1] / counts[1][2] - 0.2) < 0.05
 
 
 def test_random_boxes_inside_crop_with_mask():
@@ -187,18 +217,55 @@ def test_apply_clip_crop_flip_normalise():
 
 
 @pytest.mark.parametrize("flip, grayscale, sigma", [(False, False, 0.0), (True, False, 1.2), (True, True, 0.7)])
-def test_apply_clip_matches_the_written_out_definition(flip, grayscale, sigma):
-    """crop+resize -> /255 -> colour affine, clip to [0, 1] -> blur -> flip -> (x - mean) / std."""
+def test_frame_stage_matches_the_written_out_definition(flip, grayscale, sigma):
+    """PySlowFast's order on the whole decoded frame: colour affine, clip -> blur (mirrored borders) ->
+    uint8 -> crop + bilinear resize -> /255 -> flip -> (x - mean) / std. The executor works on the crop
+    window widened by the blur radius; the result is the whole-frame one."""
     frames = np.random.default_rng(0).integers(0, 256, (3, 40, 50, 3), dtype=np.uint8)
-    aug = ClipAug(crop=(5, 3, 30, 24), size=16, flip=flip, grayscale=grayscale, blur_sigma=sigma,
-                  colour_ops=(("brightness", 1.3), ("contrast", 0.7), ("saturation", 1.4), ("hue", 0.05)))
-    x = resize_crop(frames, aug.crop, aug.size).astype(np.float64) / 255
+    for crop in [(5, 3, 30, 24), (0, 0, 50, 40), (20, 16, 30, 24)]:  # inside, whole frame, at the corner
+        aug = ClipAug(crop=crop, size=16, flip=flip, grayscale=grayscale, blur_sigma=sigma,
+                      blur_window=blur_window(sigma) if sigma else 0,
+                      colour_ops=(("brightness", 1.3), ("contrast", 0.7), ("saturation", 1.4), ("hue", 0.05)))
+        A = colour_affine(aug)
+        x = np.clip(frames.astype(np.float64) / 255 @ A[:, :3].T + A[:, 3], 0, 1).astype(np.float32) * 255
+        if sigma:
+            k = blur_window(sigma)
+            x = np.stack([cv2.GaussianBlur(f, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101) for f in x])
+        x = resize_crop(np.floor(x + 0.5).astype(np.uint8), crop, 16).astype(np.float32) / 255
+        if flip:
+            x = x[:, :, ::-1]
+        want = ((x - np.float32(KINETICS_MEAN)) / np.float32(KINETICS_STD)).transpose(3, 0, 1, 2)
+        got = apply_clip(frames, aug)
+        # the window's colour map runs in float32 (cv2) vs float64 here: an x.5 may round the other way
+        assert np.mean(np.abs(got - want) > 1e-4) < 0.002 and np.abs(got - want).max() < 2 / (255 * 0.225)
+
+
+def test_blur_before_the_crop_is_not_blur_after_it():
+    """The frame stage blurs at the frame's resolution before the crop is resized: different from
+    blurring the output with the same sigma (what rhovid did before)."""
+    frames = np.random.default_rng(1).integers(0, 256, (2, 60, 80, 3), dtype=np.uint8)
+    before = apply_clip(frames, ClipAug(crop=(10, 10, 30, 30), size=60, blur_sigma=1.5, blur_window=11))
+    after = apply_clip(frames, ClipAug(crop=(10, 10, 30, 30), size=60, blur_sigma=1.5, blur_window=11,
+                                       blur_stage="crop"))
+    assert np.abs(before - after).mean() > 0.05
+
+
+@pytest.mark.parametrize("solarize", [False, True])
+def test_crop_stage_matches_the_written_out_definition(solarize):
+    """tensorflow/models' order: crop + resize + flip -> /255 -> colour, clip -> blur with a fixed window
+    and zero padding ('SAME' depthwise conv) -> solarise -> clip -> normalise."""
+    frames = np.random.default_rng(2).integers(0, 256, (3, 40, 50, 3), dtype=np.uint8)
+    aug = ClipAug(crop=(5, 3, 30, 24), size=16, flip=True, blur_sigma=1.1, blur_window=7, blur_stage="crop",
+                  solarize=solarize, colour_ops=(("contrast", 1.3), ("hue", -0.1)))
+    x = resize_crop(frames, aug.crop, 16).astype(np.float64)[:, :, ::-1] / 255
     A = colour_affine(aug)
-    x = np.clip(x @ A[:, :3].T + A[:, 3], 0, 1).astype(np.float32)
-    if sigma:
-        k = blur_window(sigma)
-        x = np.stack([cv2.GaussianBlur(f, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101) for f in x])
-    if flip:
-        x = x[:, :, ::-1]
-    want = ((x - np.float32(KINETICS_MEAN)) / np.float32(KINETICS_STD)).transpose(3, 0, 1, 2)
+    x = np.clip(x @ A[:, :3].T + A[:, 3], 0, 1)
+    g = np.exp(-np.arange(-3, 4) ** 2 / (2 * 1.1**2))
+    g /= g.sum()
+    pad = np.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))  # zeros
+    x = sum(g[i] * pad[:, :, i : i + 16] for i in range(7))
+    x = sum(g[i] * x[:, i : i + 16] for i in range(7))
+    if solarize:
+        x = np.where(x >= 0.5, 1 - x, x)
+    want = ((x - np.array(KINETICS_MEAN)) / np.array(KINETICS_STD)).transpose(3, 0, 1, 2)
     np.testing.assert_allclose(apply_clip(frames, aug), want, atol=2e-5)

@@ -79,9 +79,8 @@ class Bottleneck(nn.Module):
             *_conv_bn(width, width, (1, 3, 3), (1, stride[1], stride[2])), nn.ReLU(inplace=True),
             *_conv_bn(width, cout, (1, 1, 1)),
         )
-        # Zero-init the last BN's scale so every block starts as identity (Goyal et al. 2017),
-        # as PySlowFast does with ZERO_INIT_FINAL_BN.
-        nn.init.zeros_(self.branch[-1].weight)
+        # The last BN's scale starts at 1 (torch's default): PySlowFast's RESNET.ZERO_INIT_FINAL_BN is False
+        # by default (defaults.py:311) and no contrastive config sets it (weight_init_helper.py:35-45).
         self.shortcut = None
         if cin != cout or stride != (1, 1, 1):
             self.shortcut = nn.Sequential(*_conv_bn(cin, cout, (1, 1, 1), stride))
@@ -102,8 +101,7 @@ class Basic(nn.Module):
         kernel = (temporal_kernel, 3, 3)
         self.branch = nn.Sequential(
             *_conv_bn(cin, width, kernel, stride), nn.ReLU(inplace=True), *_conv_bn(width, width, kernel)
-        )
-        nn.init.zeros_(self.branch[-1].weight)
+        )  # last BN scale 1, as Bottleneck (and torchvision's r3d_18, zero_init_residual=False)
         self.shortcut = None
         if cin != width or stride != (1, 1, 1):
             self.shortcut = nn.Sequential(*_conv_bn(cin, width, (1, 1, 1), stride))
