@@ -155,8 +155,9 @@ def prepare(root: Path, seconds: float, videos: int, fps: float, width: int, hei
 def loader_config(data: Path, span: float, args, **kw):
     from rhovid.train.data import LoaderConfig
 
-    return LoaderConfig(data=str(data), rho=args.rho, frames=args.frames, stride=args.stride, timespan_s=span,
-                        crop=args.crop, batch_size=1, workers=0, seed=0, **kw)
+    # "window" sampling: the timespan is the bench's variable (the rho presets' PySlowFast sampling has none)
+    return LoaderConfig(data=str(data), rho=args.rho, frames=args.frames, stride=args.stride, clip_sampling="window",
+                        timespan_s=span, crop=args.crop, batch_size=1, workers=0, seed=0, **kw)
 
 
 def plans_for(data: Path, cfg, epochs: int):
@@ -261,7 +262,8 @@ def time_gpu_loader(data: Path, length: float, span: float, args) -> dict:
 
     n = len(read_index(data))
     loader = ClipLoader(LoaderConfig(data=str(data), rho=args.rho, frames=args.frames, stride=args.stride,
-                                     timespan_s=span, crop=224, batch_size=n, workers=0, device="cuda", seed=0))
+                                     clip_sampling="window", timespan_s=span, crop=224, batch_size=n, workers=0,
+                                     device="cuda", seed=0))
 
     def run(k: int) -> None:
         done, epoch = 0, 0

@@ -111,8 +111,8 @@ def train_config(variant: Variant, data: str | Path, budget: Budget, box_set: st
             data_changes[name] = getattr(budget, name)
     if variant.rho is not None:
         data_changes["rho"] = variant.rho
-    if variant.timespan_s is not None:
-        data_changes["timespan_s"] = variant.timespan_s
+    if variant.timespan_s is not None:  # the timespan is "window" sampling's bound (max start distance)
+        data_changes.update(clip_sampling="window", timespan_s=variant.timespan_s)
     return apply_overrides(replace_data(cfg, **data_changes), list(budget.overrides))
 
 

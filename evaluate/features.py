@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rhovid.evaluate.feature_store import WriteStats, write_features
+from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD
 
 SPATIAL_CROPS = {1: ("centre",), 2: ("left", "right"), 3: ("left", "centre", "right")}
 
@@ -43,6 +44,10 @@ class ViewConfig:
     """Evenly spaced clips per video."""
     spatial: int = 3
     """Fixed crops per clip: 1 = centre, 2 = left/right, 3 = left/centre/right (top/.../bottom if portrait)."""
+    mean: tuple[float, float, float] = KINETICS_MEAN
+    """Input normalisation of pretraining (the run's ``data.mean``)."""
+    std: tuple[float, float, float] = KINETICS_STD
+    """Input normalisation of pretraining (the run's ``data.std``)."""
 
     @property
     def views(self) -> str:
@@ -137,7 +142,7 @@ def sample_views(mp4: bytes, meta: dict, views: ViewConfig) -> np.ndarray:
         if clip.frames not in decoded:
             (piece,) = slice_clips(mp4, meta, [clip.frames])
             decoded[clip.frames] = decode_frames(piece.data, piece.indices)
-        out.append(apply_clip(decoded[clip.frames], clip.aug))
+        out.append(apply_clip(decoded[clip.frames], clip.aug, views.mean, views.std))
     return np.stack(out)
 
 

@@ -65,6 +65,7 @@ def feature_source(
 
     import torch
 
+    from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD
     from rhovid.train.checkpoint import checkpoint_step, find_checkpoint, load_backbone
     from rhovid.train.models import build_backbone
 
@@ -84,6 +85,8 @@ def feature_source(
         crop=crop or data_cfg.get("crop", 224),
         temporal=temporal,
         spatial=spatial,
+        mean=tuple(data_cfg.get("mean", KINETICS_MEAN)),
+        std=tuple(data_cfg.get("std", KINETICS_STD)),
     )
     if random_init:
         arch = arch or config.get("arch")

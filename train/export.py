@@ -105,8 +105,9 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None, keys: 
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "arch": config["arch"], "keys": keys, "branch": branch,
         "feature_dim": backbone.feature_dim, "tensors": len(state),
-        "input": {"layout": "(N, C, T, H, W) RGB in [0, 1], then (x - mean) / std", "mean": list(KINETICS_MEAN),
-                  "std": list(KINETICS_STD), "frames": data.get("frames"), "stride": data.get("stride"),
+        "input": {"layout": "(N, C, T, H, W) RGB in [0, 1], then (x - mean) / std",
+                  "mean": list(data.get("mean", KINETICS_MEAN)), "std": list(data.get("std", KINETICS_STD)),
+                  "frames": data.get("frames"), "stride": data.get("stride"),
                   "crop": data.get("crop")},
         "run": str(Path(run_dir).resolve()), "method": config["method"], "checkpoint": ckpt.name,
         "rhovid": rhovid.__version__,
