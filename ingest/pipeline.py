@@ -19,6 +19,7 @@ from pathlib import Path
 from rhovid.atomic import append_jsonl, atomic_write_text, read_jsonl, sweep_temporaries
 from rhovid.config import save_config, to_dict
 from rhovid.executor import map_unordered
+from rhovid.ingest.manifest import manifest_name, write_manifest
 from rhovid.ingest.shards import (
     DamagedIndexError,
     ShardWriter,
@@ -249,8 +250,8 @@ def recover_index(out: Path) -> dict:
     """index.json reconciled with the finished shards on disk.
 
     Entries of shards that no longer exist are dropped; finished shards the index does not
-    list (a kill between rename and index write) are read back; missing ``.idx`` files are
-    rewritten.
+    list (a kill between rename and index write) are read back; missing ``.idx`` files and
+    manifests are rewritten.
     """
     try:
         doc = read_index_file(out)
@@ -267,6 +268,8 @@ def recover_index(out: Path) -> dict:
             samples.extend(index_entry(s["json"], path.name) for s in iter_shard(path))
         if not path.with_suffix(".idx").exists():
             write_idx(path)
+        if not path.with_name(manifest_name(path.name)).exists():
+            write_manifest(path)
     samples.sort(key=lambda e: e["shard"])  # stable: keeps shard order within a shard
     labels = list(doc.get("labels", []))
     for e in samples:  # label names the index lost (a rebuilt index) come back from the samples

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rhovid.atomic import TMP_PREFIX, atomic_path, atomic_write_json
+from rhovid.ingest.manifest import write_manifest
 
 SHARDS_DIR = "shards"
 INDEX_FILE = "index.json"
@@ -337,7 +338,7 @@ class ShardWriter:
                 self._close()
 
     def close(self) -> Path | None:
-        """Finish the open shard (if any): close, fsync, rename, write the ``.idx``."""
+        """Finish the open shard (if any): close, fsync, rename, write the ``.idx`` and the manifest."""
         with _ctrl_c_held():
             return self._close()
 
@@ -351,6 +352,7 @@ class ShardWriter:
         final = self.folder / f"{self.split}-{self._number:06d}.tar"
         os.replace(self._tmp, final)
         write_idx(final)
+        write_manifest(final)
         metas, self._metas = self._metas, []
         self._tar = self._file = self._tmp = None
         self._number += 1

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rhovid.ingest.fragments import ClipSlice, slice_clips  # noqa: F401 - re-exported for the loader
+
 
 @dataclass(frozen=True)
 class ShardSpan:
@@ -145,51 +147,3 @@ def dist_position(rank: int | None, world: int | None) -> tuple[int, int]:
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     return 0, 1
-
-
-@dataclass(frozen=True)
-class ClipSlice:
-    """The bytes a decoder needs for one clip and where the clip's frames are in them."""
-
-    data: bytes
-    """``init segment + covering fragments`` (a playable fragmented MP4)."""
-    indices: tuple[int, ...]
-    """The clip's frames, local to ``data`` (0 = first frame of the first covering fragment)."""
-
-
-def slice_clips(mp4: bytes, meta: dict, frames: Iterable[Iterable[int]]) -> list[ClipSlice]:
-    """Cut each clip's fragments out of a sample (DESIGN.md decision 1).
-
-    Clips whose fragment ranges overlap share one slice (the same ``bytes`` object),
-    so a decoder that groups slices by identity (``decode_pyav.decode_clips``) decodes the
-    shared fragments once; with short timespans the rho clips often overlap.
-
-    Args:
-        mp4: the sample's fragmented MP4 bytes.
-        meta: its json (``init_size``, ``fragments``, ``num_frames``).
-        frames: per clip, its global frame indices.
-    """
-    from rhovid.ingest.fragments import clip_slice, fragment_range
-
-    clips = [list(fr) for fr in frames]
-    ranges = [fragment_range(meta, min(fr), max(fr)) for fr in clips]
-    # group clips whose fragment ranges share a fragment (merging merely adjacent ranges would
-    # decode the tail of the earlier clip's last fragment for nothing)
-    order = sorted(range(len(clips)), key=lambda k: ranges[k])
-    groups: list[list[int]] = []
-    end = -1
-    for k in order:
-        if groups and ranges[k][0] < end:
-            groups[-1].append(k)
-            end = max(end, ranges[k][1])
-        else:
-            groups.append([k])
-            end = ranges[k][1]
-    out: list[ClipSlice | None] = [None] * len(clips)
-    for group in groups:
-        first = min(min(clips[k]) for k in group)
-        last = max(max(clips[k]) for k in group)
-        data, frame0 = clip_slice(mp4, meta, first, last)
-        for k in group:
-            out[k] = ClipSlice(data, tuple(f - frame0 for f in clips[k]))
-    return out
