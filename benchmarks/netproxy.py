@@ -34,6 +34,9 @@ class ProxyCounters:
     injected_503: int = 0
     dropped: int = 0
     connections: int = 0
+    inflight: int = 0
+    max_inflight: int = 0
+    """Most requests being answered at one moment (the client's concurrency)."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -127,55 +130,67 @@ class HttpProxy:
                 method = head.split(b" ", 1)[0].upper()
                 headers = _headers(head)
                 action = self._decide()
-                if self.rtt_s:
-                    await asyncio.sleep(self.rtt_s / 2)
-                if action == "503":
-                    if self.rtt_s:
-                        await asyncio.sleep(self.rtt_s / 2)
-                    # a request with a body (maybe waiting for 100-continue) is answered and closed
-                    has_body = int(headers.get(b"content-length", b"0")) or b"transfer-encoding" in headers
-                    cwriter.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                                  + (b"Connection: close\r\n\r\n" if has_body else b"\r\n"))
-                    await cwriter.drain()
-                    if has_body:
+                self._enter()
+                try:
+                    if not await self._answer(action, method, head, headers, creader, cwriter, ureader, uwriter):
                         return
-                    continue
-                uwriter.write(head)
-                pump = asyncio.ensure_future(_copy_body(creader, uwriter, headers))
-                while True:  # interim 1xx answers (Expect: 100-continue) are forwarded as they come
-                    rhead = await _read_head(ureader)
-                    if rhead is None:
-                        return
-                    status = int(rhead.split(b" ", 2)[1])
-                    if status >= 200:
-                        break
-                    cwriter.write(rhead)
-                    await cwriter.drain()
-                await pump
-                if self.rtt_s:
-                    await asyncio.sleep(self.rtt_s / 2)
-                rheaders = _headers(rhead)
-                body = method != b"HEAD" and status not in (204, 304)
-                if action == "drop":
-                    cwriter.write(rhead)
-                    n = int(rheaders.get(b"content-length", b"0")) if body else 0
-                    if n > 1:
-                        cwriter.write(await ureader.readexactly(n // 2))
-                    await cwriter.drain()
-                    cwriter.transport.abort()  # reset, mid-body
-                    return
-                cwriter.write(rhead)
-                if body:
-                    await _copy_body(ureader, cwriter, rheaders, until_close=True)
-                await cwriter.drain()
-                if rheaders.get(b"connection", b"").lower() == b"close":
-                    return
+                finally:
+                    with self.counters.lock:
+                        self.counters.inflight -= 1
         except (ConnectionError, asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
             return
         finally:
             for w in (cwriter, uwriter):
                 if w is not None:
                     w.close()
+
+    def _enter(self) -> None:
+        with self.counters.lock:
+            self.counters.inflight += 1
+            self.counters.max_inflight = max(self.counters.max_inflight, self.counters.inflight)
+
+    async def _answer(self, action, method, head, headers, creader, cwriter, ureader, uwriter) -> bool:
+        """Answer one request; False when the connection is to be closed."""
+        if self.rtt_s:
+            await asyncio.sleep(self.rtt_s / 2)
+        if action == "503":
+            if self.rtt_s:
+                await asyncio.sleep(self.rtt_s / 2)
+            # a request with a body (maybe waiting for 100-continue) is answered and closed
+            has_body = int(headers.get(b"content-length", b"0")) or b"transfer-encoding" in headers
+            cwriter.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                          + (b"Connection: close\r\n\r\n" if has_body else b"\r\n"))
+            await cwriter.drain()
+            return not has_body
+        uwriter.write(head)
+        pump = asyncio.ensure_future(_copy_body(creader, uwriter, headers))
+        while True:  # interim 1xx answers (Expect: 100-continue) are forwarded as they come
+            rhead = await _read_head(ureader)
+            if rhead is None:
+                return False
+            status = int(rhead.split(b" ", 2)[1])
+            if status >= 200:
+                break
+            cwriter.write(rhead)
+            await cwriter.drain()
+        await pump
+        if self.rtt_s:
+            await asyncio.sleep(self.rtt_s / 2)
+        rheaders = _headers(rhead)
+        body = method != b"HEAD" and status not in (204, 304)
+        if action == "drop":
+            cwriter.write(rhead)
+            n = int(rheaders.get(b"content-length", b"0")) if body else 0
+            if n > 1:
+                cwriter.write(await ureader.readexactly(n // 2))
+            await cwriter.drain()
+            cwriter.transport.abort()  # reset, mid-body
+            return False
+        cwriter.write(rhead)
+        if body:
+            await _copy_body(ureader, cwriter, rheaders, until_close=True)
+        await cwriter.drain()
+        return rheaders.get(b"connection", b"").lower() != b"close"
 
 
 async def _read_head(reader: asyncio.StreamReader) -> bytes | None:

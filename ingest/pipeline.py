@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rhovid import storage
 from rhovid.atomic import append_jsonl, atomic_write_text, read_jsonl, sweep_temporaries
 from rhovid.config import save_config, to_dict
 from rhovid.executor import map_unordered
@@ -113,13 +114,17 @@ class IngestReport:
         )
 
 
-def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> IngestReport:
+def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig, on_shard=None,
+           stage: str | Path | None = None) -> IngestReport:
     """Ingest ``sources`` into ``out`` (resumable; see the module docstring).
 
     Args:
         sources: folder trees, Kinetics CSV files, list files, video files and/or ``Source``s.
-        out: the DATA folder.
+        out: the DATA folder, or an ``s3://`` / ``gs://`` URL (``rhovid.ingest.publish``: shards
+            are built in ``stage`` and uploaded whole).
         cfg: run settings.
+        on_shard: called as ``on_shard(path, metas)`` after each shard is finished and indexed.
+        stage: local build folder of a remote ``out`` (default ``publish.default_stage``).
 
     Raises:
         FileNotFoundError: a source spec does not exist.
@@ -127,7 +132,11 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     """
     t0 = time.perf_counter()
     check_config(cfg)
-    out = Path(out)
+    if storage.is_remote(out):
+        from rhovid.ingest.publish import ingest_remote
+
+        return ingest_remote(sources, str(out), cfg, stage)
+    out = storage.local_path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
     _check_config(out, cfg)
@@ -182,6 +191,8 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
         if time.monotonic() - last_index_write[0] > 30:  # recover_index covers the gap after a kill
             write_index(out, samples, labels)
             last_index_write[0] = time.monotonic()
+        if on_shard is not None:
+            on_shard(path, metas)
 
     writers: dict[str, ShardWriter] = {}
     results = map_unordered(

@@ -99,15 +99,18 @@ class RangeFetcher:
             FetchError: still failing after ``attempts`` tries (the last error chained).
             FileNotFoundError, PermissionError: at once, not retried.
         """
-        return self._retried(lambda: storage.read_range(url, start, end), end - start, f"{url} bytes {start}..{end}")
+        return self._retried(lambda: storage.read_range(url, start, end), end - start, f"{url} bytes {start}..{end}",
+                             storage.is_remote(url))
 
     def get_all(self, url: str) -> bytes:
         """The whole file or object at ``url`` (manifests, indexes), retried like ``get``."""
-        return self._retried(lambda: storage.read_bytes(url), None, url)
+        return self._retried(lambda: storage.read_bytes(url), None, url, storage.is_remote(url))
 
-    def _retried(self, read: Callable[[], bytes], expect: int | None, what: str) -> bytes:
+    def _retried(self, read: Callable[[], bytes], expect: int | None, what: str, remote: bool) -> bytes:
+        """``read()`` with retries; a local read is tried once (a short local file stays short)."""
         delay = self.backoff_s
-        for attempt in range(self.attempts):
+        attempts = self.attempts if remote else 1
+        for attempt in range(attempts):
             self._count(requests=1, retries=int(attempt > 0))
             try:
                 data = read()
@@ -120,11 +123,13 @@ class RangeFetcher:
                 raise
             except Exception as e:  # noqa: BLE001 - 5xx, resets, timeouts: backends raise many types
                 last = e
-            if attempt + 1 < self.attempts:
+            if attempt + 1 < attempts:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(2 * delay, 2.0)
         self._count(failed=1)
-        raise FetchError(f"{what}: failed {self.attempts} times, last {type(last).__name__}: {last}") from last
+        if not remote:
+            raise last
+        raise FetchError(f"{what}: failed {attempts} times, last {type(last).__name__}: {last}") from last
 
     def submit(self, url: str, ranges: list[tuple[int, int]]) -> Future:
         """Start reading ``ranges`` of ``url`` concurrently; the future gives ``{range: bytes}``."""

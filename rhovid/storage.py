@@ -140,7 +140,7 @@ def write_bytes(url: str | os.PathLike, data: bytes) -> None:
     if not is_remote(url):
         atomic_write_bytes(local_path(url), data)
         return
-    fs, path = filesystem(url)
+    fs, path = filesystem(_writable(url))
     fs.pipe_file(path, data)
 
 
@@ -156,8 +156,16 @@ def upload(src: str | os.PathLike, url: str | os.PathLike) -> None:
         with atomic_path(local_path(url)) as tmp:
             shutil.copyfile(src, tmp)
         return
-    fs, path = filesystem(url)
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"{src}: no such file to upload")
+    fs, path = filesystem(_writable(url))
     fs.put_file(os.fspath(src), path)
+
+
+def _writable(url: str | os.PathLike) -> str:
+    if protocol(url) in ("http", "https"):
+        raise ValueError(f"{url}: http(s):// is read-only; write to a folder, s3:// or gs:// and serve that")
+    return os.fspath(url)
 
 
 def remove(url: str | os.PathLike) -> None:
@@ -165,7 +173,7 @@ def remove(url: str | os.PathLike) -> None:
     if not is_remote(url):
         local_path(url).unlink(missing_ok=True)
         return
-    fs, path = filesystem(url)
+    fs, path = filesystem(_writable(url))
     try:
         fs.rm_file(path)
     except FileNotFoundError:
