@@ -97,6 +97,7 @@ def exists(url: str | os.PathLike) -> bool:
     if not is_remote(url):
         return local_path(url).exists()
     fs, path = filesystem(url)
+    fs.invalidate_cache(path)  # fresh: another process may have written it a moment ago
     return fs.exists(path)
 
 
@@ -105,6 +106,9 @@ def read_bytes(url: str | os.PathLike) -> bytes:
     if not is_remote(url):
         return local_path(url).read_bytes()
     fs, path = filesystem(url)
+    # s3fs sizes a whole-object read from its listing cache first: a cached listing made before
+    # another process wrote the object would answer "not found"
+    fs.invalidate_cache(path)
     return fs.cat_file(path)
 
 

@@ -58,6 +58,19 @@ def test_s3_reads_writes_lists(bucket, tmp_path):
     assert storage.list_names(f"{bucket}/d") == ["big"]
 
 
+def test_s3_sees_what_another_process_wrote_after_a_listing(s3, bucket):
+    """s3fs answers whole-object reads and exists() from its listing cache; a resuming writer must
+    see objects another process wrote after that listing (index.json of a killed run)."""
+    import s3fs
+
+    storage.write_bytes(f"{bucket}/data/a.txt", b"a")
+    assert storage.list_names(f"{bucket}/data") == ["a.txt"]  # fills the listing cache
+    other = s3fs.S3FileSystem(skip_instance_cache=True, endpoint_url=s3.url, key="testing", secret="testing")
+    other.pipe_file(f"{bucket[5:]}/data/index.json", b"{}")
+    assert storage.exists(f"{bucket}/data/index.json")
+    assert storage.read_bytes(f"{bucket}/data/index.json") == b"{}"
+
+
 def test_http_ranges_listing_and_read_only(nginx):
     (nginx.root / "h").mkdir(exist_ok=True)
     payload = os.urandom(100_000)
