@@ -30,8 +30,9 @@ SHARDS_DIR = "shards"
 INDEX_FILE = "index.json"
 
 
-def read_index_doc(data: str | os.PathLike) -> dict:
-    """The whole ``DATA/index.json`` of a local or remote DATA.
+def read_index_doc(data: str | os.PathLike, fetcher: RangeFetcher | None = None) -> dict:
+    """The whole ``DATA/index.json`` of a local or remote DATA (remote: read through ``fetcher``,
+    retried and counted; a new one when None).
 
     Raises:
         FileNotFoundError: DATA has no index.json (not ingested yet).
@@ -46,7 +47,7 @@ def read_index_doc(data: str | os.PathLike) -> dict:
         return read_index_file(storage.local_path(data))
     url = storage.join(data, INDEX_FILE)
     try:
-        raw = storage.read_bytes(url)
+        raw = (fetcher or RangeFetcher()).get_all(url)
     except FileNotFoundError:
         raise FileNotFoundError(f"{url} not found: run `rhovid ingest SRC --out {data}` first") from None
     try:
@@ -59,9 +60,9 @@ def read_index_doc(data: str | os.PathLike) -> dict:
     return doc
 
 
-def read_index(data: str | os.PathLike) -> list[dict]:
+def read_index(data: str | os.PathLike, fetcher: RangeFetcher | None = None) -> list[dict]:
     """Entries of ``DATA/index.json``, one per sample (ingest/FORMAT.md)."""
-    return read_index_doc(data)["samples"]
+    return read_index_doc(data, fetcher)["samples"]
 
 
 def shard_url(data: str | os.PathLike, shard: str) -> str:
@@ -69,14 +70,15 @@ def shard_url(data: str | os.PathLike, shard: str) -> str:
     return storage.join(data, SHARDS_DIR, shard)
 
 
-def split_shards(data: str | os.PathLike, split: str | None = None) -> list[tuple[str, int]]:
+def split_shards(data: str | os.PathLike, split: str | None = None,
+                 fetcher: RangeFetcher | None = None) -> list[tuple[str, int]]:
     """``(path or URL, samples)`` of every shard of ``split`` that index.json lists, sorted by name.
 
     Readers take the shard list from index.json rather than a listing: an HTTP server need not
     list folders, and a shard that index.json does not list holds nothing a reader may use.
     """
     counts: dict[str, int] = collections.Counter(
-        e["shard"] for e in read_index(data) if split is None or e["split"] == split)
+        e["shard"] for e in read_index(data, fetcher) if split is None or e["split"] == split)
     return [(shard_url(data, name), counts[name]) for name in sorted(counts)]
 
 

@@ -335,7 +335,8 @@ class ClipLoader:
             raise ValueError(f"box_frame must be 'centre' or 'random', got {cfg.box_frame!r}")
         check_loader_config(cfg)
         self.cfg = cfg
-        self.shards = split_shards(cfg.data, cfg.split)  # (path or URL, samples) from index.json
+        index_fetcher = RangeFetcher(attempts=cfg.io_attempts)
+        self.shards = split_shards(cfg.data, cfg.split, index_fetcher)  # (path or URL, samples) from index.json
         if not self.shards:
             raise FileNotFoundError(f"no shards of split {cfg.split!r} in {shard_url(cfg.data, '')}")
         box_set = None
@@ -346,7 +347,7 @@ class ClipLoader:
         self.rank, self.world = dist_position(cfg.rank, cfg.world_size)
         ctx = mp.get_context(cfg.start_method)
         self._state = {name: ctx.Value("q", 0) for name in ("epoch", "consumed", "skipped")}
-        self._state.update({f"io_{name}": ctx.Value("q", 0) for name in FetchStats().as_dict()})
+        self._state.update({f"io_{name}": ctx.Value("q", v) for name, v in index_fetcher.stats.as_dict().items()})
         self.dataset = ClipDataset(cfg, self.shards, self.rank, self.world, box_set, self._state,
                                    decode=cfg.device == "cpu")
         kw = {}
