@@ -18,12 +18,13 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 
 from rhovid import storage
 from rhovid.ingest.fragments import ClipGroup, ClipSlice, clip_groups, fragment_bytes, slices_of_groups
 from rhovid.ingest.manifest import Manifest, ManifestSample, build_manifest, manifest_name, parse_manifest
-from rhovid.ranged import RangeFetcher, coalesce
+from rhovid.ranged import RangeFetcher, coalesce, prefetch
 
 log = logging.getLogger(__name__)
 SHARDS_DIR = "shards"
@@ -80,6 +81,23 @@ def split_shards(data: str | os.PathLike, split: str | None = None,
     counts: dict[str, int] = collections.Counter(
         e["shard"] for e in read_index(data, fetcher) if split is None or e["split"] == split)
     return [(shard_url(data, name), counts[name]) for name in sorted(counts)]
+
+
+def data_shards(data: str | os.PathLike, split: str | None = None) -> list[str]:
+    """Paths or URLs of the finished shards of DATA (optionally of one split), sorted by name.
+
+    Local: the tars in ``DATA/shards`` (as ``rhovid.ingest.shards.list_shards``). Remote: a
+    listing where the store offers one (S3, GCS), else the shards index.json names (HTTP).
+    """
+    if not storage.is_remote(data):
+        from rhovid.ingest.shards import list_shards
+
+        return [str(p) for p in list_shards(storage.local_path(data), split)]
+    if storage.protocol(data) in ("http", "https"):
+        return [url for url, _ in split_shards(data, split)]
+    names = storage.list_names(storage.join(data, SHARDS_DIR))
+    return [shard_url(data, n) for n in names
+            if n.endswith(".tar") and (split is None or n.rsplit("-", 1)[0] == split)]
 
 
 class ShardReader:
@@ -188,6 +206,21 @@ class ShardReader:
     def read_clips(self, shard: str, sample: ManifestSample, frames: list[list[int]]) -> list[ClipSlice]:
         """``submit_clips`` and wait."""
         return self.submit_clips(shard, sample, frames).result()
+
+    def iter_samples(self, shard: str, ahead: int = 4) -> Iterator[dict]:
+        """Every sample of a shard, whole: ``{"__key__", "json", "mp4": bytes}`` in shard order, the
+        next ``ahead`` videos read meanwhile (one ranged read each). Strict, like
+        ``shards.iter_shard``: a damaged sample raises ``ValueError`` naming it."""
+        manifest = self.manifest(shard)
+
+        def start(sample: ManifestSample) -> Future:
+            if sample.error is not None:
+                raise ValueError(f"{shard}: {sample.error}")
+            off, size = sample.members["mp4"]
+            return self.fetcher.submit(shard, [(off, off + size)])
+
+        for sample, fut in prefetch(manifest.samples, start, ahead):
+            yield {"__key__": sample.key, "json": sample.meta, "mp4": next(iter(fut.result().values()))}
 
     def read_member(self, shard: str, sample: ManifestSample, ext: str = "mp4") -> bytes:
         """A whole member of a sample (one ranged read): box priors and verify need every frame."""

@@ -67,16 +67,18 @@ def filesystem(url: str | os.PathLike):
 
     text = os.fspath(url)
     try:
-        return fsspec.core.url_to_fs(text, **_options(protocol(text)))
+        return fsspec.core.url_to_fs(text, **storage_options(text))
     except ImportError as e:
         extra = _EXTRAS.get(protocol(text), protocol(text))
         raise ValueError(f"{text}: the {protocol(text)}:// backend is not installed ({e}); "
                          f"pip install 'rhovid[{extra}]'") from None
 
 
-def _options(proto: str) -> dict:
-    """Storage options rhovid sets itself: bounded timeouts, so a stalled connection is retried
-    (``rhovid.ranged``) rather than hanging a loader worker; everything else is the backend's."""
+def storage_options(url: str | os.PathLike) -> dict:
+    """fsspec options rhovid sets itself for ``url``'s backend: bounded timeouts, so a stalled
+    connection is retried (``rhovid.ranged``) rather than hanging a loader worker; everything
+    else (credentials, regions) is the backend's own configuration."""
+    proto = protocol(url)
     timeout = float(os.environ.get("RHOVID_IO_TIMEOUT_S", "60"))
     if proto in ("http", "https"):
         import aiohttp
@@ -139,6 +141,19 @@ def list_names(url: str | os.PathLike) -> list[str]:
     return sorted(name(e["name"]) for e in entries if e.get("type") == "file")
 
 
+def list_dirs(url: str | os.PathLike) -> list[str]:
+    """Names of the folders (object-store prefixes) directly in ``url`` (sorted; [] when none)."""
+    if not is_remote(url):
+        folder = local_path(url)
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    fs, path = filesystem(url)
+    try:
+        entries = fs.ls(path, detail=True, refresh=True)
+    except FileNotFoundError:
+        return []
+    return sorted(name(e["name"]) for e in entries if e.get("type") == "directory")
+
+
 def write_bytes(url: str | os.PathLike, data: bytes) -> None:
     """Write a whole file/object atomically (local: temp + rename; remote: one PUT)."""
     if not is_remote(url):
@@ -170,6 +185,21 @@ def _writable(url: str | os.PathLike) -> str:
     if protocol(url) in ("http", "https"):
         raise ValueError(f"{url}: http(s):// is read-only; write to a folder, s3:// or gs:// and serve that")
     return os.fspath(url)
+
+
+def remove_tree(url: str | os.PathLike) -> None:
+    """Delete a folder (or every object under a prefix) if it exists."""
+    if not is_remote(url):
+        import shutil
+
+        shutil.rmtree(local_path(url), ignore_errors=True)
+        return
+    fs, path = filesystem(_writable(url))
+    try:
+        fs.rm(path, recursive=True)
+    except FileNotFoundError:
+        pass
+    fs.invalidate_cache(path)
 
 
 def remove(url: str | os.PathLike) -> None:
