@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.run is None and not args.random_init and args.weights is None:
         raise ValueError("give --run RUN, --weights FILE, or --random-init --arch ARCH for the baseline")
+    if args.weights is not None and (args.run is not None or args.random_init):
+        raise ValueError("--weights replaces --run and --random-init: give one of them")
     check_options(args)
     temporal, spatial = parse_views(args.views)
     src = feature_source(args.run, args.step, args.random_init, args.arch, args.seed, temporal, spatial,
