@@ -6,7 +6,7 @@ as their file says it, the file:line, the config field it corresponds to and the
 in rhovid's units (``expected``, a Python literal; ``inf`` allowed). The field is read from the
 preset resolved as ``rhovid train --preset NAME`` resolves it: ``TrainConfig`` as a dict,
 ``method_kwargs`` completed with the method's own defaults (what ``build_method`` receives), and
-``spec.*`` from the backbone spec of ``arch``. A preset passes when every field equals its
+``spec.*`` from the backbone spec of ``arch``; a number indexes a list (``data.augment.0`` = the first view). A preset passes when every field equals its
 ``expected`` (fidelity) and every ``rhovid's value`` cell equals the field (the README is true).
 """
 
@@ -47,9 +47,12 @@ def resolved(name: str) -> dict:
 def lookup(cfg: dict, field: str):
     node = cfg
     for part in field.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]  # e.g. data.augment.0: the first view's augmentation
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
             return MISSING
-        node = node[part]
     return node
 
 
