@@ -11,37 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rhovid.train.augment import AugmentConfig
+from rhovid.train.data_config import DataConfig
 
-
-@dataclass(frozen=True)
-class DataConfig:
-    """What the loader samples (mirrors ``rhovid.train.data.LoaderConfig``)."""
-
-    data: str = ""
-    """Dataset folder written by ``rhovid ingest`` (holds shards/ and index.json)."""
-    split: str = "train"
-    """Split to train on."""
-    rho: int = 2
-    """Clips per video (rho >= 2 positives; Feichtenhofer et al. 2021, Sec. 3)."""
-    frames: int = 8
-    """Frames per clip T."""
-    stride: int = 8
-    """Temporal stride between sampled frames."""
-    timespan_s: float = 60.0
-    """Maximum distance between the clips of one video, seconds (paper Sec. 4.1: up to 60 s)."""
-    min_gap_s: float = 0.0
-    """Minimum distance between the clips of one video, seconds (PySlowFast's DATA.DELTA_CLIPS_MIN)."""
-    crop: int = 224
-    """Spatial crop size in pixels."""
-    boxes: str | None = None
-    """Box set for ConST-CL: None, "random" or a stored set name."""
-    max_boxes: int = 8
-    """Boxes per clip K (padded, see ``box_mask``)."""
-    workers: int = 8
-    """Decode worker processes per training process."""
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    """Per-clip augmentation ranges (rho-methods defaults; its ``crop`` is replaced by ``crop``)."""
+__all__ = ["DataConfig", "OptimConfig", "TrainConfig", "PRESETS", "get_preset", "replace_data"]
 
 
 @dataclass(frozen=True)
