@@ -36,6 +36,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+from rhovid.benchmarks import loader_remote
 from rhovid.benchmarks.ingest import encoding_flags
 from rhovid.benchmarks.loader_baselines import (
     baseline_dali_whole,
@@ -72,9 +73,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-batches", type=int, default=20, help="timed batches of the --gpu measurement")
     p.add_argument("--out", type=Path, default=None,
                    help="markdown result file (default benchmarks/results/loader-<date>-cpu.md; .json beside it)")
+    loader_remote.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.remote:
+        return loader_remote.run(args)
     lengths = [float(x) for x in args.lengths.split(",") if x.strip()]
     spans = [float(x) for x in args.timespans.split(",") if x.strip()]
     width, height = (int(v) for v in args.size.split("x"))

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 _SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<num>\d{6})\.tar$")
 FAILED_FILE = "failed.jsonl"
 CONFIG_FILE = "ingest.json"
+RUNS_FILE = "ingest-runs.jsonl"
+STATE_FILES = (CONFIG_FILE, FAILED_FILE, RUNS_FILE)
+"""DATA files other than shards and index.json: copied into the stage first, uploaded whole after."""
 
 
 def default_stage(url: str) -> Path:
@@ -118,11 +121,11 @@ class Publisher:
         self.published.append(name)
 
     def write_state(self) -> None:
-        """index.json, failed.jsonl and ingest.json of the stage -> the bucket (whole objects)."""
+        """index.json and the ``STATE_FILES`` of the stage -> the bucket (whole objects)."""
         doc = {"format": FORMAT_VERSION, "labels": self.labels,
                "samples": sorted(self.samples, key=lambda e: e["shard"])}
         storage.write_bytes(storage.join(self.url, INDEX_FILE), (json.dumps(doc, indent=1) + "\n").encode())
-        for name in (FAILED_FILE, CONFIG_FILE):
+        for name in STATE_FILES:
             if (self.stage / name).exists():
                 storage.upload(self.stage / name, storage.join(self.url, name))
 
@@ -133,6 +136,18 @@ def _labels_of(stage: Path, known: list) -> list:
         return json.loads((stage / INDEX_FILE).read_text(encoding="utf-8")).get("labels", known)
     except (OSError, ValueError):
         return known
+
+
+def _rename_shards_in_run_record(path: Path, names: list[str]) -> None:
+    """The run's ``ingest-runs.jsonl`` record names the stage's shards; give it the bucket's names."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if lines:
+        record = json.loads(lines[-1])
+        record["shards"] = names
+        lines[-1] = json.dumps(record)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def ingest_remote(sources: list, url: str, cfg, stage: str | os.PathLike | None = None):
@@ -149,7 +164,7 @@ def ingest_remote(sources: list, url: str, cfg, stage: str | os.PathLike | None 
     stage = Path(stage) if stage is not None else default_stage(url)
     shutil.rmtree(stage, ignore_errors=True)  # a cache: everything of value is in the bucket
     (stage / SHARDS_DIR).mkdir(parents=True)
-    for name in (CONFIG_FILE, FAILED_FILE):
+    for name in STATE_FILES:
         try:
             (stage / name).write_bytes(storage.read_bytes(storage.join(url, name)))
         except FileNotFoundError:
@@ -173,6 +188,7 @@ def ingest_remote(sources: list, url: str, cfg, stage: str | os.PathLike | None 
             f.write(json.dumps(record) + "\n")
         report.failures.append(record)
         report.failed += 1
+    _rename_shards_in_run_record(stage / RUNS_FILE, publisher.published)
     publisher.labels = _labels_of(stage, publisher.labels)
     publisher.write_state()
     report.skipped += len(specs) - len(todo) - len(clash)

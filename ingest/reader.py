@@ -14,12 +14,15 @@ manifests existed); remotely it reads the DALI ``.idx`` and then each sample's j
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
+from pathlib import Path
 
 from rhovid import storage
 from rhovid.ingest.fragments import ClipGroup, ClipSlice, clip_groups, fragment_bytes, slices_of_groups
@@ -98,6 +101,20 @@ def data_shards(data: str | os.PathLike, split: str | None = None) -> list[str]:
     names = storage.list_names(storage.join(data, SHARDS_DIR))
     return [shard_url(data, n) for n in names
             if n.endswith(".tar") and (split is None or n.rsplit("-", 1)[0] == split)]
+
+
+@contextlib.contextmanager
+def local_copy(url: str) -> Iterator[Path]:
+    """A local path holding the bytes of ``url``: the file itself, or a temporary download removed
+    afterwards (``verify`` reads every byte of a shard anyway, and tarfile wants a seekable file)."""
+    if not storage.is_remote(url):
+        yield storage.local_path(url)
+        return
+    with tempfile.TemporaryDirectory(prefix="rhovid-shard-") as tmp:
+        path = Path(tmp) / storage.name(url)
+        fs, remote = storage.filesystem(url)
+        fs.get_file(remote, str(path))
+        yield path
 
 
 class ShardReader:

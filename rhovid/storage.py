@@ -95,6 +95,23 @@ def storage_options(url: str | os.PathLike) -> dict:
     return {}
 
 
+def absolute(data: str | os.PathLike) -> str:
+    """A URL as it is, a local path made absolute (provenance records, task arguments)."""
+    return os.fspath(data) if is_remote(data) else os.path.abspath(local_path(data))
+
+
+def open_zarr_group(root: str | os.PathLike, path: str = "", mode: str = "r"):
+    """A zarr 3 group under ``root``: a folder, or a URL through zarr's fsspec store."""
+    import zarr
+
+    if is_remote(root):
+        from zarr.storage import FsspecStore
+
+        store = FsspecStore.from_url(os.fspath(root), storage_options=storage_options(root), read_only=mode == "r")
+        return zarr.open_group(store, path=path, mode=mode, zarr_format=3)
+    return zarr.open_group(str(local_path(root)), path=path, mode=mode, zarr_format=3)
+
+
 def exists(url: str | os.PathLike) -> bool:
     if not is_remote(url):
         return local_path(url).exists()

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import zarr
 
 from rhovid import storage
 from rhovid.store.boxsets import read_registry, resolve_set
@@ -30,13 +29,7 @@ def store_root(data: str | Path) -> Path | str:
 
 def open_group(root: Path | str, path: str = "", mode: str = "r"):
     """A zarr 3 group under ``root`` (a folder, or a URL through zarr's fsspec store)."""
-    if storage.is_remote(root):
-        from zarr.storage import FsspecStore
-
-        store = FsspecStore.from_url(str(root), storage_options=storage.storage_options(root),
-                                     read_only=mode == "r")
-        return zarr.open_group(store, path=path, mode=mode, zarr_format=3)
-    return zarr.open_group(str(root), path=path, mode=mode, zarr_format=3)
+    return storage.open_zarr_group(root, path, mode)
 
 
 def ensure_root(data: str | Path) -> Path | str:

@@ -38,7 +38,7 @@ def test_ingest_to_a_bucket_equals_a_local_ingest(tiny_src, tiny_data, bucket, t
     rep = ingest([str(tiny_src)], url, CFG, stage=stage)
     assert rep.ingested == 6 and rep.failed == 0 and rep.shards == ["train-000000.tar", "train-000001.tar"]
     names = storage.list_names(f"{url}/shards")
-    assert names == sorted(f"train-00000{i}.{ext}" for i in (0, 1) for ext in ("idx", "manifest.json", "tar"))
+    assert names == sorted(f"train-00000{i}.{ext}" for i in (0, 1) for ext in ("idx", "manifest.json.gz", "tar"))
     assert read_index(url) == read_index(tiny_data)  # same rows, same shard names
     assert json.loads(storage.read_bytes(f"{url}/ingest.json"))["gop"] == 16
     assert not list((stage / "shards").glob("*.tar"))  # uploaded copies are not kept
@@ -48,7 +48,7 @@ def test_ingest_to_a_bucket_equals_a_local_ingest(tiny_src, tiny_data, bucket, t
         tar = tmp_path / storage.name(shard)
         tar.write_bytes(storage.read_bytes(shard))
         # the uploaded manifest and .idx describe the uploaded tar
-        assert storage.read_bytes(shard[:-4] + ".manifest.json") == manifest_bytes(build_manifest(tar))
+        assert storage.read_bytes(shard[:-4] + ".manifest.json.gz") == manifest_bytes(build_manifest(tar))
         assert storage.read_bytes(shard[:-4] + ".idx").decode() == idx_text(tar)
         whole = {s["__key__"]: s for s in iter_shard(tar)}
         for s in reader.manifest(shard).samples:
