@@ -46,6 +46,8 @@ class FetchStats:
     """Requests that were repeats of a failed one."""
     failed: int = 0
     """Reads given up after every retry."""
+    wait_us: int = 0
+    """Microseconds the consumer spent blocked waiting for reads (storage latency not hidden)."""
 
     def add(self, other: FetchStats) -> None:
         for f in fields(self):
@@ -56,7 +58,7 @@ class FetchStats:
 
     def summary(self) -> str:
         return (f"fetched {self.bytes / 1e6:.2f} MB in {self.requests} requests, {self.retries} retries, "
-                f"{self.failed} failed reads")
+                f"{self.failed} failed reads, {self.wait_us / 1e6:.1f} s waiting for reads")
 
 
 def coalesce(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -86,6 +88,10 @@ class RangeFetcher:
         self.stats = FetchStats()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+
+    def count(self, **delta: int) -> None:
+        """Add to the counters (thread-safe); the consumer adds its ``wait_us``."""
+        self._count(**delta)
 
     def _count(self, **delta: int) -> None:
         with self._lock:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing as mp
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -167,10 +168,12 @@ class ClipDataset(IterableDataset):
             for (job, err), fut in prefetch(self._planned(spans, epoch, reader), start, self.cfg.io_inflight):
                 if err is None:
                     plan, sample, shard = job
+                    t = time.perf_counter()
                     try:
                         slices = fut.result()
                     except Exception as e:  # noqa: BLE001 - unreadable bytes: skip the sample, never the epoch
                         err = f"{shard}:{sample.key}: {type(e).__name__}: {e}"
+                    reader.fetcher.count(wait_us=int(1e6 * (time.perf_counter() - t)))
                 self._publish_io()
                 yield (None, None, err) if err is not None else (plan, slices, None)
         finally:
@@ -181,12 +184,15 @@ class ClipDataset(IterableDataset):
         """``((plan, manifest sample, shard), None)`` or ``(None, error)`` per sample of the spans."""
         cfg = self.cfg
         for span in spans:
+            t = time.perf_counter()
             try:
-                samples = reader.manifest(span.shard).samples[span.start:span.stop]
+                samples = reader.manifest(span.shard).samples[span.start:span.stop]  # one read per shard, cached
             except (OSError, ValueError) as e:
                 for n in range(span.start, span.stop):
                     yield None, f"{span.shard}: sample {n}: {type(e).__name__}: {e}"
                 continue
+            finally:
+                reader.fetcher.count(wait_us=int(1e6 * (time.perf_counter() - t)))
             for n in range(len(samples), span.stop - span.start):
                 yield None, f"{span.shard}: sample {span.start + n} is missing (the shard holds {len(samples)})"
             shard_boxes = None

@@ -173,7 +173,9 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
                    "clips_per_s": times["steps_per_s"] * cfg.batch_size * cfg.data.rho, **_io_record(batches)}
             window.clear()
             metrics.log(done, rec)
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.3g}", data=f"{times['data_frac']:.0%}")
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.3g}", data=f"{times['data_frac']:.0%}",
+                            **({"read": f"{rec['io']['bytes'] / 1e6:.0f}MB/{rec['io']['retries']}r"} if "io" in rec
+                               else {}))
         bar.update(1)
         timer.mark_compute(step_done=False)  # logging is the loop's work, not data wait
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:

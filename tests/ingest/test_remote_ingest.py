@@ -20,6 +20,7 @@ from rhovid.ingest.pipeline import IngestConfig, ingest
 from rhovid.ingest.publish import Publisher, remote_shards
 from rhovid.ingest.reader import ShardReader, read_index, split_shards
 from rhovid.ingest.shards import idx_text, iter_shard, list_shards
+from rhovid.ingest.verify import verify
 
 CFG = IngestConfig(short_side=112, gop=16, shard_count=3, workers=0, progress=False)
 
@@ -61,6 +62,14 @@ def test_ingest_to_a_bucket_equals_a_local_ingest(tiny_src, tiny_data, bucket, t
     reader.close()
     again = ingest([str(tiny_src)], url, CFG, stage=stage)
     assert (again.ingested, again.skipped, again.shards) == (0, 6, [])
+    # --verify on the bucket: clean, then a manifest of another shard and a missing .idx are found
+    assert verify(url, progress=False).ok
+    first, second = (storage.join(url, "shards", f"train-00000{i}") for i in (0, 1))
+    storage.write_bytes(first + ".manifest.json.gz", storage.read_bytes(second + ".manifest.json.gz"))
+    storage.remove(second + ".idx")
+    problems = verify(url, progress=False).problems
+    assert problems == ["train-000000.manifest.json.gz: does not describe train-000000.tar (stale or damaged)",
+                        "train-000001.idx: missing (DALI's reader needs it)"], problems
 
 
 def test_a_crash_after_the_tar_upload_is_recovered_from_the_manifests(tiny_src, bucket, tmp_path, monkeypatch):
