@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from rhovid.ingest.shards import iter_shard_lazy, list_shards, read_index, shard_name
 from rhovid.train.augment import AugmentConfig
-from rhovid.train.sampler import ClipSpec, SamplePlan, plan_sample, sample_seed
+from rhovid.train.sampler import RANDOM_BOXES, ClipSpec, SamplePlan, plan_sample, sample_seed
 from rhovid.train.streaming import (
     ClipSlice,
     assign,
@@ -70,7 +70,8 @@ class LoaderConfig:
     crop: int = 224
     """Output crop side in pixels."""
     boxes: str | None = None
-    """None, "random" (ConST-CL random boxes) or a box set name/alias of DATA/boxes.zarr."""
+    """None, "random" / "random-independent" (ConST-CL random boxes, ``sampler.random_boxes``) or a
+    box set name/alias of DATA/boxes.zarr."""
     max_boxes: int = 8
     """K: box slots per clip."""
     box_frame: str = "centre"
@@ -143,7 +144,7 @@ class ClipDataset(IterableDataset):
     def _plans(self, spans, epoch):
         """(plan, slices, error) per sample of the spans, in read order (no decoding)."""
         cfg = self.cfg
-        boxes = None if cfg.boxes is None else ("random" if cfg.boxes == "random" else "store")
+        boxes = None if cfg.boxes is None else (cfg.boxes if cfg.boxes in RANDOM_BOXES else "store")
         for span in spans:
             shard_boxes = None
             if boxes == "store":  # one read per shard (DESIGN.md decision 5)
@@ -279,7 +280,7 @@ class ClipLoader:
             counts[e["shard"]] = counts.get(e["shard"], 0) + 1
         self.shards = [(str(p), counts.get(p.name, 0)) for p in paths if counts.get(p.name, 0)]
         box_set = None
-        if cfg.boxes not in (None, "random"):
+        if cfg.boxes is not None and cfg.boxes not in RANDOM_BOXES:
             from rhovid.store.zarr_store import BoxStore
 
             box_set = BoxStore(cfg.data).resolve(cfg.boxes)  # KeyError listing the sets

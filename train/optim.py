@@ -16,7 +16,7 @@ from torch import nn
 
 
 def lr_at(step: int, *, peak_lr: float, total_steps: int, warmup_steps: int = 0,
-          warmup_lr: float = 0.0, final_lr: float = 0.0) -> float:
+          warmup_lr: float = 0.0, final_lr: float = 0.0, cosine_over_warmup: bool = False) -> float:
     """Learning rate of update ``step`` (0-based): linear warm-up, then half-cosine to ``final_lr``.
 
     A pure function (nanoGPT/MAE style): resuming at step k gives the same LR as never stopping.
@@ -28,12 +28,20 @@ def lr_at(step: int, *, peak_lr: float, total_steps: int, warmup_steps: int = 0,
         warmup_steps: Steps of linear warm-up from ``warmup_lr`` to ``peak_lr``.
         warmup_lr: LR at step 0 when warming up (PySlowFast ``WARMUP_START_LR``).
         final_lr: LR at the end of the cosine (PySlowFast ``COSINE_END_LR``).
+        cosine_over_warmup: False: the cosine starts at ``peak_lr`` when the warm-up ends.
+            True: the cosine runs over the whole run from step 0 and the warm-up ramps
+            linearly to the cosine's value at ``warmup_steps`` (TF Model Garden's
+            ``LinearWarmup`` around ``CosineDecayWithOffset``, which ConST-CL trains with).
     """
+    start = warmup_steps if not cosine_over_warmup else 0
+
+    def cosine(s: int) -> float:
+        progress = min((s - start) / max(total_steps - start, 1), 1.0)
+        return final_lr + (peak_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
     if step < warmup_steps:
-        return warmup_lr + (peak_lr - warmup_lr) * step / warmup_steps
-    span = max(total_steps - warmup_steps, 1)
-    progress = min((step - warmup_steps) / span, 1.0)
-    return final_lr + (peak_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return warmup_lr + (cosine(warmup_steps) - warmup_lr) * step / warmup_steps
+    return cosine(step)
 
 
 def param_groups(model: nn.Module, weight_decay: float, exclude_bn_bias: bool = True) -> list[dict]:
