@@ -15,7 +15,7 @@ the map contributes 0; one within a pixel of the border is clamped to the border
   `multilevel_crop_and_resize` (official/vision/ops/spatial_transform_ops.py, `_compute_grid_positions`:
   sample i of a bin at ``x0 + (i + sample_offset) * w / output_size``, floor/ceil neighbours, the far
   border clamped), which ConST-CL's head calls with crop 4 and one sample per bin
-  (const_cl/configs/head.py:43-44, sample_offset 0.5). Unlike torchvision's `aligned=False` it does
+  (const_cl/configs/head.py:44-45, sample_offset 0.5). Unlike torchvision's `aligned=False` it does
   not widen boxes narrower than one cell (ConST-CL's random boxes can be 0.7 cells wide).
 """
 

@@ -7,6 +7,7 @@ transformer_decoder.py, vision/ops/spatial_transform_ops.py), using the module's
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from rhovid.train.methods import build_method
 from rhovid.train.models import build_backbone, count_params
 from rhovid.train.models.constcl_head import ConSTCLHead, memory_frames
-from rhovid.train.models.resnet3d import TFSameConv3d, TFSameMaxPool3d
+from rhovid.train.models.resnet3d import SPECS, ResNet3D, TFSameConv3d, TFSameMaxPool3d
 from rhovid.train.roi_align import roi_align
 
 
@@ -86,16 +87,19 @@ def test_y_backbone_parameter_count_from_authors_layers():
 
 
 def test_y_branches_are_initialised_separately_with_keras_init():
+    # r3d50's conventions on a narrow spec (building the full net with real init takes ~25 s)
+    spec = dataclasses.replace(SPECS["r3d50"], widths=(8, 16, 32, 64), stem_width=8)
+    assert SPECS["r3d50"].conv_init == "variance_scaling" and SPECS["r3d50"].tf_same
     torch.manual_seed(0)
-    model = build_backbone("r3d50", y_structure=True)
+    model = ResNet3D(spec, y_structure=True)
     for (ka, a), (kb, b) in zip(model.res5.named_parameters(), model.res5_local.named_parameters()):
         assert ka == kb and a.shape == b.shape
         if a.dim() > 1:
             assert not torch.equal(a, b)  # independent draws, not a copy
-    w = model.res4[0].branch[0].weight  # 3x1x1 conv, 512 -> 256: fan_in 1536
-    std = math.sqrt(1 / 1536) / 0.87962566103423978
-    assert float(w.detach().abs().max()) <= 2 * std + 1e-7  # truncated at 2 sigma
-    assert float(w.detach().std()) == pytest.approx(math.sqrt(1 / 1536), rel=0.02)
+    w = model.res4[0].branch[0].weight.detach()  # 3x1x1 conv, 64 -> 32: fan_in 192
+    std = math.sqrt(1 / 192) / 0.87962566103423978
+    assert float(w.abs().max()) <= 2 * std + 1e-7  # truncated at 2 sigma
+    assert float(w.std()) == pytest.approx(math.sqrt(1 / 192), rel=0.05)
 
 
 def _tf_same_reference(x: np.ndarray, w: np.ndarray, stride: tuple[int, int, int]) -> np.ndarray:
