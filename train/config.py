@@ -48,8 +48,9 @@ class DataConfig:
 class OptimConfig:
     """Optimizer and LR schedule."""
 
-    name: Literal["sgd", "lars"] = "sgd"
-    """"sgd" (momentum) or "lars"; both exclude BN and biases from decay/adaptation."""
+    name: Literal["sgd", "keras_sgd", "lars"] = "sgd"
+    """"sgd" (torch momentum), "keras_sgd" (the LR inside the momentum buffer, as Keras / TF Model
+    Garden) or "lars"; all exclude BN and biases from decay/adaptation."""
     lr: float = 0.1
     """Peak LR for a global batch of ``lr_batch`` clips-sets; scaled linearly with the real batch."""
     lr_batch: int = 64
@@ -167,14 +168,15 @@ PRESETS: dict[str, TrainConfig] = {
     # R3D-50 Y structure, 2 views of 16 frames at stride 2 and 224^2 (:51-56), 8 random boxes
     # on the key frame (configs/const_cl.py:40), batch 1024 (:57), 200,000 steps (:75), SGD with
     # momentum 0.9 (vision/configs/video_classification.py `add_trainer`) without Nesterov (:71),
-    # cosine from 40.96 over all 200k steps (:67-68) after a linear warm-up from 0 over 2,500 steps
-    # (:74, add_trainer's warmup_learning_rate 0), l2 1e-6 on conv/dense kernels only (:62,
-    # tasks/const_cl.py `build_losses`: the same set rhovid decays), SyncBN (:8), bf16 (:3).
+    # Keras' SGD (modeling/optimization/optimizer_factory.py), cosine from 40.96 over all 200k
+    # steps (:67-68) after a linear warm-up from 0 over 2,500 steps (:74, add_trainer's 0 start),
+    # l2 1e-6 on conv/dense kernels only (:62, tasks/const_cl.py `build_losses`: the set rhovid
+    # decays), SyncBN (:8), bf16 (:3).
     # The 100k recipe is this with --set steps=100000 (its yaml differs only there).
     "constcl-r3d50": TrainConfig(
         method="constcl", arch="r3d50",
         data=DataConfig(rho=2, frames=16, stride=2, timespan_s=60.0, crop=224, boxes="random", max_boxes=8),
-        optim=OptimConfig(name="sgd", lr=40.96, lr_batch=1024, momentum=0.9, weight_decay=1e-6,
+        optim=OptimConfig(name="keras_sgd", lr=40.96, lr_batch=1024, momentum=0.9, weight_decay=1e-6,
                           warmup_steps=2_500, warmup_lr=0.0, final_lr=0.0, cosine_over_warmup=True),
         batch_size=1024, steps=200_000, checkpoint_every=1_000, log_every=100, device="cuda", sync_bn=True),
     **{f"tiny-{m}": _tiny(m) for m in ("simclr", "moco", "byol", "swav")},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from rhovid.train.config import get_preset
 from rhovid.train.optim import lr_at
@@ -17,7 +18,7 @@ def test_preset_is_the_authors_recipe():
     d = cfg.data
     assert (d.rho, d.frames, d.stride, d.crop, d.boxes, d.max_boxes) == (2, 16, 2, 224, "random", 8)
     o = cfg.optim
-    assert (o.name, o.momentum, o.lr, o.lr_batch, o.weight_decay) == ("sgd", 0.9, 40.96, 1024, 1e-6)
+    assert (o.name, o.momentum, o.lr, o.lr_batch, o.weight_decay) == ("keras_sgd", 0.9, 40.96, 1024, 1e-6)
     assert (o.warmup_steps, o.warmup_lr, o.final_lr, o.cosine_over_warmup) == (2500, 0.0, 0.0, True)
     assert cfg.sync_bn and cfg.precision == "bf16" and cfg.method_kwargs == {}  # method defaults = authors'
 
@@ -44,3 +45,28 @@ def test_restarted_cosine_is_unchanged_by_default():
     assert lr_at(100, peak_lr=1.0, total_steps=1100, warmup_steps=100) == 1.0
     assert lr_at(600, peak_lr=1.0, total_steps=1100, warmup_steps=100) == pytest.approx(0.5)
     assert lr_at(100, peak_lr=1.0, total_steps=1100, warmup_steps=100, cosine_over_warmup=True) < 1.0
+
+
+def test_keras_sgd_follows_keras_update_rule():
+    """v = m v - lr (g + wd w); w += v (tf_keras SGD / ResourceApplyKerasMomentum), with the LR
+    changing every step, against a direct loop; torch's SGD differs once the LR moves."""
+    from rhovid.train.optim import KerasSGD
+
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(5, dtype=torch.float64, generator=g)
+    grads = [torch.randn(5, dtype=torch.float64, generator=g) for _ in range(6)]
+    lrs = [0.0, 0.1, 0.2, 0.3, 0.25, 0.2]
+    p = torch.nn.Parameter(w0.clone())
+    q = torch.nn.Parameter(w0.clone())
+    opt = KerasSGD([{"params": [p], "weight_decay": 0.01}], lr=0.0, momentum=0.9)
+    ref = torch.optim.SGD([{"params": [q], "weight_decay": 0.01}], lr=0.0, momentum=0.9)
+    w, v = w0.clone(), torch.zeros(5, dtype=torch.float64)
+    for lr, grad in zip(lrs, grads):
+        for o, x in ((opt, p), (ref, q)):
+            o.param_groups[0]["lr"] = lr
+            x.grad = grad.clone()
+            o.step()
+        v = 0.9 * v - lr * (grad + 0.01 * w)
+        w = w + v
+    torch.testing.assert_close(p.detach(), w, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(q.detach(), w)
