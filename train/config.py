@@ -12,36 +12,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rhovid.train.augment import AugmentConfig
+from rhovid.train.data_config import DataConfig
 
-
-@dataclass(frozen=True)
-class DataConfig:
-    """What the loader samples (mirrors ``rhovid.train.data.LoaderConfig``)."""
-
-    data: str = ""
-    """Dataset folder written by ``rhovid ingest`` (holds shards/ and index.json)."""
-    split: str = "train"
-    """Split to train on."""
-    rho: int = 2
-    """Clips per video (rho >= 2 positives; Feichtenhofer et al. 2021, Sec. 3)."""
-    frames: int = 8
-    """Frames per clip T."""
-    stride: int = 8
-    """Temporal stride between sampled frames."""
-    timespan_s: float = 60.0
-    """Maximum distance between the clips of one video, seconds (paper Sec. 4.1: up to 60 s)."""
-    min_gap_s: float = 0.0
-    """Minimum distance between the clips of one video, seconds (PySlowFast's DATA.DELTA_CLIPS_MIN)."""
-    crop: int = 224
-    """Spatial crop size in pixels."""
-    boxes: str | None = None
-    """Box set for ConST-CL: None, "random" or a stored set name."""
-    max_boxes: int = 8
-    """Boxes per clip K (padded, see ``box_mask``)."""
-    workers: int = 8
-    """Decode worker processes per training process."""
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    """Per-clip augmentation ranges (rho-methods defaults; its ``crop`` is replaced by ``crop``)."""
+__all__ = ["DataConfig", "OptimConfig", "TrainConfig", "PRESETS", "get_preset", "replace_data"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +131,11 @@ def _tiny(method: str, boxes: str | None = None) -> TrainConfig:
                        channels_last=False)
 
 
+_CONSTCL_VIEW = AugmentConfig(area=(0.3, 1.0), aspect=(0.5, 2.0), flip_p=0.5, colour_p=0.8, brightness=0.8,
+                              contrast=0.8, saturation=0.8, hue=0.2, grayscale_p=0.2, blur_sigma=(0.1, 2.0))
+_CONSTCL_VIEWS = (dataclasses.replace(_CONSTCL_VIEW, blur_p=1.0), dataclasses.replace(_CONSTCL_VIEW, blur_p=0.1))
+
+
 PRESETS: dict[str, TrainConfig] = {
     **{f"rho{r}-byol-slow-r50": _rho_method("byol", r, _BYOL_OPT) for r in (2, 4)},
     **{f"rho{r}-moco-slow-r50": _rho_method("moco", r, _MOCO_OPT) for r in (2, 4)},
@@ -172,10 +150,16 @@ PRESETS: dict[str, TrainConfig] = {
     # steps (:67-68) after a linear warm-up from 0 over 2,500 steps (:74, add_trainer's 0 start),
     # l2 1e-6 on conv/dense kernels only (:62, tasks/const_cl.py `build_losses`: the set rhovid
     # decays), SyncBN (:8), bf16 (:3).
+    # Per view (projects/video_ssl/dataloaders/video_ssl_input.py:103-107, :135-142 and
+    # ops/video_ssl_preprocess_ops.py:77-80, :196-198, :261-263 in tf-models-official 2.20.0): crop
+    # area 0.3-1 and aspect 0.5-2, flip 0.5, colour jitter 0.8/0.8/0.8/0.2 with p 0.8, grayscale
+    # p 0.2, blur sigma U(0.1, 2) with p 1.0 on view 1 and 0.1 on view 2 (view 2's solarisation
+    # p 0.2 and the [-1, 1] input scaling are not AugmentConfig fields).
     # The 100k recipe is this with --set steps=100000 (its yaml differs only there).
     "constcl-r3d50": TrainConfig(
         method="constcl", arch="r3d50",
-        data=DataConfig(rho=2, frames=16, stride=2, timespan_s=60.0, crop=224, boxes="random", max_boxes=8),
+        data=DataConfig(rho=2, frames=16, stride=2, timespan_s=60.0, crop=224, boxes="random", max_boxes=8,
+                        augment=_CONSTCL_VIEWS),
         optim=OptimConfig(name="keras_sgd", lr=40.96, lr_batch=1024, momentum=0.9, weight_decay=1e-6,
                           warmup_steps=2_500, warmup_lr=0.0, final_lr=0.0, cosine_over_warmup=True),
         batch_size=1024, steps=200_000, checkpoint_every=1_000, log_every=100, device="cuda", sync_bn=True),

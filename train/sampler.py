@@ -28,26 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rhovid.train.augment import AugmentConfig, ClipAug, draw_clip_aug, fixed_crop
+from rhovid.train.augment import ClipAug, draw_clip_aug, fixed_crop
+from rhovid.train.data_config import DataConfig
 
 # (global frames) -> (boxes (F, K, 4) x0y0x1y1 stored pixels, count (F,), score or None)
 BoxLookup = Callable[[Sequence[int]], tuple]
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """What the rho clips of one sample are (temporal fields)."""
-
-    rho: int = 2
-    """Clips per video (positives of each other)."""
-    frames: int = 8
-    """Frames per clip (T)."""
-    stride: int = 8
-    """Frame stride within a clip (tau), in frames of the stored video."""
-    timespan_s: float = 60.0
-    """Maximum distance between any two clip starts, seconds."""
-    min_gap_s: float = 0.0
-    """Minimum distance between any two clip starts, seconds (clamped for short videos)."""
 
 
 @dataclass(frozen=True)
@@ -107,12 +92,12 @@ def sample_seed(seed: int, epoch: int, key: str) -> int:
     return int.from_bytes(h, "little")
 
 
-def clip_span(spec: ClipSpec) -> int:
+def clip_span(spec: DataConfig) -> int:
     """Frames covered by one clip, first to last inclusive: (T - 1) * tau + 1."""
     return (spec.frames - 1) * spec.stride + 1
 
 
-def draw_starts(rng: np.random.Generator, num_frames: int, fps: float, spec: ClipSpec) -> list[int]:
+def draw_starts(rng: np.random.Generator, num_frames: int, fps: float, spec: DataConfig) -> list[int]:
     """rho clip start frames, pairwise within ``timespan_s`` and at least ``min_gap_s`` apart.
 
     The first start is uniform over the video; each next one is uniform over the starts that
@@ -139,13 +124,13 @@ def draw_starts(rng: np.random.Generator, num_frames: int, fps: float, spec: Cli
     return starts
 
 
-def even_starts(num_frames: int, spec: ClipSpec, clips_per_video: int) -> list[int]:
+def even_starts(num_frames: int, spec: DataConfig, clips_per_video: int) -> list[int]:
     """Deterministic test clips: centres of ``clips_per_video`` equal segments of the valid starts."""
     last = max(num_frames - clip_span(spec), 0)
     return [int(round(last * (i + 0.5) / clips_per_video)) for i in range(clips_per_video)]
 
 
-def clip_frames(start: int, num_frames: int, spec: ClipSpec) -> tuple[int, ...]:
+def clip_frames(start: int, num_frames: int, spec: DataConfig) -> tuple[int, ...]:
     """Global frame indices of a clip; past the end of a short video the last frame repeats."""
     return tuple(min(start + i * spec.stride, num_frames - 1) for i in range(spec.frames))
 
@@ -232,13 +217,9 @@ def map_boxes(boxes: np.ndarray, aug: ClipAug, k: int, min_size: float = 2.0) ->
 def plan_sample(
     meta: dict,
     rng_seed: int,
-    spec: ClipSpec,
-    aug: AugmentConfig,
+    cfg: DataConfig,
     *,
-    augment: bool = True,
-    boxes: str | None = None,
-    max_boxes: int = 8,
-    box_frame: str = "centre",
+    evaluation: bool = False,
     lookup: BoxLookup | None = None,
     clips_per_video: int = 1,
     spatial_crops: Sequence[str] = ("centre",),
@@ -248,16 +229,14 @@ def plan_sample(
     Args:
         meta: the sample's json (``key, num_frames, fps, width, height, label``).
         rng_seed: seed of this sample (see ``sample_seed``).
-        spec: rho, T, tau, timespan and minimum gap.
-        aug: augmentation ranges and output size.
-        augment: False = evaluation: ``clips_per_video`` evenly spaced clips times
-            ``spatial_crops`` fixed square crops, no flip/colour/blur; ``spec.rho`` is ignored
-            and the views come out in temporal-major order.
-        boxes: None (no boxes, K slots all masked), "random" / "random-independent"
-            (``RANDOM_BOXES``) or "store" (use ``lookup``).
-        max_boxes: K.
-        box_frame: "centre" (frame T // 2 of the clip) or "random" (a random frame of the clip).
-        lookup: for ``boxes="store"``: global frames -> (boxes (F, K', 4), count (F,), score).
+        cfg: what to sample: rho, T, tau, timespan, gap, crop, per-view augmentation, boxes.
+        evaluation: True = ``clips_per_video`` evenly spaced clips times ``spatial_crops`` fixed
+            square crops, no flip/colour/blur; ``cfg.rho`` is ignored and the views come out in
+            temporal-major order.
+        lookup: for a stored box set (``cfg.boxes`` not None nor in ``RANDOM_BOXES``): global frames ->
+            (boxes (F, K', 4), count (F,), score).
+        clips_per_video: evaluation: evenly spaced clips per video.
+        spatial_crops: evaluation: fixed crops per clip ("left", "centre", "right").
 
     Returns:
         the ``SamplePlan``.
@@ -267,33 +246,32 @@ def plan_sample(
     if n < 1:
         raise ValueError(f"sample {meta.get('key')!r} has no frames")
     rng = np.random.default_rng(rng_seed)
-    if augment:
-        starts = draw_starts(rng, n, fps, spec)
+    if not evaluation:
+        starts = draw_starts(rng, n, fps, cfg)
         rng.shuffle(starts)
-        augs = [draw_clip_aug(rng, width, height, aug) for _ in starts]
+        augs = [draw_clip_aug(rng, width, height, cfg.augment[i % len(cfg.augment)], cfg.crop)
+                for i in range(len(starts))]
     else:
-        pairs = [(s, p) for s in even_starts(n, spec, clips_per_video) for p in spatial_crops]
+        pairs = [(s, p) for s in even_starts(n, cfg, clips_per_video) for p in spatial_crops]
         starts = [s for s, _ in pairs]
-        augs = [fixed_crop(width, height, aug.crop, p) for _, p in pairs]
+        augs = [fixed_crop(width, height, cfg.crop, p) for _, p in pairs]
     clips = []
     for start, a in zip(starts, augs):
-        frames = clip_frames(start, n, spec)
-        bf = int(rng.integers(0, spec.frames)) if (box_frame == "random" and augment) else spec.frames // 2
-        if boxes is None:
+        frames = clip_frames(start, n, cfg)
+        bf = int(rng.integers(0, cfg.frames)) if (cfg.box_frame == "random" and not evaluation) else cfg.frames // 2
+        if cfg.boxes is None:
             raw = np.zeros((0, 4), np.float32)
-        elif boxes in RANDOM_BOXES:
+        elif cfg.boxes in RANDOM_BOXES:
             raw = None
-        elif boxes == "store":
+        else:
             if lookup is None:
-                raise ValueError("boxes='store' needs a lookup")
+                raise ValueError(f"boxes={cfg.boxes!r} (a stored set) needs a lookup")
             found, count, _ = lookup([frames[bf]])
             raw = np.asarray(found[0][: int(count[0])], np.float32)
-        else:
-            raise ValueError(f"boxes must be None, {', '.join(map(repr, RANDOM_BOXES))} or 'store', got {boxes!r}")
         if raw is None:  # drawn in output pixels, all valid: not mapped, clipped or dropped
-            b, m = random_boxes(rng, (a.size, a.size), max_boxes, RANDOM_BOXES[boxes]), np.ones(max_boxes, bool)
+            b, m = random_boxes(rng, (a.size, a.size), cfg.max_boxes, RANDOM_BOXES[cfg.boxes]), np.ones(cfg.max_boxes, bool)
         else:
-            b, m = map_boxes(raw, a, max_boxes)
+            b, m = map_boxes(raw, a, cfg.max_boxes)
         clips.append(ClipPlan(
             frames=frames, start_s=start / fps, aug=a, box_frame=bf,
             boxes=tuple(tuple(float(v) for v in row) for row in b), box_mask=tuple(bool(v) for v in m),

@@ -44,9 +44,10 @@ def test_augmentation_overrides_reach_the_loader(monkeypatch):
     monkeypatch.setattr(data_mod, "ClipLoader", lambda cfg: seen.append(cfg) or cfg)
     budget = Budget(steps=2, overrides=("data.augment.hue=0", "data.augment.area=[0.3,1.0]"))
     cfg = train_config(Variant("byol"), "DATA", budget, None)
-    assert cfg.data.augment.hue == 0 and cfg.data.augment.area == (0.3, 1.0)
+    (aug,) = cfg.data.augment  # one view: the override reached it
+    assert aug.hue == 0 and aug.area == (0.3, 1.0)
     build_loader(cfg, rank=0, world=1)
-    assert seen[0].augmentation == cfg.data.augment and seen[0].augmentation.grayscale_p == 0.2
+    assert seen[0].augment == cfg.data.augment and seen[0].augment[0].grayscale_p == 0.2
 
 
 def test_ablation_resume_skips_finished_runs(split_data, tmp_path):

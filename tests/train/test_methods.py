@@ -216,3 +216,12 @@ def test_slow_r50_bf16_channels_last_on_gpu(name):
     out["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in method.backbone.parameters())
     method.after_step(0, 10)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_has_the_interface_the_loop_uses(name):
+    from rhovid.train.methods import Method
+
+    m = build_method(name, **SMALL[name])
+    assert isinstance(m, Method)
+    assert isinstance(m.backbone, torch.nn.Module)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rhovid.train.augment import AugmentConfig
-from rhovid.train.sampler import ClipSpec, plan_sample, random_boxes
+from rhovid.train.data_config import DataConfig
+from rhovid.train.sampler import plan_sample, random_boxes
 
 N = 200_000
 C = 1.0 - 1e-3
@@ -61,11 +61,11 @@ def test_independent_draws_follow_the_authors_laws():
 
 
 def test_plan_keeps_every_box_and_does_not_flip_them():
-    spec = ClipSpec(rho=2)
+    cfg = DataConfig(rho=2, crop=64, boxes="random", max_boxes=6)
     meta = {"key": "v0", "num_frames": 3600, "fps": 30.0, "width": 160, "height": 120, "label": 3}
     flipped = 0
     for seed in range(300):
-        for c in plan_sample(meta, seed, spec, AugmentConfig(crop=64), boxes="random", max_boxes=6).clips:
+        for c in plan_sample(meta, seed, cfg).clips:
             b, m = np.asarray(c.boxes), np.asarray(c.box_mask)
             assert b.shape == (6, 4) and m.all()  # all valid, as the authors' mask (ones)
             assert (b >= 0).all() and (b[:, 2:] <= 64 * C + 1e-4).all()

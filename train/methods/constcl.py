@@ -94,5 +94,9 @@ class ConSTCL(nn.Module):
         loss = self.global_weight * loss_global + self.local_weight * loss_local
         return {"loss": loss, "terms": {"global": loss_global.detach(), "local": loss_local.detach()}}
 
+    def before_update(self, step: int, epoch: float) -> bool:
+        """No gradient surgery: every step updates every parameter."""
+        return True
+
     def after_step(self, step: int, total_steps: int) -> None:
         """Nothing to update: ConST-CL has no momentum encoder."""
