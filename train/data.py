@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from rhovid.ingest.shards import iter_shard_lazy, list_shards, read_index, shard_name
 from rhovid.train.data_config import DataConfig, check_data_config
-from rhovid.train.sampler import SamplePlan, plan_sample, sample_seed
+from rhovid.train.sampler import RANDOM_BOXES, SamplePlan, plan_sample, sample_seed
 from rhovid.train.streaming import (
     ClipSlice,
     assign,
@@ -123,7 +123,7 @@ class ClipDataset(IterableDataset):
         cfg = self.cfg
         for span in spans:
             shard_boxes = None
-            if cfg.boxes not in (None, "random"):  # one read per shard (DESIGN.md decision 5)
+            if cfg.boxes is not None and cfg.boxes not in RANDOM_BOXES:  # one read per shard (DESIGN.md decision 5)
                 from rhovid.store.zarr_store import BoxStore
 
                 shard_boxes = BoxStore(cfg.data).load(shard_name(span.shard), self.box_set)
@@ -249,7 +249,7 @@ class ClipLoader:
             counts[e["shard"]] = counts.get(e["shard"], 0) + 1
         self.shards = [(str(p), counts.get(p.name, 0)) for p in paths if counts.get(p.name, 0)]
         box_set = None
-        if cfg.boxes not in (None, "random"):
+        if cfg.boxes is not None and cfg.boxes not in RANDOM_BOXES:
             from rhovid.store.zarr_store import BoxStore
 
             box_set = BoxStore(cfg.data).resolve(cfg.boxes)  # KeyError listing the sets
