@@ -37,7 +37,7 @@ from rhovid.ingest.reader import ShardReader, read_index, shard_url, split_shard
 from rhovid.ingest.shards import shard_name
 from rhovid.ranged import FetchStats, RangeFetcher, prefetch
 from rhovid.train.data_config import DataConfig, check_data_config
-from rhovid.train.sampler import SamplePlan, plan_sample, sample_seed
+from rhovid.train.sampler import RANDOM_BOXES, SamplePlan, plan_sample, sample_seed
 from rhovid.train.streaming import (
     ClipSlice,
     assign,
@@ -196,7 +196,7 @@ class ClipDataset(IterableDataset):
             for n in range(len(samples), span.stop - span.start):
                 yield None, f"{span.shard}: sample {span.start + n} is missing (the shard holds {len(samples)})"
             shard_boxes = None
-            if cfg.boxes not in (None, "random"):  # one read per shard (DESIGN.md decision 5)
+            if cfg.boxes is not None and cfg.boxes not in RANDOM_BOXES:  # one read per shard (DESIGN.md decision 5)
                 from rhovid.store.zarr_store import BoxStore
 
                 shard_boxes = BoxStore(cfg.data).load(shard_name(span.shard), self.box_set)
@@ -316,7 +316,7 @@ class ClipLoader:
         if not self.shards:
             raise FileNotFoundError(f"no shards of split {cfg.split!r} in {shard_url(cfg.data, '')}")
         box_set = None
-        if cfg.boxes not in (None, "random"):
+        if cfg.boxes is not None and cfg.boxes not in RANDOM_BOXES:
             from rhovid.store.zarr_store import BoxStore
 
             box_set = BoxStore(cfg.data).resolve(cfg.boxes)  # KeyError listing the sets

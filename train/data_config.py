@@ -37,7 +37,8 @@ class DataConfig:
     augment: tuple[AugmentConfig, ...] = field(default_factory=lambda: (AugmentConfig(),))
     """Augmentation ranges per view: clip i uses ``augment[i % len(augment)]`` (one entry = every clip alike)."""
     boxes: str | None = None
-    """Box set for ConST-CL: None, "random" (ConST-CL's generator) or a set name/alias of DATA/boxes.zarr."""
+    """Box set for ConST-CL: None, "random" (ConST-CL's generator as TF runs it), "random-independent"
+    (``sampler.random_boxes``) or a set name/alias of DATA/boxes.zarr."""
     max_boxes: int = 8
     """Box slots per clip K (padded, see ``box_mask``)."""
     box_frame: str = "centre"

@@ -145,7 +145,7 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
         epoch = stream.epoch + (stream.index - 1) / steps_per_epoch if steps_per_epoch else float(stream.epoch)
         timer.mark_data()
         lr = lr_at(step, peak_lr=peak_lr, total_steps=cfg.steps, warmup_steps=o.warmup_steps,
-                   warmup_lr=o.warmup_lr, final_lr=o.final_lr)
+                   warmup_lr=o.warmup_lr, final_lr=o.final_lr, cosine_over_warmup=o.cosine_over_warmup)
         set_lr(optimizer, lr)
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with autocast:
