@@ -122,8 +122,7 @@ def train_config(variant: Variant, data: str | Path, budget: Budget, box_set: st
 
 
 def _train_shards(data: str | Path) -> set[str]:
-    from rhovid.ingest.reader import data_shards
-    from rhovid.ingest.shards import shard_name
+    from rhovid.ingest.reader import data_shards, shard_name
 
     return {shard_name(storage.name(p)) for p in data_shards(data, "train")}
 

@@ -25,9 +25,13 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from rhovid import storage
-from rhovid.ingest.fragments import ClipGroup, ClipSlice, clip_groups, fragment_bytes, slices_of_groups
+from rhovid.ingest.fragments import ClipSlice, clip_groups, fragment_bytes, slices_of_groups
 from rhovid.ingest.manifest import Manifest, ManifestSample, build_manifest, manifest_name, parse_manifest
+from rhovid.ingest.shards import iter_shard, list_shards, read_index_file, shard_name
 from rhovid.ranged import RangeFetcher, coalesce, prefetch
+
+# The tar-level walks (``list_shards``, ``iter_shard``, ``shard_name``) live beside the writer,
+# which shares them; later stages import every reader from this module (``__all__``).
 
 log = logging.getLogger(__name__)
 SHARDS_DIR = "shards"
@@ -43,8 +47,6 @@ def read_index_doc(data: str | os.PathLike, fetcher: RangeFetcher | None = None)
         ValueError: it does not parse (naming the file).
     """
     if not storage.is_remote(data):
-        from rhovid.ingest.shards import read_index_file
-
         path = storage.local_path(data) / INDEX_FILE
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: run `rhovid ingest SRC --out {data}` first")
@@ -93,8 +95,6 @@ def data_shards(data: str | os.PathLike, split: str | None = None) -> list[str]:
     listing where the store offers one (S3, GCS), else the shards index.json names (HTTP).
     """
     if not storage.is_remote(data):
-        from rhovid.ingest.shards import list_shards
-
         return [str(p) for p in list_shards(storage.local_path(data), split)]
     if storage.protocol(data) in ("http", "https"):
         return [url for url, _ in split_shards(data, split)]
@@ -202,8 +202,13 @@ class ShardReader:
         clips = [list(fr) for fr in frames]
         groups = clip_groups(meta, clips)
         spans = [fragment_bytes(meta, *g.fragments, size) for g in groups]
+        init_size = meta["init_size"]
+        # a hostile fragment table must not make us read outside the member (or 10^12 bytes)
+        if not all(type(v) is int and 0 <= v <= size for span in spans for v in span) or \
+                not all(a < b for a, b in spans) or not (type(init_size) is int and 0 < init_size <= size):
+            raise ValueError(f"{sample.key}: fragment table or init_size outside its {size}-byte mp4")
         wanted = [(off + a, off + b) for a, b in spans]
-        init_range = None if sample.init is not None else (off, off + int(meta["init_size"]))
+        init_range = None if sample.init is not None else (off, off + init_size)
         reads = coalesce(wanted + ([init_range] if init_range else []))
         pending = self.fetcher.submit(shard, reads)
         out: Future = Future()
@@ -256,4 +261,5 @@ def _cut(got: dict, reads: list[tuple[int, int]], a: int, b: int) -> bytes:
     raise AssertionError(f"range {a}..{b} not in the reads {reads}")
 
 
-__all__ = ["ClipGroup", "ClipSlice", "ShardReader", "read_index", "read_index_doc", "shard_url", "split_shards"]
+__all__ = ["ShardReader", "data_shards", "iter_shard", "list_shards", "local_copy", "read_index", "read_index_doc",
+           "shard_name", "shard_url", "split_shards"]

@@ -209,8 +209,7 @@ def compute_box_set(
         ValueError: bad method/params/box_fps/max_boxes; FileNotFoundError: no shards;
         ImportError: the prior cannot run here (e.g. torchvision not importable).
     """
-    from rhovid.ingest.reader import data_shards
-    from rhovid.ingest.shards import shard_name
+    from rhovid.ingest.reader import data_shards, shard_name
 
     p = make_params(method, params)
     if not box_fps > 0:

@@ -33,13 +33,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from rhovid.ingest.reader import ShardReader, read_index, shard_url, split_shards
-from rhovid.ingest.shards import shard_name
+from rhovid.ingest.fragments import ClipSlice
+from rhovid.ingest.reader import ShardReader, read_index, shard_name, shard_url, split_shards
 from rhovid.ranged import FetchStats, RangeFetcher, prefetch
 from rhovid.train.data_config import DataConfig, check_data_config
 from rhovid.train.sampler import RANDOM_BOXES, SamplePlan, plan_sample, sample_seed
 from rhovid.train.streaming import (
-    ClipSlice,
     assign,
     batches_per_worker,
     dist_position,

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rhovid.ingest.fragments import ClipSlice, slice_clips  # noqa: F401 - re-exported for the loader
-
 
 @dataclass(frozen=True)
 class ShardSpan:

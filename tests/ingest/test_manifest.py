@@ -101,3 +101,20 @@ def test_a_stale_local_manifest_is_not_trusted(tiny_data, tmp_path):
     with pytest.raises(EOFError):  # the cut sample fails alone (the loader skips and counts it)
         reader.read_clips(str(shard), got.samples[-1], [[0, 1, 2], [int(got.samples[-1].meta["num_frames"]) - 1]])
     assert reader.read_clips(str(shard), got.samples[0], FRAMES)
+
+
+def test_a_hostile_fragment_table_reads_nothing_outside_its_member(tiny_data):
+    """A json whose fragment offsets point past its mp4 (or claim 10^12 bytes) fails that sample
+    with a clear error before any read, instead of reading other samples' bytes or exhausting memory."""
+    from dataclasses import replace
+
+    shard = str(list_shards(tiny_data)[0])
+    reader = ShardReader()
+    good = reader.manifest(shard).samples[0]
+    for frags in ([[0, 0, 16], [10**12, 16, 16]], [[500, 0, 16], [100, 16, 16]]):
+        bad = replace(good, meta={**good.meta, "fragments": frags, "num_frames": 32})
+        before = reader.fetcher.stats.requests
+        with pytest.raises(ValueError, match="outside its .*-byte mp4"):
+            reader.read_clips(shard, bad, [[0, 1], [20, 21]])
+        assert reader.fetcher.stats.requests == before
+    reader.close()

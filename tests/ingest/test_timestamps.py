@@ -120,10 +120,10 @@ def test_torchcodec_approximate_seek_is_frame_exact(sample):
 def test_dali_gpu_decodes_shard_slices_frame_exactly(sample):
     import torch
 
+    from rhovid.ingest.fragments import slice_clips
     from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD, ClipAug
     from rhovid.train.dali_pipeline import DaliClipExecutor
     from rhovid.train.sampler import ClipPlan, SamplePlan
-    from rhovid.train.streaming import slice_clips
 
     mp4, meta = sample
     aug = ClipAug(crop=(0, 0, SIDE, SIDE), size=SIDE)
