@@ -51,6 +51,10 @@ def run(args) -> int:
     rtts = [float(x) for x in args.rtts.split(",") if x.strip()]
     if not lengths or min(lengths) <= 0 or not rtts or min(rtts) < 0:
         raise ValueError(f"--remote-lengths {args.remote_lengths} / --rtts {args.rtts}: give positive numbers")
+    import shutil
+
+    if shutil.which("curl") is None:
+        raise FileNotFoundError("webdataset streams http:// shards with curl: install it (apt-get install curl)")
     width, height = (int(v) for v in args.size.split("x"))
     out = args.out or RESULTS / f"loader-remote-{date.today().isoformat()}-cpu.md"
     rows, raw = [], []

@@ -147,28 +147,27 @@ def list_names(url: str | os.PathLike) -> list[str]:
     Remote listings are always fresh (fsspec's listing cache is bypassed): a resuming writer
     must see what another process uploaded a moment ago.
     """
-    if not is_remote(url):
-        folder = local_path(url)
-        return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
-    fs, path = filesystem(url)
-    try:
-        entries = fs.ls(path, detail=True, refresh=True)
-    except FileNotFoundError:
-        return []
-    return sorted(name(e["name"]) for e in entries if e.get("type") == "file")
+    return _listing(url, folders=False)
 
 
 def list_dirs(url: str | os.PathLike) -> list[str]:
     """Names of the folders (object-store prefixes) directly in ``url`` (sorted; [] when none)."""
+    return _listing(url, folders=True)
+
+
+def _listing(url: str | os.PathLike, folders: bool) -> list[str]:
     if not is_remote(url):
         folder = local_path(url)
-        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if (p.is_dir() if folders else p.is_file()))
     fs, path = filesystem(url)
     try:
         entries = fs.ls(path, detail=True, refresh=True)
     except FileNotFoundError:
         return []
-    return sorted(name(e["name"]) for e in entries if e.get("type") == "directory")
+    kind = "directory" if folders else "file"
+    return sorted(name(e["name"]) for e in entries if e.get("type") == kind)
 
 
 def write_bytes(url: str | os.PathLike, data: bytes) -> None:
