@@ -8,11 +8,12 @@ and response byte for byte, keep-alive included, and per request:
   which this kernel does not offer (``Specified qdisc kind is unknown``);
 - with probability ``fail_503`` answers ``503 Service Unavailable`` itself;
 - with probability ``drop`` forwards the request, then cuts the connection halfway through the
-  response body (a connection reset mid-transfer).
+  response body (a connection reset mid-transfer);
+- with probability ``stall`` never answers (until the client gives up and closes): a timeout.
 
 Decisions come from one seeded RNG, so a run's faults are reproducible for a given request
-order. Counters (``requests``, ``injected_503``, ``dropped``) let a test check that faults
-really happened. ``start()`` runs the proxy on a background thread of the caller;
+order. Counters (``requests``, ``injected_503``, ``dropped``, ``stalled``) let a test check
+that faults really happened. ``start()`` runs the proxy on a background thread of the caller;
 ``python -m rhovid.benchmarks.netproxy UPSTREAM_PORT --rtt-ms 20`` runs it as its own process.
 """
 
@@ -33,6 +34,7 @@ class ProxyCounters:
     requests: int = 0
     injected_503: int = 0
     dropped: int = 0
+    stalled: int = 0
     connections: int = 0
     inflight: int = 0
     max_inflight: int = 0
@@ -44,9 +46,9 @@ class HttpProxy:
     """See the module docstring. ``port`` is known after ``start()``."""
 
     def __init__(self, upstream_port: int, rtt_s: float = 0.0, fail_503: float = 0.0, drop: float = 0.0,
-                 seed: int = 0, host: str = "127.0.0.1", port: int = 0):
+                 seed: int = 0, host: str = "127.0.0.1", port: int = 0, stall: float = 0.0):
         self.upstream = (host, upstream_port)
-        self.rtt_s, self.fail_503, self.drop = rtt_s, fail_503, drop
+        self.rtt_s, self.fail_503, self.drop, self.stall = rtt_s, fail_503, drop, stall
         self.host, self.port = host, port
         self.counters = ProxyCounters()
         self._rng = random.Random(seed)
@@ -113,6 +115,9 @@ class HttpProxy:
             if r < self.fail_503 + self.drop:
                 self.counters.dropped += 1
                 return "drop"
+            if r < self.fail_503 + self.drop + self.stall:
+                self.counters.stalled += 1
+                return "stall"
         return "ok"
 
     async def _client(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
@@ -153,6 +158,10 @@ class HttpProxy:
         """Answer one request; False when the connection is to be closed."""
         if self.rtt_s:
             await asyncio.sleep(self.rtt_s / 2)
+        if action == "stall":
+            while await creader.read(_CHUNK):  # say nothing until the client hangs up
+                pass
+            return False
         if action == "503":
             if self.rtt_s:
                 await asyncio.sleep(self.rtt_s / 2)

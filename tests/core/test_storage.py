@@ -148,3 +148,18 @@ def test_prefetch_keeps_order_and_a_bounded_window():
         assert len(started) <= item + 3  # never more than depth + 1 items started ahead
         out.append((item, fut.exception() is not None or fut.result()))
     assert out == [(0, 0), (1, 10), (2, 20), (3, True), (4, 40), (5, 50), (6, 60), (7, 70)]
+
+
+def test_a_stalled_read_times_out_and_is_retried(nginx, monkeypatch):
+    """A server that accepts a request and never answers: the read times out after
+    RHOVID_IO_TIMEOUT_S and the retry gets the bytes."""
+    payload = os.urandom(50_000)
+    (nginx.root / "s.bin").write_bytes(payload)
+    monkeypatch.setenv("RHOVID_IO_TIMEOUT_S", "0.5")
+    with HttpProxy(nginx.port, stall=0.3, seed=2) as proxy:
+        fetcher = RangeFetcher(inflight=8, backoff_s=0.001)
+        ranges = [(k * 1000, k * 1000 + 2000) for k in range(24)]
+        got = fetcher.submit(f"{proxy.url}/s.bin", ranges).result(timeout=60)
+        fetcher.close()
+    assert all(got[(a, b)] == payload[a:b] for a, b in ranges)
+    assert proxy.counters.stalled > 0 and fetcher.stats.retries == proxy.counters.stalled
