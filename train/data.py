@@ -311,7 +311,10 @@ class ClipLoader:
             raise ValueError("LoaderConfig.data is empty: pass the folder written by `rhovid ingest`")
         self.cfg = cfg
         index_fetcher = RangeFetcher(attempts=cfg.io_attempts)
-        self.shards = split_shards(cfg.data, cfg.split, index_fetcher)  # (path or URL, samples) from index.json
+        try:
+            self.shards = split_shards(cfg.data, cfg.split, index_fetcher)  # (path or URL, samples) from index.json
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"no shards of split {cfg.split!r} in {cfg.data}: {e}") from None
         if not self.shards:
             raise FileNotFoundError(f"no shards of split {cfg.split!r} in {shard_url(cfg.data, '')}")
         box_set = None
