@@ -31,12 +31,20 @@ _CHUNK = 1 << 16
 
 @dataclass
 class ProxyCounters:
+    """What the proxy did so far (read them after ``stop()`` or between requests)."""
+
     requests: int = 0
+    """Requests received (each answered, failed, dropped or stalled)."""
     injected_503: int = 0
+    """Requests answered with 503 by the proxy itself."""
     dropped: int = 0
+    """Responses cut halfway through their body."""
     stalled: int = 0
+    """Requests never answered."""
     connections: int = 0
+    """Client connections accepted."""
     inflight: int = 0
+    """Requests being answered now."""
     max_inflight: int = 0
     """Most requests being answered at one moment (the client's concurrency)."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
