@@ -21,8 +21,9 @@ __all__ = ["DataConfig", "OptimConfig", "TrainConfig", "PRESETS", "get_preset", 
 class OptimConfig:
     """Optimizer and LR schedule (PySlowFast's SOLVER; see ``rhovid.train.optim``)."""
 
-    name: Literal["sgd", "lars"] = "sgd"
-    """"sgd" (momentum) or "lars" (SGD with PySlowFast's layer-wise trust ratio, ``SOLVER.LARS_ON``)."""
+    name: Literal["sgd", "keras_sgd", "lars"] = "sgd"
+    """"sgd" (torch momentum), "keras_sgd" (the LR inside the momentum buffer, as Keras / TF Model Garden,
+    ConST-CL) or "lars" (SGD with PySlowFast's layer-wise trust ratio, ``SOLVER.LARS_ON``)."""
     lr: float = 0.1
     """Peak LR (``SOLVER.BASE_LR``) for a global batch of ``lr_batch`` videos; scaled linearly with the real batch."""
     lr_batch: int = 64
@@ -44,7 +45,8 @@ class OptimConfig:
     final_lr: float = 0.0
     """LR at the end of the cosine per ``lr_batch`` (``SOLVER.COSINE_END_LR``), scaled like ``lr``."""
     cosine_after_warmup: bool = False
-    """Start the cosine at the end of warm-up (``SOLVER.COSINE_AFTER_WARMUP``); False = over the whole run."""
+    """Start the cosine at the end of warm-up (``SOLVER.COSINE_AFTER_WARMUP``); False = over the whole run, the
+    warm-up ending on its value (PySlowFast's default and TF Model Garden's LinearWarmup(CosineDecay), ConST-CL)."""
     lars_eta: float = 0.001
     """LARS trust coefficient (PySlowFast's ``trust_coefficient=0.001``, optimizer.py:142)."""
     clip_grad: float | None = None
@@ -180,7 +182,7 @@ _TINY_HEADS: dict[str, dict] = {
     "moco": {"hidden_dim": 128, "proj_dim": 32, "queue_size": 256},
     "byol": {"hidden_dim": 128, "proj_dim": 32},
     "swav": {"hidden_dim": 128, "proj_dim": 32, "num_prototypes": 32},
-    "constcl": {"hidden_dim": 128, "proj_dim": 32, "head_dim": 48, "head_layers": 1, "context_frames": 2},
+    "constcl": {"hidden_dim": 128, "proj_dim": 32, "tx_channels": 16, "tx_layers": 1, "context_level": 3},
 }
 
 
@@ -199,15 +201,24 @@ def _tiny(method: str, boxes: str | None = None) -> TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     **{name: cfg for r in (2, 4) for name, cfg in _rho_presets(r).items()},
-    # ConST-CL (Yuan et al. 2022, Sec. 4.1): R3D-50 with the Y structure, 16x2 clips at 224, two views,
-    # boxes on the key frame, LARS at batch 1024 (CVRL recipe: lr 0.32 per 256), 200 epochs of K400.
+    # ConST-CL, as the authors' tensorflow/models official/projects/const_cl trains it
+    # (configs/yaml/const_cl_pretrain_k400_200k.yaml, "200k" in their README's table: AVA 24.1):
+    # R3D-50 Y structure, 2 views of 16 frames at stride 2 and 224^2 (:51-56), 8 random boxes
+    # on the key frame (configs/const_cl.py:40), batch 1024 (:57), 200,000 steps (:75), SGD with
+    # momentum 0.9 (vision/configs/video_classification.py `add_trainer`) without Nesterov (:71),
+    # Keras' SGD (modeling/optimization/optimizer_factory.py), cosine from 40.96 over all 200k
+    # steps (:67-68) after a linear warm-up from 0 over 2,500 steps (:74, add_trainer's 0 start),
+    # l2 1e-6 on conv/dense kernels only (:62, tasks/const_cl.py `build_losses`: no_decay="1d"),
+    # SyncBN (:8), bf16 (:3). Views and clips: _CONSTCL_AUG above, [-1, 1] input (mean = std = 0.5),
+    # clip pairs from sample_ssl_sequence (linear_gap).
+    # The 100k recipe is this with --set steps=100000 (its yaml differs only there).
     "constcl-r3d50": TrainConfig(
         method="constcl", arch="r3d50",
         data=DataConfig(rho=2, frames=16, stride=2, clip_sampling="linear_gap", crop=224, augment=_CONSTCL_AUG,
                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), antialias=False, boxes="random", max_boxes=8),
-        optim=OptimConfig(name="lars", lr=0.32, lr_batch=256, weight_decay=1e-6, warmup_steps=2_350, warmup_lr=0.0,
-                          nesterov=False, no_decay="1d"),
-        batch_size=1024, steps=46_875, checkpoint_every=1_000, log_every=20, device="cuda", sync_bn=True),
+        optim=OptimConfig(name="keras_sgd", lr=40.96, lr_batch=1024, momentum=0.9, nesterov=False, weight_decay=1e-6,
+                          no_decay="1d", warmup_steps=2_500, warmup_lr=0.0, final_lr=0.0, cosine_after_warmup=False),
+        batch_size=1024, steps=200_000, checkpoint_every=1_000, log_every=100, device="cuda", sync_bn=True),
     **{f"tiny-{m}": _tiny(m) for m in ("simclr", "moco", "byol", "swav")},
     "tiny-constcl": _tiny("constcl", boxes="random"),
 }

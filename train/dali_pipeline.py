@@ -35,9 +35,9 @@ import math
 
 import numpy as np
 
+from rhovid.ingest.fragments import ClipSlice
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD, AugmentConfig, colour_affine, has_colour
 from rhovid.train.sampler import SamplePlan
-from rhovid.train.streaming import ClipSlice
 
 INPUTS = ("encoded", "frames", "roi_start", "roi_end", "flip", "pre_m", "pre_t", "pre_sigma", "pre_window",
           "post_m", "post_t", "post_sigma", "post_window", "solarize")

@@ -20,7 +20,7 @@ class DataConfig:
     """What the loader samples: clips, their augmentation and their boxes."""
 
     data: str = ""
-    """Dataset folder written by ``rhovid ingest`` (holds shards/ and index.json)."""
+    """Dataset folder or URL (s3://, gs://, http(s)://) written by ``rhovid ingest`` (holds shards/ and index.json)."""
     split: str = "train"
     """Shard split to read."""
     rho: int = 2
@@ -56,7 +56,8 @@ class DataConfig:
     std: tuple[float, float, float] = KINETICS_STD
     """Per-channel std the result is divided by (PySlowFast ``DATA.STD``; ConST-CL 0.5)."""
     boxes: str | None = None
-    """Box set for ConST-CL: None, "random" (ConST-CL's generator) or a set name/alias of DATA/boxes.zarr."""
+    """Box set for ConST-CL: None, "random" (ConST-CL's generator as TF runs it), "random-independent"
+    (``sampler.random_boxes``) or a set name/alias of DATA/boxes.zarr."""
     max_boxes: int = 8
     """Box slots per clip K (padded, see ``box_mask``)."""
     box_frame: str = "centre"

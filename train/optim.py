@@ -131,17 +131,58 @@ class LARS(torch.optim.SGD):
         return loss
 
 
+class KerasSGD(torch.optim.Optimizer):
+    """SGD-momentum as Keras computes it (TF Model Garden's "sgd", which ConST-CL trains with).
+
+    For each parameter ``w`` with gradient ``g``: ``d = g + weight_decay * w`` (an L2 term in the
+    loss, as the authors add it), ``v = momentum * v - lr * d``, ``w = w + v``; with ``nesterov``
+    ``w = w + momentum * v - lr * d`` (keras/optimizers/sgd.py ``update_step``). At a constant LR
+    this is torch's SGD; while the LR moves (warm-up, cosine) the buffer keeps each step's own LR,
+    where torch's applies today's LR to the whole buffer.
+    """
+
+    def __init__(self, params, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0,
+                 nesterov: bool = False):
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"KerasSGD: invalid lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p)
+                v = state["velocity"]
+                v.mul_(group["momentum"]).add_(d, alpha=-group["lr"])
+                if group["nesterov"]:
+                    p.add_(v, alpha=group["momentum"]).add_(d, alpha=-group["lr"])
+                else:
+                    p.add_(v)
+        return loss
+
+
 def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float,
                     lars_eta: float = 0.001, nesterov: bool = True,
                     no_decay: Literal["bn", "1d"] = "bn") -> torch.optim.Optimizer:
-    """SGD or LARS over ``param_groups(model, ...)``; ``lr`` is overwritten each step by the loop."""
+    """SGD, Keras-style SGD or LARS over ``param_groups(model, ...)``; the loop sets ``lr`` each step."""
     if name == "sgd":
         return torch.optim.SGD(param_groups(model, weight_decay, no_decay), lr=lr, momentum=momentum,
                                nesterov=nesterov)
+    if name == "keras_sgd":
+        return KerasSGD(param_groups(model, weight_decay, no_decay), lr=lr, momentum=momentum, nesterov=nesterov)
     if name == "lars":
         return LARS(param_groups(model, weight_decay, no_decay, lars=True), lr=lr, momentum=momentum,
                     nesterov=nesterov, eta=lars_eta)
-    raise ValueError(f"unknown optimizer {name!r}; choose 'sgd' or 'lars'")
+    raise ValueError(f"unknown optimizer {name!r}; choose 'sgd', 'keras_sgd' or 'lars'")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

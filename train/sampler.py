@@ -12,9 +12,9 @@ decreasing gap ("linear_gap"). Each clip's augmentation comes from the ``Augment
 view (``DataConfig.augment[i % len]``).
 
 Boxes (ConST-CL, Sec. 3.2 / 4.1): for one frame of each clip (``box_frame``: the centre or a
-random frame) either read from a box set (``lookup``, nearest stored frame) or drawn at random
-(K boxes, width U(0.1, 0.5) of the crop window, aspect U(0.5, 2)), then mapped through the
-clip's crop, resize and flip, clipped to the crop, degenerate ones dropped, padded to K.
+random frame) either read from a box set (``lookup``, nearest stored frame) and mapped through
+the clip's crop, resize and flip, clipped to the crop, degenerate ones dropped, padded to K; or
+drawn at random in output crop pixels by the authors' generator (``random_boxes``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from rhovid.train.augment import ClipAug, draw_clip_aug, fixed_crop
 from rhovid.train.data_config import DataConfig
 from rhovid.train.temporal import clip_frames, clip_span, draw_clips, even_starts
 
-__all__ = ["ClipPlan", "SamplePlan", "clip_span", "map_boxes", "plan_sample", "random_boxes", "sample_seed"]
+__all__ = ["RANDOM_BOXES", "ClipPlan", "SamplePlan", "clip_span", "map_boxes", "plan_sample", "random_boxes", "sample_seed"]
 
 # (global frames) -> (boxes (F, K, 4) x0y0x1y1 stored pixels, count (F,), score or None)
 BoxLookup = Callable[[Sequence[int]], tuple]
@@ -94,17 +94,52 @@ def sample_seed(seed: int, epoch: int, key: str) -> int:
     return int.from_bytes(h, "little")
 
 
-def random_boxes(rng: np.random.Generator, crop: tuple[int, int, int, int], k: int) -> np.ndarray:
-    """ConST-CL random boxes inside a crop window: width U(0.1, 0.5) of it, aspect w/h U(0.5, 2).
+RANDOM_BOXES: dict[str, str] = {"random": "shared", "random-independent": "independent"}
+"""Box-set names drawn on the fly -> ``random_boxes(draws=...)``."""
 
-    Returns (k, 4) float32 x0, y0, x1, y1 in stored-video pixels.
+
+def random_boxes(rng: np.random.Generator, size: tuple[int, int], k: int, draws: str = "shared") -> np.ndarray:
+    """ConST-CL's random boxes, in output crop pixels, as the authors' code draws them.
+
+    The authors' generator (tensorflow/models official/projects/const_cl/datasets/
+    video_ssl_inputs.py:43-75, commit 0ca414d5), in coordinates normalised to the output crop:
+    x0, y0 ~ U(0, 1), w ~ U(0.1, 0.5), h = w * a with a ~ U(0.5, 2), x1 = min(x0 + w, 0.999),
+    y1 = min(y0 + h, 0.999); every box is valid (mask all true), however thin the clipping leaves
+    it (x0 > 0.999 even gives x1 < x0). It draws after the crop and flip, so boxes are never
+    mapped through them.
+
+    ``draws`` says which uniforms feed those formulas:
+
+    - "shared" (box set "random", the preset): what TF executes. The four
+      ``tf.random.uniform(..., seed=seed)`` calls carry the same op seed (1234, :82-83) inside a
+      tf.data map, so they return the same stream (checked with TF 2.21: equal to the last bit):
+      one u per box gives x0 = y0 = u, w = 0.1 + 0.4u, a = 0.5 + 1.5u. Boxes start on the crop's
+      diagonal and grow with u; 43.8 % end at the right or bottom border (u > 0.5624).
+    - "independent" (box set "random-independent"): four independent uniforms, what the code
+      reads as; 54.7 % of the boxes are clipped.
+
+    Args:
+        rng: the sample's generator.
+        size: (height, width) of the output crop in pixels.
+        k: boxes per clip.
+        draws: "shared" or "independent".
+
+    Returns:
+        (k, 4) float32 x0, y0, x1, y1 in output crop pixels.
     """
-    x0, y0, w, h = crop
-    bw = rng.uniform(0.1, 0.5, k) * w
-    bh = np.minimum(bw / rng.uniform(0.5, 2.0, k), h)
-    bx = x0 + rng.uniform(0, 1, k) * (w - bw)
-    by = y0 + rng.uniform(0, 1, k) * (h - bh)
-    return np.stack([bx, by, bx + bw, by + bh], 1).astype(np.float32)
+    h, w = size
+    if draws == "shared":
+        u = rng.uniform(0.0, 1.0, k)
+        x0 = y0 = u
+        bw, aspect = 0.1 + 0.4 * u, 0.5 + 1.5 * u
+    elif draws == "independent":
+        x0, y0 = rng.uniform(0.0, 1.0, k), rng.uniform(0.0, 1.0, k)
+        bw, aspect = rng.uniform(0.1, 0.5, k), rng.uniform(0.5, 2.0, k)
+    else:
+        raise ValueError(f"random_boxes draws must be 'shared' or 'independent', got {draws!r}")
+    x1 = np.minimum(x0 + bw, 1.0 - 1e-3)
+    y1 = np.minimum(y0 + bw * aspect, 1.0 - 1e-3)
+    return np.stack([x0 * w, y0 * h, x1 * w, y1 * h], 1).astype(np.float32)
 
 
 def map_boxes(boxes: np.ndarray, aug: ClipAug, k: int, min_size: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +192,7 @@ def plan_sample(
         evaluation: True = ``clips_per_video`` evenly spaced clips times ``spatial_crops`` fixed
             square crops, no flip/colour/blur; ``cfg.rho`` is ignored and the views come out in
             temporal-major order.
-        lookup: for a stored box set (``cfg.boxes`` not None/"random"): global frames ->
+        lookup: for a stored box set (``cfg.boxes`` not None nor in ``RANDOM_BOXES``): global frames ->
             (boxes (F, K', 4), count (F,), score).
         clips_per_video: evaluation: evenly spaced clips per video.
         spatial_crops: evaluation: fixed crops per clip ("left", "centre", "right").
@@ -183,14 +218,17 @@ def plan_sample(
         bf = int(rng.integers(0, cfg.frames)) if (cfg.box_frame == "random" and not evaluation) else cfg.frames // 2
         if cfg.boxes is None:
             raw = np.zeros((0, 4), np.float32)
-        elif cfg.boxes == "random":
-            raw = random_boxes(rng, a.crop, cfg.max_boxes)
+        elif cfg.boxes in RANDOM_BOXES:
+            raw = None
         else:
             if lookup is None:
                 raise ValueError(f"boxes={cfg.boxes!r} (a stored set) needs a lookup")
             found, count, _ = lookup([frames[bf]])
             raw = np.asarray(found[0][: int(count[0])], np.float32)
-        b, m = map_boxes(raw, a, cfg.max_boxes)
+        if raw is None:  # drawn in output pixels, all valid: not mapped, clipped or dropped
+            b, m = random_boxes(rng, (a.size, a.size), cfg.max_boxes, RANDOM_BOXES[cfg.boxes]), np.ones(cfg.max_boxes, bool)
+        else:
+            b, m = map_boxes(raw, a, cfg.max_boxes)
         clips.append(ClipPlan(
             frames=frames, start_s=frames[0] / fps, aug=a, box_frame=bf,
             boxes=tuple(tuple(float(v) for v in row) for row in b), box_mask=tuple(bool(v) for v in m),

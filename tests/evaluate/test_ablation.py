@@ -104,7 +104,7 @@ def _cli(data, out, *knobs):
 
 
 def test_cli_box_sets_by_method_name_then_resume(split_data, tmp_path, capsys):
-    heads = ["--set", "method_kwargs.head_dim=16", "--set", "method_kwargs.head_heads=1"]
+    heads = ["--set", "method_kwargs.tx_channels=8", "--set", "method_kwargs.tx_units=1"]
     assert _cli(split_data, tmp_path, "--method", "constcl", "--boxes", "random", "slic", *heads) == 0
     out = capsys.readouterr().out
     assert "box set random: drawn on the fly" in out

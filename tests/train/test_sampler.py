@@ -136,18 +136,6 @@ def test_constcl_views_draw_their_own_augmentation():
     assert abs(counts[1][0] / counts[1][2] - 0.1) < 0.04 and abs(counts[1][1] / counts[1][2] - 0.2) < 0.05
 
 
-def test_random_boxes_inside_crop_with_mask():
-    spec = DataConfig(rho=2, crop=64)
-    for seed in range(200):
-        for c in plan_sample(META, seed, replace(spec, boxes="random", max_boxes=6)).clips:
-            b, m = np.asarray(c.boxes), np.asarray(c.box_mask)
-            assert b.shape == (6, 4) and m.shape == (6,)
-            assert m.all()  # drawn inside the crop window: none is lost
-            assert (b >= 0).all() and (b <= 64).all()
-            assert ((b[:, 2] - b[:, 0]) >= 2).all() and ((b[:, 3] - b[:, 1]) >= 2).all()
-            assert 0 <= c.box_frame < spec.frames
-
-
 def test_store_boxes_mapped_clipped_padded():
     calls = []
 
