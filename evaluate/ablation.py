@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rhovid.atomic import atomic_path, atomic_write_json, atomic_write_text
+from rhovid.errors import UsageError
 from rhovid.evaluate.report import markdown_table
 
 # metric columns of the ablation table: (evaluation, result key, column title)
@@ -184,7 +185,7 @@ def run_status(run_dir: Path, cfg) -> str:
         return "new"
     diff = changes_from_saved(json.loads(saved_path.read_text()), cfg)
     if diff:
-        raise ValueError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); "
+        raise UsageError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); "
                          "use another --out or remove that run")
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None and checkpoint_step(ckpt) >= cfg.steps:

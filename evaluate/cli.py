@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from rhovid.cli import check_counts
+from rhovid.errors import UsageError
 from rhovid.evaluate.linear import WEIGHT_DECAYS
 
 EVALUATIONS = {
@@ -70,7 +71,7 @@ def check_options(args: argparse.Namespace) -> None:
     is (over)written: ``--k 0`` used to score every test clip at chance and replace the report."""
     check_counts(args, frozenset({"seed", "step", "workers"}))
     if any(w < 0 for w in getattr(args, "weight_decays", ())):
-        raise ValueError(f"--weight-decays must be >= 0, got {args.weight_decays}")
+        raise UsageError(f"--weight-decays must be >= 0, got {args.weight_decays}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from rhovid.evaluate.report import report_table, write_report
 
     if args.run is None and not args.random_init:
-        raise ValueError("give --run RUN, or --random-init --arch ARCH for the baseline")
+        raise UsageError("give --run RUN, or --random-init --arch ARCH for the baseline")
     check_options(args)
     temporal, spatial = parse_views(args.views)
     src = feature_source(args.run, args.step, args.random_init, args.arch, args.seed, temporal, spatial,

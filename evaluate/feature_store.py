@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rhovid.errors import NotFoundError, UnknownNameError, UsageError
+
 FORMAT_VERSION = 1
 STORE_NAME = "features.zarr"
 
@@ -72,7 +74,7 @@ def _open_root(path: Path, mode: str):
     import zarr
 
     if mode == "r" and not path.exists():
-        raise FileNotFoundError(f"no feature store at {path}; run `rhovid eval ...` to extract features first")
+        raise NotFoundError(f"no feature store at {path}; run `rhovid eval ...` to extract features first")
     return zarr.open_group(str(path), mode=mode)
 
 
@@ -191,11 +193,11 @@ def read_features(data: str | Path, run_name: str, split: str, store: str | Path
     key = _split_path(run_name, split)
     if key not in root:
         have = sorted(f"{r}/{s}" for r, g in root.groups() for s, _ in g.groups())
-        raise KeyError(f"{path}: no features {key!r}; stored: {have or 'none'}")
+        raise UnknownNameError(f"{path}: no features {key!r}; stored: {have or 'none'}")
     g = root[key]
     attrs = dict(g.attrs)
     if not attrs.get("complete"):
-        raise ValueError(f"features {key!r} in {path} are partial; rerun the eval to resume")
+        raise UsageError(f"features {key!r} in {path} are partial; rerun the eval to resume")
     try:
         return Features(
             features=np.asarray(g["features"][:], dtype=np.float32),
@@ -204,7 +206,7 @@ def read_features(data: str | Path, run_name: str, split: str, store: str | Path
             attrs=attrs,
         )
     except Exception as e:  # a chunk damaged on disk; the features are a cache, so recomputing mends it
-        raise ValueError(
+        raise UsageError(
             f"features {key!r} in {path} are damaged ({type(e).__name__}: {e}); delete "
             f"{path / key} and rerun the eval to recompute them"
         ) from e

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from rhovid.errors import NotFoundError, UnknownNameError, UsageError
 from rhovid.evaluate.feature_store import WriteStats, write_features
 
 SPATIAL_CROPS = {1: ("centre",), 2: ("left", "right"), 3: ("left", "centre", "right")}
@@ -55,9 +56,9 @@ def parse_views(text: str) -> tuple[int, int]:
     try:
         t, s = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--views {text!r}: expected TEMPORALxSPATIAL, e.g. 2x3") from None
+        raise UsageError(f"--views {text!r}: expected TEMPORALxSPATIAL, e.g. 2x3") from None
     if t < 1 or s not in SPATIAL_CROPS:
-        raise ValueError(f"--views {text!r}: temporal must be >= 1 and spatial one of {sorted(SPATIAL_CROPS)}")
+        raise UsageError(f"--views {text!r}: temporal must be >= 1 and spatial one of {sorted(SPATIAL_CROPS)}")
     return t, s
 
 
@@ -69,7 +70,7 @@ def split_rows(data: str | Path, split: str) -> list[dict]:
     rows = [e for e in index if e["split"] == split]
     if not rows:
         have = sorted({e["split"] for e in index})
-        raise ValueError(f"{data} has no videos in split {split!r}; splits present: {have}")
+        raise UsageError(f"{data} has no videos in split {split!r}; splits present: {have}")
     return sorted(rows, key=lambda e: e["shard"])  # stable: shard order within a shard
 
 
@@ -94,7 +95,7 @@ def iter_samples(data: str | Path, rows: list[dict], skip: set[int]) -> Iterator
         if wanted:
             path = shard_dir / shard
             if not path.exists():
-                raise FileNotFoundError(f"{path} listed in {data}/index.json does not exist")
+                raise NotFoundError(f"{path} listed in {data}/index.json does not exist")
             for sample in iter_shard(path):
                 r = wanted.get(sample["__key__"])
                 if r is not None:
@@ -106,7 +107,7 @@ def iter_samples(data: str | Path, rows: list[dict], skip: set[int]) -> Iterator
                     break
         while nxt < j:
             if nxt not in skip and nxt not in pending:
-                raise KeyError(f"sample {rows[nxt]['key']!r} is not in {shard_dir / shard}")
+                raise UnknownNameError(f"sample {rows[nxt]['key']!r} is not in {shard_dir / shard}")
             yield nxt, pending.pop(nxt, None)
             nxt += 1
         i = j

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from rhovid.errors import UsageError
 from rhovid.evaluate.features import ViewConfig, iter_samples, sample_views, split_rows
 from rhovid.evaluate.knn import topk_accuracy
 
@@ -87,7 +88,7 @@ def finetune(
     train_rows = [r for r in split_rows(data, train_split) if r.get("label") is not None]
     test_rows = [r for r in split_rows(data, test_split) if r.get("label") is not None]
     if not train_rows or not test_rows:
-        raise ValueError(f"{data}: fine-tuning needs labelled videos in {train_split!r} and {test_split!r}")
+        raise UsageError(f"{data}: fine-tuning needs labelled videos in {train_split!r} and {test_split!r}")
     num_classes = max(int(r["label"]) for r in train_rows + test_rows) + 1
     torch.manual_seed(cfg.seed)
     model = Classifier(copy.deepcopy(backbone), num_classes, cfg.dropout).to(device)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from rhovid.errors import NotFoundError, UnknownNameError, UsageError
 from rhovid.evaluate.feature_store import Features, read_features
 from rhovid.evaluate.features import ViewConfig, extract_split
 from rhovid.evaluate.knn import knn_eval
@@ -73,10 +74,10 @@ def feature_source(
         run = Path(run)
         cfg_path = run / "config.json"
         if not cfg_path.exists():
-            raise FileNotFoundError(f"{run} is not a training run: {cfg_path} is missing")
+            raise NotFoundError(f"{run} is not a training run: {cfg_path} is missing")
         config = json.loads(cfg_path.read_text())
     elif not random_init:
-        raise ValueError("give --run RUN (a training run) or --random-init --arch ARCH")
+        raise UsageError("give --run RUN (a training run) or --random-init --arch ARCH")
     data_cfg = config.get("data", {})
     views = ViewConfig(
         frames=frames or data_cfg.get("frames", 8),
@@ -88,7 +89,7 @@ def feature_source(
     if random_init:
         arch = arch or config.get("arch")
         if arch is None:
-            raise ValueError("--random-init without --run needs --arch")
+            raise UsageError("--random-init without --run needs --arch")
         torch.manual_seed(seed)
         model = build_backbone(arch).eval()
         return FeatureSource(f"random-{arch}-seed{seed}", model,
@@ -134,11 +135,11 @@ def evaluate_stored(data: str | Path, name: str, evaluation: str, train_split: s
                     test_split: str = "test", store: str | Path | None = None, **options) -> dict:
     """Run a feature evaluation on stored features; returns its results dict."""
     if evaluation not in FEATURE_EVALUATIONS:
-        raise KeyError(f"unknown evaluation {evaluation!r}; known: {sorted(FEATURE_EVALUATIONS)}")
+        raise UnknownNameError(f"unknown evaluation {evaluation!r}; known: {sorted(FEATURE_EVALUATIONS)}")
     tr, te = read_features(data, name, train_split, store), read_features(data, name, test_split, store)
     (xtr, ytr), (xte, yte) = labelled(tr), labelled(te)
     if not len(ytr) or not len(yte):
-        raise ValueError(f"{data}: {evaluation} needs labelled videos in splits {train_split!r} and {test_split!r}")
+        raise UsageError(f"{data}: {evaluation} needs labelled videos in splits {train_split!r} and {test_split!r}")
     res = FEATURE_EVALUATIONS[evaluation](xtr, ytr, xte, yte, **options)
     return {**res, "train_split": train_split, "test_split": test_split, "views": tr.attrs["views"],
             "step": tr.attrs.get("step")}

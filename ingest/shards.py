@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rhovid.atomic import TMP_PREFIX, atomic_path, atomic_write_json
+from rhovid.errors import NotFoundError, UsageError
 
 SHARDS_DIR = "shards"
 INDEX_FILE = "index.json"
@@ -121,8 +122,10 @@ class MemberBytes:
     rate independent of video length). Valid while the shard file it was made from is open.
     """
 
-    def __init__(self, file, offset: int, size: int):
+    def __init__(self, file, offset: int, size: int, file_size: int | None = None):
         self._file, self._offset, self._size = file, offset, size
+        self._file_size = file_size
+        """Bytes in the shard file: a read past it fails before anything is allocated."""
         self.bytes_read = 0
         """Payload bytes read so far (tests check that nothing outside the slices is read)."""
 
@@ -137,6 +140,9 @@ class MemberBytes:
             raise ValueError("MemberBytes slices must be contiguous (step 1)")
         if b <= a:
             return b""
+        if self._file_size is not None and self._offset + b > self._file_size:  # a header claiming 10^12 bytes
+            raise EOFError(f"{getattr(self._file, 'name', 'shard')}: member claims {self._size} bytes at byte "
+                           f"{self._offset}, the shard ends at byte {self._file_size}")
         self._file.seek(self._offset + a)
         data = self._file.read(b - a)
         if len(data) != b - a:
@@ -149,28 +155,39 @@ class MemberBytes:
         return self[0:self._size]
 
 
+MAX_JSON_BYTES = 64 * 2**20
+"""Largest sample json the readers parse (a 10-hour video's fragment table is ~2 MB)."""
+
+
 def iter_shard_lazy(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> Iterator[dict]:
     """Samples ``start..stop-1`` of a shard: ``json`` parsed, every other member a ``MemberBytes``.
 
     Only tar headers and the json members are read here; the video bytes are read on demand
     by slicing. Yielded samples are valid until the next one is requested (the file is shared).
-    A json member that does not parse gives ``"error"`` (a message) instead of ``"json"``.
+    A json member that cannot be used (cut off, not JSON, nested too deeply, larger than
+    ``MAX_JSON_BYTES``) gives ``"error"`` (a message) instead of ``"json"``, and a member whose
+    header claims more bytes than the shard holds fails when read, so one bad sample never ends
+    the shard for the others. A truncated shard ends early (the samples after the cut are missing,
+    the caller counts them); a file that is no tar at all (0 bytes, say) raises ``tarfile.ReadError``.
     """
     with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        size = os.fstat(f.fileno()).st_size
         for n, (key, members) in enumerate(_member_groups(tar, path, stop, tolerant=True)):
             if n < start:
                 continue
             sample: dict = {"__key__": key}
             for m in members:
                 ext = m.name.partition(".")[2]
-                payload = MemberBytes(f, m.offset_data, m.size)
+                payload = MemberBytes(f, m.offset_data, m.size, size)
                 if ext != "json":
                     sample[ext] = payload
                     continue
                 try:
+                    if m.size > MAX_JSON_BYTES:
+                        raise ValueError(f"{m.size} bytes, more than the {MAX_JSON_BYTES} a sample json may have")
                     sample["json"] = json.loads(payload.read())
-                except ValueError as e:  # a damaged sample must not end the shard for the others
-                    sample["error"] = f"{m.name}: invalid JSON: {e}"
+                except (ValueError, EOFError, RecursionError) as e:  # a damaged sample must not end the shard
+                    sample["error"] = f"{m.name}: unusable JSON member: {type(e).__name__}: {e}"
             yield sample
 
 
@@ -182,7 +199,7 @@ def read_index(data: str | os.PathLike) -> list[dict]:
     """
     path = Path(data) / INDEX_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `rhovid ingest SRC --out {data}` first")
+        raise NotFoundError(f"{path} not found: run `rhovid ingest SRC --out {data}` first")
     return read_index_file(data)["samples"]
 
 
@@ -203,7 +220,7 @@ def read_index_file(data: str | os.PathLike) -> dict:
     return doc
 
 
-class DamagedIndexError(ValueError):
+class DamagedIndexError(UsageError):
     """index.json exists but does not parse (ingest rebuilds it from the shards)."""
 
 

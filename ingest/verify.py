@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rhovid.errors import NotFoundError
 from rhovid.ingest.fmp4 import parse_fragments
 from rhovid.ingest.shards import idx_text, iter_shard, list_shards, read_index
 
@@ -44,7 +45,7 @@ def verify(data: str | os.PathLike, decode: bool = False, progress: bool = True)
     data = Path(data)
     paths = list_shards(data)
     if not paths:
-        raise FileNotFoundError(f"{data}: no shards under {data / 'shards'}")
+        raise NotFoundError(f"{data}: no shards under {data / 'shards'}")
     listed = {e["key"]: e for e in read_index(data)}
     report = VerifyReport(shards=len(paths))
     seen: set[str] = set()

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from rhovid.errors import UsageError
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -101,7 +103,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             if i == len(lines) - 1:  # torn final write from a killed process
                 break
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+            raise UsageError(f"{path}: line {i + 1} is not valid JSON") from None
     return out
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rhovid.errors import NotFoundError, UsageError
 from rhovid.executor import map_unordered
 from rhovid.store.boxsets import (
     box_set_name,
@@ -208,14 +209,14 @@ def compute_box_set(
 
     p = make_params(method, params)
     if not box_fps > 0:
-        raise ValueError(f"--box-fps must be > 0, got {box_fps}")
+        raise UsageError(f"--box-fps must be > 0, got {box_fps}")
     if max_boxes < 1:
-        raise ValueError(f"--max-boxes must be >= 1, got {max_boxes}")
+        raise UsageError(f"--max-boxes must be >= 1, got {max_boxes}")
     if workers < 0:
-        raise ValueError(f"--workers must be >= 0 (0 = inline), got {workers}")
+        raise UsageError(f"--workers must be >= 0 (0 = inline), got {workers}")
     shards = list_shards(data, split)
     if not shards:
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"{data}: no shards{f' of split {split!r}' if split else ''} under {data}/shards"
         )
     set_name = box_set_name(method, p, box_fps, max_boxes)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from rhovid.errors import UsageError
+
 # Kinetics RGB mean/std in [0, 1] (PySlowFast DATA.MEAN / DATA.STD).
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
@@ -98,7 +100,7 @@ def draw_clip_aug(rng: np.random.Generator, width: int, height: int, cfg: Augmen
         side = max(1, min(width, height, round(cfg.crop * min(width, height) / short)))
         crop = (int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1)), side, side)
     else:
-        raise ValueError(f"crop_mode must be 'rrc' or 'jitter', got {cfg.crop_mode!r}")
+        raise UsageError(f"crop_mode must be 'rrc' or 'jitter', got {cfg.crop_mode!r}")
     flip = bool(rng.random() < cfg.flip_p)
     ops: list[tuple[str, float]] = []
     if rng.random() < cfg.colour_p:

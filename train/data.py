@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from rhovid.errors import NotFoundError, UnknownNameError, UsageError
 from rhovid.ingest.shards import iter_shard_lazy, list_shards, read_index, shard_name
 from rhovid.train.augment import AugmentConfig
 from rhovid.train.sampler import ClipSpec, SamplePlan, plan_sample, sample_seed
@@ -39,7 +40,9 @@ from rhovid.train.streaming import (
     ClipSlice,
     assign,
     batches_per_worker,
+    check_batches,
     dist_position,
+    resolve_workers,
     shuffle_buffer,
     slice_clips,
     worker_sizes,
@@ -77,8 +80,9 @@ class LoaderConfig:
     """Frame of a clip whose boxes are returned: "centre" or "random"."""
     batch_size: int = 16
     """Videos per batch (B)."""
-    workers: int = 8
-    """DataLoader worker processes (0 = decode in the main process)."""
+    workers: int | None = None
+    """DataLoader worker processes (0 = decode in the main process; None = one per core this process may
+    use, ``os.sched_getaffinity``, but no more than can each form a batch: see ``resolve_workers``)."""
     device: str = "cpu"
     """"cpu" (PyAV in workers) or "cuda" (DALI mixed decode + GPU augmentation)."""
     seed: int = 0
@@ -118,11 +122,14 @@ class ClipDataset(IterableDataset):
         self.aug = replace(cfg.augmentation or AugmentConfig(), crop=cfg.crop)
         self.drop_last = cfg.augment if cfg.drop_last is None else cfg.drop_last
 
+    def quota(self) -> int:
+        """Samples this rank reads per epoch (equal for every rank, ``streaming.rank_quota``)."""
+        total = sum(n for _, n in self.shards)
+        return total if self.world == 1 else total // self.world
+
     def batch_counts(self) -> list[int]:
         """Batches each worker yields this epoch."""
-        total = sum(n for _, n in self.shards)
-        q = total if self.world == 1 else total // self.world
-        return batches_per_worker(worker_sizes(q, self.cfg.workers), self.cfg.batch_size, self.drop_last)
+        return batches_per_worker(worker_sizes(self.quota(), self.cfg.workers), self.cfg.batch_size, self.drop_last)
 
     def __iter__(self):
         info = get_worker_info()
@@ -134,14 +141,23 @@ class ClipDataset(IterableDataset):
         # (batch counts are non-increasing in the worker id, so the order stays identical).
         w = (w + consumed) % nw
         skip = worker_skips(counts, consumed)[w]
+        # Samples this worker had read when the position was saved (bad ones included, so a skipped
+        # sample does not shift the resume point); -1: a position saved without it, B per batch.
+        done = self.state["items"][w]
         items = self._plans(assign(self.shards, self.cfg.seed, epoch, self.rank, self.world, w, nw, self.cfg.augment),
                             epoch)
         if self.cfg.augment:
             items = shuffle_buffer(items, self.cfg.shuffle_buffer, (self.cfg.seed, epoch, self.rank, w))
-        yield from self._batches(items, skip * self.cfg.batch_size, counts[w] - skip)
+        for batch, n in self._batches(items, skip * self.cfg.batch_size if done < 0 else done, counts[w] - skip):
+            yield {**batch, "_worker": w, "_items": n}
 
     def _plans(self, spans, epoch):
-        """(plan, slices, error) per sample of the spans, in read order (no decoding)."""
+        """(plan, slices, error) per sample of the spans, in read order (no decoding).
+
+        Skip-and-count: a sample whose json or bytes cannot be used gives an error instead of a plan,
+        and so does every sample the index promised that the shard does not hold (cut off, 0 bytes,
+        not a tar), so each worker still knows how many of its samples were lost.
+        """
         cfg = self.cfg
         boxes = None if cfg.boxes is None else ("random" if cfg.boxes == "random" else "store")
         for span in spans:
@@ -150,36 +166,55 @@ class ClipDataset(IterableDataset):
                 from rhovid.store.zarr_store import BoxStore
 
                 shard_boxes = BoxStore(cfg.data).load(shard_name(span.shard), self.box_set)
-            # Lazy members: only headers, jsons and each clip's init + covering fragments are
-            # read, so a 10-minute video costs what a 10-second one does.
-            for sample in iter_shard_lazy(span.shard, span.start, span.stop):
-                key = sample.get("__key__", "?")
-                if "error" in sample:
-                    yield None, None, f"{span.shard}:{key}: {sample['error']}"
-                    continue
-                try:
-                    meta = sample["json"]
-                    lookup = None if shard_boxes is None else functools.partial(shard_boxes.lookup, key)
-                    plan = plan_sample(
-                        meta, sample_seed(cfg.seed, epoch, key), self.spec, self.aug, augment=cfg.augment,
-                        boxes=boxes, max_boxes=cfg.max_boxes, box_frame=cfg.box_frame, lookup=lookup,
-                        clips_per_video=cfg.clips_per_video, spatial_crops=cfg.spatial_crops,
-                    )
-                    yield plan, slice_clips(sample["mp4"], meta, [c.frames for c in plan.clips]), None
-                except (KeyError, IndexError, ValueError, TypeError, EOFError, OSError) as e:
-                    yield None, None, f"{span.shard}:{key}: {type(e).__name__}: {e}"
+            seen, why = 0, "the shard ends before them"
+            try:
+                # Lazy members: only headers, jsons and each clip's init + covering fragments are
+                # read, so a 10-minute video costs what a 10-second one does.
+                for sample in iter_shard_lazy(span.shard, span.start, span.stop):
+                    seen += 1
+                    yield self._plan(sample, span.shard, epoch, boxes, shard_boxes)
+            except Exception as e:  # the shard itself is unreadable (tarfile.ReadError, OSError)
+                why = f"{type(e).__name__}: {e}"
+            if span.stop - span.start > seen:
+                yield None, None, (f"{span.shard}: {span.stop - span.start - seen} of samples "
+                                   f"{span.start}..{span.stop - 1} missing ({why})", span.stop - span.start - seen)
+
+    def _plan(self, sample: dict, shard: str, epoch: int, boxes: str | None, shard_boxes):
+        """(plan, slices, None) of one sample, or (None, None, error message)."""
+        cfg = self.cfg
+        key = sample.get("__key__", "?")
+        if "error" in sample:
+            return None, None, f"{shard}:{key}: {sample['error']}"
+        try:
+            meta = sample["json"]
+            lookup = None if shard_boxes is None else functools.partial(shard_boxes.lookup, key)
+            plan = plan_sample(
+                meta, sample_seed(cfg.seed, epoch, key), self.spec, self.aug, augment=cfg.augment,
+                boxes=boxes, max_boxes=cfg.max_boxes, box_frame=cfg.box_frame, lookup=lookup,
+                clips_per_video=cfg.clips_per_video, spatial_crops=cfg.spatial_crops,
+            )
+            return plan, slice_clips(sample["mp4"], meta, [c.frames for c in plan.clips]), None
+        except Exception as e:  # any field or byte range the sample gets wrong: skip it, never the epoch
+            return None, None, f"{shard}:{key}: {type(e).__name__}: {e}"
 
     def _batches(self, items, skip_samples: int, target: int):
-        """Decode (or pass through) samples into ``target`` batches, skipping bad samples."""
+        """Decode (or pass through) samples into ``target`` batches, skipping bad samples.
+
+        Yields ``(batch, n)``: n = items read so far this epoch (skipped ones included)."""
         from rhovid.train.decode_pyav import execute_plan
 
         B = self.cfg.batch_size
         good: list = []
         made = 0
-        for n, (plan, slices, err) in enumerate(items):
+        n = 0
+        for plan, slices, err in items:
+            lost = 1
+            if isinstance(err, tuple):  # samples missing from a shard: (message, how many)
+                err, lost = err
             if made >= target:
                 break
-            if n < skip_samples:
+            n += lost
+            if n <= skip_samples:
                 continue  # already consumed before a resume: planned, not decoded
             if err is None and self.decode:
                 try:
@@ -189,9 +224,9 @@ class ClipDataset(IterableDataset):
             elif err is None:
                 good.append((plan, slices))
             if err is not None:
-                self._skip(err)
+                self._skip(err, lost)
             if len(good) == B:
-                yield self._collate(good)
+                yield self._collate(good), n
                 made += 1
                 good = []
         if good and made < target:
@@ -199,13 +234,13 @@ class ClipDataset(IterableDataset):
                 # Short only because samples were skipped: repeat samples so every worker (and
                 # rank) yields exactly `target` full batches; DDP would hang on a missing one.
                 good = (good * B)[:B]
-            yield self._collate(good)  # else: the final partial batch
+            yield self._collate(good), n  # else: the final partial batch
 
-    def _skip(self, msg: str) -> None:
+    def _skip(self, msg: str, count: int = 1) -> None:
         with self.state["skipped"].get_lock():
-            self.state["skipped"].value += 1
+            self.state["skipped"].value += count
             total = self.state["skipped"].value
-        log.warning("skipped undecodable sample %s (%d skipped so far)", msg, total)
+        log.warning("skipped unusable sample %s (%d skipped so far)", msg, total)
 
     def _collate(self, items: list) -> dict:
         plans: list[SamplePlan] = [p for p, _ in items]
@@ -252,10 +287,24 @@ def check_loader_config(cfg: LoaderConfig) -> None:
     minimum = {"rho": 1, "frames": 1, "stride": 1, "crop": 1, "max_boxes": 1, "batch_size": 1,
                "clips_per_video": 1, "workers": 0, "shuffle_buffer": 0, "timespan_s": 0, "min_gap_s": 0}
     for name, low in minimum.items():
-        if getattr(cfg, name) < low:
-            raise ValueError(f"LoaderConfig.{name} must be >= {low}, got {getattr(cfg, name)}")
+        if getattr(cfg, name) is not None and getattr(cfg, name) < low:
+            raise UsageError(f"LoaderConfig.{name} must be >= {low}, got {getattr(cfg, name)}")
     if cfg.min_gap_s > cfg.timespan_s:
-        raise ValueError(f"LoaderConfig.min_gap_s {cfg.min_gap_s} is larger than timespan_s {cfg.timespan_s}")
+        raise UsageError(f"LoaderConfig.min_gap_s {cfg.min_gap_s} is larger than timespan_s {cfg.timespan_s}")
+
+
+def check_box_set(store, box_set: str, shards: list[str]) -> None:
+    """Refuse to start when a shard of the split lacks the box set (naming the command that computes
+    it) rather than fail in a worker once training is under way."""
+    from rhovid.store.zarr_store import group_status
+
+    missing = [s for s in shards if group_status(store.root, s, box_set) != "complete"]
+    if missing:
+        try:
+            store.attrs(missing[0], box_set)
+        except KeyError as e:  # names the shard and the `rhovid boxes` command
+            raise UsageError(f"{len(missing)} of {len(shards)} shards lack a complete box set {box_set} "
+                             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): {e.args[0]}") from None
 
 
 class ClipLoader:
@@ -263,17 +312,17 @@ class ClipLoader:
 
     def __init__(self, cfg: LoaderConfig):
         if cfg.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
+            raise UsageError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
         if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("LoaderConfig.device='cuda' (DALI mixed decoding) but torch sees no CUDA device; "
+            raise UsageError("LoaderConfig.device='cuda' (DALI mixed decoding) but torch sees no CUDA device; "
                              "use device='cpu' (PyAV decoding)")
         if cfg.boxes is not None and cfg.box_frame not in ("centre", "random"):
-            raise ValueError(f"box_frame must be 'centre' or 'random', got {cfg.box_frame!r}")
+            raise UsageError(f"box_frame must be 'centre' or 'random', got {cfg.box_frame!r}")
         check_loader_config(cfg)
         self.cfg = cfg
         paths = list_shards(cfg.data, cfg.split)
         if not paths:
-            raise FileNotFoundError(f"no shards of split {cfg.split!r} in {Path(cfg.data) / 'shards'}")
+            raise NotFoundError(f"no shards of split {cfg.split!r} in {Path(cfg.data) / 'shards'}")
         counts: dict[str, int] = {}
         for e in read_index(cfg.data):
             counts[e["shard"]] = counts.get(e["shard"], 0) + 1
@@ -283,19 +332,29 @@ class ClipLoader:
             from rhovid.store.zarr_store import BoxStore
 
             box_set = BoxStore(cfg.data).resolve(cfg.boxes)  # KeyError listing the sets
+            check_box_set(BoxStore(cfg.data), box_set, [shard_name(p) for p, _ in self.shards])
         self.rank, self.world = dist_position(cfg.rank, cfg.world_size)
         ctx = mp.get_context(cfg.start_method)
         self._state = {"epoch": ctx.Value("q", 0), "consumed": ctx.Value("q", 0), "skipped": ctx.Value("q", 0)}
         self.dataset = ClipDataset(cfg, self.shards, self.rank, self.world, box_set, self._state,
                                    decode=cfg.device == "cpu")
+        q, drop = self.dataset.quota(), self.dataset.drop_last
+        workers = resolve_workers(cfg.workers, q, cfg.batch_size, drop)
+        self.cfg = self.dataset.cfg = cfg = replace(cfg, workers=workers)
+        self._state["items"] = ctx.Array("q", max(1, workers))  # per worker: samples read this epoch
+        check_batches(q, workers, cfg.batch_size, drop, f"split {cfg.split!r} of {cfg.data}", self.world)
         kw = {}
         if cfg.workers > 0:
             kw = dict(multiprocessing_context=ctx, persistent_workers=True, prefetch_factor=2,
                       worker_init_fn=_worker_init)
-        self._dl = DataLoader(self.dataset, batch_size=None, num_workers=cfg.workers, **kw)
+        # Its own generator: creating an iterator draws a base seed, which from torch's global RNG would
+        # shift the trainer's random stream by one draw per epoch start (and differently after a resume).
+        self._dl = DataLoader(self.dataset, batch_size=None, num_workers=cfg.workers,
+                              generator=torch.Generator().manual_seed(cfg.seed), **kw)
         self._dali = None
         self.epoch = 0
         self._consumed = 0
+        self._items: list[int] | None = [0] * max(1, workers)
 
     @property
     def skipped(self) -> int:
@@ -307,29 +366,49 @@ class ClipLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` at its beginning (new shard order and new plans)."""
-        self.epoch, self._consumed = int(epoch), 0
+        self.epoch, self._consumed, self._items = int(epoch), 0, [0] * max(1, self.cfg.workers)
 
     def state_dict(self) -> dict:
-        """Resume position: epoch and batches consumed in it."""
-        return {"epoch": self.epoch, "batches": self._consumed, "seed": self.cfg.seed}
+        """Resume position: epoch and batches consumed in it ((e, len) = epoch e finished), seed, workers,
+        and the samples each worker had read (skipped ones included)."""
+        return {"epoch": self.epoch, "batches": self._consumed, "seed": self.cfg.seed, "workers": self.cfg.workers,
+                "items": list(self._items) if self._items is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a ``state_dict()`` position (the next batch is the one after it)."""
         if state.get("seed", self.cfg.seed) != self.cfg.seed:
-            raise ValueError(f"loader state is for seed {state['seed']}, this loader has seed {self.cfg.seed}")
+            raise UsageError(f"loader state is for seed {state['seed']}, this loader has seed {self.cfg.seed}")
+        if state.get("workers", self.cfg.workers) != self.cfg.workers:
+            # each worker reads its own share of the epoch: the rest of this epoch is split differently
+            log.warning("resuming with %d loader workers instead of %d: the rest of epoch %d reads other "
+                        "samples than the uninterrupted run (exact resume needs the same workers)",
+                        self.cfg.workers, state["workers"], state["epoch"])
+        if not 0 <= int(state["batches"]) <= len(self):
+            raise UsageError(f"loader position {state['batches']} is outside this epoch of {len(self)} batches: "
+                             "the data, batch size or workers differ from the run that saved it")
         self.epoch, self._consumed = int(state["epoch"]), int(state["batches"])
+        items = state.get("items")
+        same = isinstance(items, list) and len(items) == max(1, self.cfg.workers)
+        self._items = [int(n) for n in items] if same else None
 
     def __iter__(self):
-        if self._consumed >= len(self):  # a finished epoch: go on with the next
-            self.epoch, self._consumed = self.epoch + 1, 0
+        # The loader owns its epoch (train/batch_stream.py): a finished epoch (all batches consumed) moves
+        # on here, when iterated again, and nowhere else, so a position saved after the last batch of
+        # epoch e, (e, len), resumes with epoch e + 1 exactly once.
+        if self._consumed >= len(self):
+            self.set_epoch(self.epoch + 1)
         self._state["epoch"].value = self.epoch
         self._state["consumed"].value = self._consumed
+        for w in range(len(self._state["items"])):
+            self._state["items"][w] = -1 if self._items is None else self._items[w]
         for batch in self._dl:
+            w, n = batch.pop("_worker"), batch.pop("_items")
+            if self._items is not None:
+                self._items[w] = n
             if self.cfg.device == "cuda":
                 batch = self._run_dali(batch)
             self._consumed += 1
             yield batch
-        self.epoch, self._consumed = self.epoch + 1, 0
 
     def _run_dali(self, batch: dict) -> dict:
         from rhovid.train.dali_pipeline import DaliClipExecutor
@@ -349,10 +428,10 @@ def plans_and_slices(data: str | Path, key: str, plan_fn) -> tuple[SamplePlan, l
     """Read one sample by key and plan it with ``plan_fn(meta) -> SamplePlan`` (tests, benchmarks)."""
     entry = next((e for e in read_index(data) if e["key"] == key), None)
     if entry is None:
-        raise KeyError(f"sample {key!r} not in {data}/index.json")
+        raise UnknownNameError(f"sample {key!r} not in {data}/index.json")
     path = Path(data) / "shards" / entry["shard"]
     for sample in iter_shard_lazy(path):
         if sample["__key__"] == key:
             plan = plan_fn(sample["json"])
             return plan, slice_clips(sample["mp4"], sample["json"], [c.frames for c in plan.clips]), sample["json"]
-    raise KeyError(f"sample {key!r} listed in index.json but not found in {path}")
+    raise UnknownNameError(f"sample {key!r} listed in index.json but not found in {path}")

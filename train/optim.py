@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from rhovid.errors import UsageError
+
 
 def lr_at(step: int, *, peak_lr: float, total_steps: int, warmup_steps: int = 0,
           warmup_lr: float = 0.0, final_lr: float = 0.0) -> float:
@@ -70,7 +72,7 @@ class LARS(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0,
                  eta: float = 0.001):
         if lr < 0 or momentum < 0 or weight_decay < 0 or eta <= 0:
-            raise ValueError(f"LARS: invalid lr={lr}, momentum={momentum}, weight_decay={weight_decay}, eta={eta}")
+            raise UsageError(f"LARS: invalid lr={lr}, momentum={momentum}, weight_decay={weight_decay}, eta={eta}")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
                                       lars_exclude=False))
 
@@ -109,7 +111,7 @@ def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, wei
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=lars_eta)
-    raise ValueError(f"unknown optimizer {name!r}; choose 'sgd' or 'lars'")
+    raise UsageError(f"unknown optimizer {name!r}; choose 'sgd' or 'lars'")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rhovid.errors import UsageError
+
 
 class MLPHead(nn.Module):
     """Linear -> BN -> ReLU repeated, then a final Linear (no BN, no ReLU).
@@ -27,7 +29,7 @@ class MLPHead(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 3, bn: bool = True):
         super().__init__()
         if num_layers < 1:
-            raise ValueError(f"MLPHead num_layers must be >= 1, got {num_layers}")
+            raise UsageError(f"MLPHead num_layers must be >= 1, got {num_layers}")
         layers: list[nn.Module] = []
         dim = in_dim
         for _ in range(num_layers - 1):

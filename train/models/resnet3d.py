@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rhovid.errors import UnknownNameError
+
 
 @dataclass(frozen=True)
 class ResNet3DSpec:
@@ -197,5 +199,5 @@ def build_backbone(arch: str, y_structure: bool = False, num_classes: int = 0) -
         KeyError: unknown `arch` (the message lists the known ones).
     """
     if arch not in SPECS:
-        raise KeyError(f"unknown backbone arch {arch!r}; known: {', '.join(sorted(SPECS))}")
+        raise UnknownNameError(f"unknown backbone arch {arch!r}; known: {', '.join(sorted(SPECS))}")
     return ResNet3D(SPECS[arch], y_structure=y_structure, num_classes=num_classes)
