@@ -22,6 +22,7 @@ the rho dimension (``video`` is (B, views, 3, T, S, S)); every sample is returne
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import multiprocessing as mp
@@ -200,13 +201,13 @@ class ClipDataset(IterableDataset):
     def _batches(self, items, skip_samples: int, target: int):
         """Decode (or pass through) samples into ``target`` batches, skipping bad samples.
 
-        Yields ``(batch, n)``: n = items read so far this epoch (skipped ones included)."""
-        from rhovid.train.decode_pyav import execute_plan
-
+        Yields ``(batch, n)``: n = items read so far this epoch (skipped ones included). The first
+        ``skip_samples`` items were consumed before a resume: planned, not decoded.
+        """
         B = self.cfg.batch_size
         good: list = []
-        made = 0
-        n = 0
+        last: collections.deque = collections.deque(maxlen=B)  # the B latest good samples, for padding
+        made = n = 0
         for plan, slices, err in items:
             lost = 1
             if isinstance(err, tuple):  # samples missing from a shard: (message, how many)
@@ -215,26 +216,48 @@ class ClipDataset(IterableDataset):
                 break
             n += lost
             if n <= skip_samples:
-                continue  # already consumed before a resume: planned, not decoded
-            if err is None and self.decode:
+                if err is None:
+                    last.append((plan, slices, False))
+                continue
+            if err is None:
                 try:
-                    good.append((plan, execute_plan(plan, slices)))
+                    item = (plan, self._decode(plan, slices))
                 except Exception as e:  # any decoder failure: skip the sample, never the epoch
                     err = f"{plan.key}: {type(e).__name__}: {e}"
-            elif err is None:
-                good.append((plan, slices))
             if err is not None:
                 self._skip(err, lost)
+                continue
+            good.append(item)
+            last.append((*item, True))
             if len(good) == B:
                 yield self._collate(good), n
                 made += 1
                 good = []
-        if good and made < target:
-            if self.drop_last:
-                # Short only because samples were skipped: repeat samples so every worker (and
-                # rank) yields exactly `target` full batches; DDP would hang on a missing one.
-                good = (good * B)[:B]
-            yield self._collate(good), n  # else: the final partial batch
+        if not self.drop_last:  # evaluation: every good sample once, the last batch partial
+            if good and made < target:
+                yield self._collate(good), n
+            return
+        # Short only because samples were skipped: repeat the latest good samples so every worker (and
+        # rank) yields exactly `target` batches, as len() and the resume arithmetic (worker_skips)
+        # count on, and DDP would hang on a missing one. After a resume they are decoded here, so the
+        # padding is the uninterrupted run's (unless one of them fails only when decoded).
+        pool = []
+        for plan, data, decoded in last:
+            try:
+                pool.append((plan, data if decoded else self._decode(plan, data)))
+            except Exception:  # was skipped (and counted) by the run that read it first
+                continue
+        while pool and made < target:
+            yield self._collate((pool * B)[:B]), n
+            made += 1
+
+    def _decode(self, plan: SamplePlan, slices):
+        """The clips of a plan (CPU path) or its slices unchanged (DALI decodes in the main process)."""
+        if not self.decode:
+            return slices
+        from rhovid.train.decode_pyav import execute_plan
+
+        return execute_plan(plan, slices)
 
     def _skip(self, msg: str, count: int = 1) -> None:
         with self.state["skipped"].get_lock():

@@ -178,6 +178,7 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
             times = timer.pop()
             rec = {"loss": window.pop("loss") / n, "terms": {k: v / n for k, v in window.items()}, "lr": lr,
                    "epoch": stream.epoch, **times,
+                   **({"skipped": batches.skipped} if hasattr(batches, "skipped") else {}),
                    "clips_per_s": times["steps_per_s"] * cfg.batch_size * cfg.data.rho}
             window.clear()
             metrics.log(done, rec)

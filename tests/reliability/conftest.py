@@ -21,3 +21,89 @@ def epoch_data(tmp_path_factory):
                  IngestConfig(short_side=48, gop=8, fps=15, shard_count=2, workers=0, progress=False, min_frames=8))
     assert rep.ingested == 6 and rep.failed == 0
     return root / "data"
+
+
+# ---------------------------------------------------------------- hostile shards (real tar files)
+
+def _samples(shard):
+    """(key, json bytes, mp4 bytes) of every sample of a finished shard."""
+    import tarfile
+
+    out = []
+    with tarfile.open(shard) as tar:
+        members = [m for m in tar.getmembers() if m.isfile()]
+        for j, m in zip(members[::2], members[1::2]):
+            out.append((j.name.partition(".")[0], tar.extractfile(j).read(), tar.extractfile(m).read()))
+    return out
+
+
+def _member(tar, name: str, payload: bytes, claimed: int | None = None) -> None:
+    """Append a member; ``claimed`` writes a header that claims that many bytes (GNU base-256 size)."""
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(payload), 0o644, 0
+    if claimed is None:
+        tar.addfile(info, io.BytesIO(payload))
+        return
+    info.size = claimed
+    tar.fileobj.write(info.tobuf(tarfile.GNU_FORMAT))
+    tar.fileobj.write(payload)
+    tar.offset += len(info.tobuf(tarfile.GNU_FORMAT)) + len(payload)
+
+
+@pytest.fixture(scope="session")
+def make_hostile_data():
+    """``make(good_data, out, kinds)``: copy ``good_data`` to ``out`` and add one hostile shard per kind
+    (issue 13 item 9), each a real tar of one good sample then one bad one, with index rows as ingest
+    writes them; returns ``{kind: (good key, bad key)}``. Kinds: fps0, fps_inf, label_2e70,
+    nested_json (100,000 deep), cut_in_json (tar cut inside the bad json member), empty_tar (0 bytes:
+    both samples lost), claims_1e12 (the bad json member's header claims 10^12 bytes)."""
+    return _make_hostile_data
+
+
+def _make_hostile_data(good_data, out, kinds):
+    import json
+    import shutil
+    import tarfile
+
+    from rhovid.ingest.shards import index_entry, list_shards, read_index_file, write_index
+
+    shutil.copytree(good_data, out)
+    doc = read_index_file(out)
+    rows = list(doc["samples"])
+    (key0, js0, mp40), (key1, js1, mp41) = _samples(list_shards(out, "train")[0])[:2]
+    made = {}
+    for n, kind in enumerate(kinds):
+        path = out / "shards" / f"train-{100 + n:06d}.tar"
+        good, bad = f"{kind}_good", f"{kind}_bad"
+        good_meta = {**json.loads(js0), "key": good}
+        bad_meta = {**json.loads(js1), "key": bad}
+        bad_json = None
+        if kind == "fps0":
+            bad_meta["fps"] = 0
+        elif kind == "fps_inf":
+            bad_meta["fps"] = float("inf")  # json.dumps writes Infinity, which json.loads reads back
+        elif kind == "label_2e70":
+            bad_meta["label"] = 2**70
+        elif kind == "nested_json":
+            bad_json = b"[" * 100_000 + b"]" * 100_000
+        with open(path, "wb") as f, tarfile.open(fileobj=f, mode="w:", format=tarfile.USTAR_FORMAT) as tar:
+            _member(tar, f"{good}.json", json.dumps(good_meta).encode())
+            _member(tar, f"{good}.mp4", mp40)
+            payload = bad_json if bad_json is not None else json.dumps(bad_meta).encode()
+            _member(tar, f"{bad}.json", payload, claimed=10**12 if kind == "claims_1e12" else None)
+            if kind != "claims_1e12":
+                _member(tar, f"{bad}.mp4", mp41)
+        if kind == "cut_in_json":  # cut inside the bad sample's json payload
+            with tarfile.open(path) as tar:
+                m = tar.getmember(f"{bad}.json")
+            with open(path, "r+b") as f:
+                f.truncate(m.offset_data + m.size // 2)
+        elif kind == "empty_tar":
+            path.write_bytes(b"")
+        rows += [index_entry(good_meta, path.name), index_entry({**json.loads(js1), **bad_meta, "key": bad}, path.name)]
+        made[kind] = (good, bad)
+    write_index(out, rows, doc["labels"])
+    return made
