@@ -111,5 +111,9 @@ def run(args: argparse.Namespace) -> int:
     report = write_report(path, args.evaluation, src.name, results,
                           {**src.attrs, "data": os.path.abspath(args.data), "views": src.views.views})
     print(report_table([report]))
+    skipped = results.get("skipped") or {}
+    if any(skipped.values()):
+        print(f"skipped videos that could not be read or decoded: {skipped} (left out of every metric; the "
+              f"warnings name them, `rhovid ingest --verify --out {args.data}` checks the shards)")
     print(f"report: {path}")
     return 0

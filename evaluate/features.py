@@ -13,6 +13,7 @@ Rows are the split's videos in shard order; extraction streams each shard once a
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -24,9 +25,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from rhovid.errors import NotFoundError, UnknownNameError, UsageError
+from rhovid.errors import UsageError
 from rhovid.evaluate.feature_store import WriteStats, write_features
 
+log = logging.getLogger(__name__)
 SPATIAL_CROPS = {1: ("centre",), 2: ("left", "right"), 3: ("left", "centre", "right")}
 
 
@@ -62,6 +64,22 @@ def parse_views(text: str) -> tuple[int, int]:
     return t, s
 
 
+BAD_LABEL = -2
+"""``row_label`` of an index row whose label is not a class index (the row is skipped)."""
+
+
+def row_label(row: dict) -> int:
+    """The class index of an index row: -1 when unlabelled, ``BAD_LABEL`` when it is no valid index."""
+    from rhovid.train.sampler import MAX_LABEL
+
+    label = row.get("label")
+    if label is None:
+        return -1
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= MAX_LABEL:
+        return BAD_LABEL
+    return label
+
+
 def split_rows(data: str | Path, split: str) -> list[dict]:
     """Index entries of ``split`` in shard order (the feature store's row order)."""
     from rhovid.ingest.shards import read_index
@@ -77,10 +95,13 @@ def split_rows(data: str | Path, split: str) -> list[dict]:
 def iter_samples(data: str | Path, rows: list[dict], skip: set[int]) -> Iterator[tuple[int, dict | None]]:
     """``(row, sample)`` for every row in order, reading each shard once.
 
-    Rows in ``skip`` come back as ``(row, None)`` without being decoded. Samples are matched
-    by key, so a shard whose order differs from the index still works (it is buffered).
+    Rows in ``skip`` come back as ``(row, None)`` without being read. A sample is
+    ``{"json": meta, "mp4": bytes}``, or ``{"error": message}`` when it cannot be read: its json is
+    unusable, its bytes are cut off, or the shard does not hold it (missing, 0 bytes, truncated
+    before it) — skip-and-count, the evaluation goes on. Samples are matched by key, so a shard
+    whose order differs from the index still works (it is buffered).
     """
-    from rhovid.ingest.shards import iter_shard
+    from rhovid.ingest.shards import iter_shard_lazy
 
     shard_dir = Path(data) / "shards"
     i = 0
@@ -91,26 +112,39 @@ def iter_samples(data: str | Path, rows: list[dict], skip: set[int]) -> Iterator
             j += 1
         wanted = {rows[r]["key"]: r for r in range(i, j) if r not in skip}
         pending: dict[int, dict] = {}
-        nxt = i
+        nxt, why = i, f"not in {shard_dir / shard}"
         if wanted:
-            path = shard_dir / shard
-            if not path.exists():
-                raise NotFoundError(f"{path} listed in {data}/index.json does not exist")
-            for sample in iter_shard(path):
-                r = wanted.get(sample["__key__"])
-                if r is not None:
-                    pending[r] = sample
-                while nxt < j and (nxt in skip or nxt in pending):
-                    yield nxt, pending.pop(nxt, None)
-                    nxt += 1
-                if nxt == j:
-                    break
+            try:
+                for sample in iter_shard_lazy(shard_dir / shard):
+                    r = wanted.get(sample["__key__"])
+                    if r is not None:
+                        pending[r] = _read_whole(sample)
+                    while nxt < j and (nxt in skip or nxt in pending):
+                        yield nxt, pending.pop(nxt, None)
+                        nxt += 1
+                    if nxt == j:
+                        break
+            except Exception as e:  # the shard is missing or no tar at all: its rows are skipped
+                why = f"{shard_dir / shard} cannot be read ({type(e).__name__}: {e})"
         while nxt < j:
-            if nxt not in skip and nxt not in pending:
-                raise UnknownNameError(f"sample {rows[nxt]['key']!r} is not in {shard_dir / shard}")
-            yield nxt, pending.pop(nxt, None)
+            if nxt in skip:
+                yield nxt, None
+            else:
+                yield nxt, pending.pop(nxt, None) or {"error": f"sample {rows[nxt]['key']!r}: {why}"}
             nxt += 1
         i = j
+
+
+def _read_whole(sample: dict) -> dict:
+    """A lazily read sample with its MP4 bytes read (they go to a decode process), or ``{"error"}``."""
+    if "error" in sample:
+        return {"error": f"sample {sample['__key__']!r}: {sample['error']}"}
+    if "mp4" not in sample or "json" not in sample:
+        return {"error": f"sample {sample['__key__']!r} lacks its json or mp4 member"}
+    try:
+        return {"json": sample["json"], "mp4": sample["mp4"].read()}
+    except (EOFError, OSError) as e:  # cut off, or a header claiming more bytes than the shard has
+        return {"error": f"sample {sample['__key__']!r}: {e}"}
 
 
 def sample_views(mp4: bytes, meta: dict, views: ViewConfig) -> np.ndarray:
@@ -142,8 +176,12 @@ def sample_views(mp4: bytes, meta: dict, views: ViewConfig) -> np.ndarray:
     return np.stack(out)
 
 
-def _views_task(args: tuple[bytes, dict, ViewConfig]) -> np.ndarray:
-    return sample_views(*args)
+def _views_task(args: tuple[bytes, dict, ViewConfig]) -> np.ndarray | str:
+    """The views of one sample, or the reason it cannot be decoded (a message: skip-and-count)."""
+    try:
+        return sample_views(*args)
+    except Exception as e:  # any field or byte the sample gets wrong: this video, never the evaluation
+        return f"{args[1].get('key', '?') if isinstance(args[1], dict) else '?'}: {type(e).__name__}: {e}"
 
 
 @torch.no_grad()
@@ -198,40 +236,57 @@ def extract_split(
         What was computed vs reused.
     """
     rows = split_rows(data, split)
-    keys = [r["key"] for r in rows]
-    labels = [-1 if r.get("label") is None else int(r["label"]) for r in rows]
+    keys = [str(r["key"]) for r in rows]
+    labels = [row_label(r) for r in rows]
     model = model.to(device).eval()
     full = {**attrs, "views": views.views, "config": {**attrs.get("config", {}), **asdict(views)}}
     bar = tqdm(total=len(rows), desc=f"features {name}/{split}", unit="video", disable=not progress,
                dynamic_ncols=True)
     pool = (ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 0 else None)
     state: dict = {"it": None}
+    skipped = {"skipped": 0}
 
     def compute(lo: int, hi: int) -> np.ndarray:
+        """Features of rows lo..hi-1; a video that cannot be read or decoded is a NaN row (skipped)."""
         if state["it"] is None:  # first block that needs work: rows before it are skipped
             state["it"] = iter_samples(data, rows, skip=set(range(lo)))
-        samples = []
+        out = np.full((hi - lo, int(model.feature_dim)), np.nan, np.float32)
+        todo, problems = [], {}
         for r, sample in state["it"]:
             if r >= lo:
-                samples.append((sample["mp4"], sample["json"], views))
+                if "error" in sample:
+                    problems[r] = sample["error"]
+                elif labels[r] == BAD_LABEL:
+                    problems[r] = f"sample {keys[r]!r}: label {rows[r].get('label')!r} is not a class index"
+                else:
+                    todo.append((r, (sample["mp4"], sample["json"], views)))
             if r == hi - 1:
                 break
-        tasks = pool.map(_views_task, samples) if pool else map(_views_task, samples)
-        out, chunk = [], []
-        for clips in tasks:
-            chunk.append(clips)
+        tasks = pool.map(_views_task, [t for _, t in todo]) if pool else map(_views_task, [t for _, t in todo])
+        done, chunk = [], []
+        for (r, _), clips in zip(todo, tasks):
+            if isinstance(clips, str):
+                problems[r] = clips
+                continue
+            chunk.append((r, clips))
             if len(chunk) * len(clips) >= batch_clips:
-                out.append(encode_views(model, np.stack(chunk), device, batch_clips))
+                done.append(chunk)
                 chunk = []
-        if chunk:
-            out.append(encode_views(model, np.stack(chunk), device, batch_clips))
-        return np.concatenate(out)
+        for part in [*done, chunk] if chunk else done:
+            out[[r - lo for r, _ in part]] = encode_views(model, np.stack([c for _, c in part]), device, batch_clips)
+        for _, why in sorted(problems.items()):
+            log.warning("features %s/%s: skipped video %s", name, split, why)
+        skipped["skipped"] += len(problems)
+        return out
 
     try:
-        stats = write_features(data, name, split, keys, labels, int(model.feature_dim), compute, full, block,
-                               progress=bar.update, store=store)
+        stats = write_features(data, name, split, keys, [max(v, -1) for v in labels], int(model.feature_dim),
+                               compute, full, block, progress=bar.update, store=store)
     finally:
         bar.close()
         if pool:
             pool.shutdown()
+    if skipped["skipped"]:
+        log.warning("features %s/%s: %d of %d videos skipped (unreadable or undecodable; their rows are NaN "
+                    "and every evaluation leaves them out)", name, split, skipped["skipped"], len(rows))
     return stats

@@ -126,9 +126,14 @@ def ensure_features(
 
 
 def labelled(f: Features) -> tuple[np.ndarray, np.ndarray]:
-    """Rows with a label (>= 0): (x (N, D), y (N,))."""
-    keep = f.labels >= 0
+    """Rows with a label (>= 0) and features (not a skipped video's NaN row): (x (N, D), y (N,))."""
+    keep = (f.labels >= 0) & np.isfinite(f.features).all(axis=1)
     return f.features[keep], f.labels[keep]
+
+
+def skipped_rows(f: Features) -> int:
+    """Videos of a stored split that could not be read or decoded (NaN rows; evaluations leave them out)."""
+    return int((~np.isfinite(f.features).all(axis=1)).sum())
 
 
 def evaluate_stored(data: str | Path, name: str, evaluation: str, train_split: str = "train",
@@ -142,7 +147,7 @@ def evaluate_stored(data: str | Path, name: str, evaluation: str, train_split: s
         raise UsageError(f"{data}: {evaluation} needs labelled videos in splits {train_split!r} and {test_split!r}")
     res = FEATURE_EVALUATIONS[evaluation](xtr, ytr, xte, yte, **options)
     return {**res, "train_split": train_split, "test_split": test_split, "views": tr.attrs["views"],
-            "step": tr.attrs.get("step")}
+            "step": tr.attrs.get("step"), "skipped": {"train": skipped_rows(tr), "test": skipped_rows(te)}}
 
 
 def default_report_path(data: str | Path, src: FeatureSource, evaluation: str) -> Path:

@@ -55,31 +55,33 @@ def _member(tar, name: str, payload: bytes, claimed: int | None = None) -> None:
 
 @pytest.fixture(scope="session")
 def make_hostile_data():
-    """``make(good_data, out, kinds)``: copy ``good_data`` to ``out`` and add one hostile shard per kind
+    """``make(good_data, out, kinds, split="train")``: copy ``good_data`` to ``out`` (unless it exists) and
+    add one hostile shard of ``split`` per kind
     (issue 13 item 9), each a real tar of one good sample then one bad one, with index rows as ingest
-    writes them; returns ``{kind: (good key, bad key)}``. Kinds: fps0, fps_inf, label_2e70,
+    writes them; returns ``{kind: (good key, bad key)}`` (keys ``<split>_<kind>_good`` / ``_bad``). Kinds: fps0, fps_inf, label_2e70,
     nested_json (100,000 deep), cut_in_json (tar cut inside the bad json member), empty_tar (0 bytes:
     both samples lost), claims_1e12 (the bad json member's header claims 10^12 bytes)."""
     return _make_hostile_data
 
 
-def _make_hostile_data(good_data, out, kinds):
+def _make_hostile_data(good_data, out, kinds, split="train"):
     import json
     import shutil
     import tarfile
 
     from rhovid.ingest.shards import index_entry, list_shards, read_index_file, write_index
 
-    shutil.copytree(good_data, out)
+    if not out.exists():
+        shutil.copytree(good_data, out)
     doc = read_index_file(out)
     rows = list(doc["samples"])
-    (key0, js0, mp40), (key1, js1, mp41) = _samples(list_shards(out, "train")[0])[:2]
+    (key0, js0, mp40), (key1, js1, mp41) = _samples(list_shards(good_data, "train")[0])[:2]
     made = {}
     for n, kind in enumerate(kinds):
-        path = out / "shards" / f"train-{100 + n:06d}.tar"
-        good, bad = f"{kind}_good", f"{kind}_bad"
-        good_meta = {**json.loads(js0), "key": good}
-        bad_meta = {**json.loads(js1), "key": bad}
+        path = out / "shards" / f"{split}-{100 + n:06d}.tar"
+        good, bad = f"{split}_{kind}_good", f"{split}_{kind}_bad"
+        good_meta = {**json.loads(js0), "key": good, "split": split}
+        bad_meta = {**json.loads(js1), "key": bad, "split": split}
         bad_json = None
         if kind == "fps0":
             bad_meta["fps"] = 0
@@ -107,3 +109,20 @@ def _make_hostile_data(good_data, out, kinds):
         made[kind] = (good, bad)
     write_index(out, rows, doc["labels"])
     return made
+
+
+@pytest.fixture(scope="session")
+def eval_data(epoch_data, tmp_path_factory):
+    """``epoch_data`` plus a test split (2 classes x 2 videos, other seed): a DATA ``rhovid eval`` scores."""
+    import shutil
+
+    from rhovid.ingest.pipeline import IngestConfig, ingest
+    from rhovid.ingest.synth import SynthConfig, synthesize
+
+    root = tmp_path_factory.mktemp("eval-data")
+    shutil.copytree(epoch_data, root / "data")
+    synthesize(root / "src", SynthConfig(classes=2, per_class=2, seconds=1.5, width=64, height=48, fps=15, seed=1))
+    rep = ingest([str(root / "src")], root / "data", IngestConfig(short_side=48, gop=8, fps=15, shard_count=2,
+                                                                   workers=0, progress=False, min_frames=8, split="test"))
+    assert rep.ingested == 4 and rep.failed == 0
+    return root / "data"
