@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from rhovid.errors import NotFoundError, UnknownNameError, UsageError
+from rhovid.errors import UnknownNameError, UsageError
 from rhovid.evaluate.feature_store import Features, read_features
 from rhovid.evaluate.features import ViewConfig, extract_split
 from rhovid.evaluate.knn import knn_eval
@@ -62,20 +62,15 @@ def feature_source(
         temporal, spatial: views per video (multi-view test).
         frames, stride, crop: clip geometry; None = the run's (8, 8, 224 without a run).
     """
-    import json
-
     import torch
 
-    from rhovid.train.checkpoint import checkpoint_step, find_checkpoint, load_backbone
+    from rhovid.train.checkpoint import checkpoint_step, find_checkpoint, load_backbone, read_run_config
     from rhovid.train.models import build_backbone
 
     config: dict = {}
     if run is not None:
         run = Path(run)
-        cfg_path = run / "config.json"
-        if not cfg_path.exists():
-            raise NotFoundError(f"{run} is not a training run: {cfg_path} is missing")
-        config = json.loads(cfg_path.read_text())
+        config = read_run_config(run)  # checked: a damaged or mistyped config.json is one clear error
     elif not random_init:
         raise UsageError("give --run RUN (a training run) or --random-init --arch ARCH")
     data_cfg = config.get("data", {})

@@ -126,3 +126,55 @@ def eval_data(epoch_data, tmp_path_factory):
                                                                    workers=0, progress=False, min_frames=8, split="test"))
     assert rep.ingested == 4 and rep.failed == 0
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_train_config():
+    """``config(data, steps=9, workers=0)``: the tiny SimCLR config of these tests (batch 2, 4x32² clips,
+    a checkpoint after every step, no progress bar)."""
+    import dataclasses
+
+    from rhovid.train.config import get_preset, replace_data
+
+    def config(data, steps=9, workers=0):
+        cfg = get_preset("tiny-simclr")
+        cfg = dataclasses.replace(cfg, batch_size=2, steps=steps, checkpoint_every=1, log_every=1, progress=False,
+                                  optim=dataclasses.replace(cfg.optim, lr_batch=2, warmup_steps=2))
+        return replace_data(cfg, data=str(data), crop=32, frames=4, stride=2, timespan_s=1.0, workers=workers)
+
+    return config
+
+
+@pytest.fixture(scope="session")
+def trained_run(epoch_data, tiny_train_config, tmp_path_factory):
+    """A finished 3-step run (checkpoints 1, 2, 3) of the tiny config; copy it before changing it."""
+    from rhovid.train.loop import train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(tiny_train_config(epoch_data, steps=3), run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def other_run(epoch_data, tiny_train_config, tmp_path_factory):
+    """A finished 2-step run of the tiny config with another seed: "another run" for ``trained_run``."""
+    import dataclasses
+
+    from rhovid.train.loop import train
+
+    run = tmp_path_factory.mktemp("other") / "other"
+    train(dataclasses.replace(tiny_train_config(epoch_data, steps=2), seed=7), run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def rhovid_cmd():
+    """``rhovid(*args, **run_kwargs)``: run the real console entry point in a fresh process."""
+    import subprocess
+    import sys
+
+    def rhovid(*args, timeout=600, **kw):
+        return subprocess.run([sys.executable, "-m", "rhovid.cli", *map(str, args)], capture_output=True, text=True,
+                              timeout=timeout, **kw)
+
+    return rhovid
