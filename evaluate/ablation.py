@@ -239,8 +239,7 @@ def run_ablation(data: str | Path, out: str | Path, variants: list[Variant], bud
     Returns:
         the ablation summary (also written to ``OUT/ablation.json``).
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)  # created by the first run that starts: a failed start leaves no empty --out behind
     box_sets = resolve_box_sets(data, list(dict.fromkeys(v.boxes for v in variants)), budget.workers, log)
     rows = []
     for v in variants:

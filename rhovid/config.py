@@ -129,7 +129,11 @@ def _coerce(tp, value, where: str) -> Any:
         if not isinstance(value, dict):
             raise UsageError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise UsageError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
         return from_dict(tp, value)
     if tp is Any:
         return value

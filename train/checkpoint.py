@@ -148,7 +148,7 @@ def _raise_if_disk_full(folder: Path, path: Path, payload: dict, error: Exceptio
         kept = latest.read_text().strip() if latest.exists() else "none yet"
         raise DiskFullError(f"no space left on the disk of {folder} writing {path.name} ({free / 2**20:.1f} MiB "
                             f"free, a checkpoint takes {need / 2**20:.1f} MiB); the last checkpoint ({kept}) is "
-                            "intact: free space, then continue with `rhovid train --out RUN --resume`") from error
+                            f"intact: free space, then continue with `rhovid train --out {folder.parent} --resume`") from error
 
 
 def _tensors(obj):
