@@ -136,7 +136,8 @@ def check_batches(quota: int, workers: int, batch_size: int, drop_last: bool, wh
     if idle:
         fit = quota // batch_size if drop_last else quota
         raise UsageError(
-            f"{what} has {share}; over {workers} loader workers (each forms its own batches) worker(s) {idle} "
+            f"{what} has {share}; over {workers} loader workers (each forms its own batches) "
+            f"{len(idle)} worker(s) {idle[:8]}{'...' if len(idle) > 8 else ''} "
             f"cannot form a batch of {batch_size}: use at most {fit} workers (rhovid train: --set "
             f"data.workers={fit}; LoaderConfig.workers) or a smaller batch size")
 
