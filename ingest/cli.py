@@ -58,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fixed x264 B-frames between references, 0-16 (default: the preset's adaptive choice); "
                         "more = fewer frames decoded per clip")
     p.add_argument("--timeout", type=float, default=None, help="seconds before one video's ffmpeg is killed")
+    p.add_argument("--quality-frames", type=int, default=4, metavar="N",
+                   help="frames per video compared with the source: PSNR/SSIM in the sample json and the run "
+                        "summary (default 4; 0 = off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verify", action="store_true",
                    help="check DATA (--out) instead of ingesting: every tar, .idx, sample json and fragment table "
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         keep_audio=args.keep_audio, progress=not args.no_progress, split=args.split,
         videos_root=args.videos_root, min_frames=args.min_frames, max_pixels=args.max_pixels,
         crf=args.crf, preset=args.preset, tune=args.tune, bframes=args.bframes, timeout_s=args.timeout,
+        quality_frames=args.quality_frames,
     )
     sources = args.sources
     if args.dataset:

@@ -1,9 +1,10 @@
 """The trainer's endless batch stream: epochs of a loader, with a resumable position.
 
 One owner per epoch number (issue 13 item 1). A *stateful* source (``ClipLoader``, or anything
-with ``epoch``, ``state_dict()`` and ``load_state_dict()``) owns its position: iterating it after
-it finished an epoch starts the next one, and its ``state_dict()`` is the whole resume position.
-The stream then only re-iterates it and reports ``source.epoch``. Before, both counted: after a
+with ``epoch``, ``position`` (batches consumed in that epoch), ``state_dict()`` and
+``load_state_dict()``) owns its position: iterating it after it finished an epoch starts the next
+one, and its ``state_dict()`` is the whole resume position. The stream then only re-iterates it
+and reports ``source.epoch`` and ``source.position``. Before, both counted: after a
 resume from the last batch of an epoch the loader moved on by itself while the stream still held
 the old number and set it again, so the next epoch was trained twice.
 
@@ -24,7 +25,7 @@ class NoBatchesError(UsageError):
 
 def is_stateful(source) -> bool:
     """True when ``source`` keeps its own epoch and resume position (see the module docstring)."""
-    return all(hasattr(source, a) for a in ("epoch", "state_dict", "load_state_dict"))
+    return all(hasattr(source, a) for a in ("epoch", "position", "state_dict", "load_state_dict"))
 
 
 class BatchStream:
@@ -40,6 +41,11 @@ class BatchStream:
     def epoch(self) -> int:
         """Epoch of the batch returned last (the source's own count when it is stateful)."""
         return int(self.source.epoch) if self.stateful else self._epoch
+
+    @property
+    def index(self) -> int:
+        """Batches of that epoch returned so far (1 after its first batch)."""
+        return int(self.source.position) if self.stateful else self._index
 
     def __next__(self) -> dict:
         for _ in range(2):  # at most one epoch boundary per batch; a fresh empty epoch is an error

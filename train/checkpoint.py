@@ -20,6 +20,7 @@ from torch import nn
 
 from rhovid.atomic import atomic_path, atomic_write_text
 from rhovid.errors import NotFoundError, UsageError
+from rhovid.train.methods.protocol import Method
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step-(\d{7,})\.pt$")
@@ -105,14 +106,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+def save_checkpoint(run_dir: str | Path, step: int, model: Method, optimizer: torch.optim.Optimizer,
                     config: dict, ranks: list[dict], keep: int = 0) -> Path:
     """Write ``step-NNNNNNN.pt`` atomically, then point ``latest`` at it.
 
     Args:
         run_dir: The run folder.
         step: Updates taken so far (the schedule resumes at this step).
-        model: The unwrapped method module (backbone, heads, momentum encoders, queues).
+        model: The unwrapped method (``Method``: backbone, heads, momentum encoders, queues).
         optimizer: Its optimizer.
         config: The resolved config dict (as in RUN/config.json).
         ranks: Per-rank state in rank order: ``{"rng": rng_state(), "data": loader position}``.
@@ -242,7 +243,7 @@ def load_backbone(run_dir: str | Path, step: int | None = None, map_location="cp
     path = find_checkpoint(run_dir, step)
     ckpt = load_checkpoint(path, map_location=map_location)
     check_checkpoint_config(ckpt, config, path)
-    method = build_method(config["method"], arch=config["arch"], **config.get("method_kwargs", {}))
+    method: Method = build_method(config["method"], arch=config["arch"], **config.get("method_kwargs", {}))
     try:
         method.load_state_dict(ckpt["model"])
     except RuntimeError as e:  # missing / unexpected keys or shapes: not this method's weights

@@ -78,7 +78,8 @@ def add_arguments(p: argparse.ArgumentParser, argv: list[str] | None = None) -> 
                    "--resume: lengthen a run on purpose" + dflt(base.steps))
     p.add_argument("--checkpoint-every", type=int, metavar="K", help="checkpoint every K steps" + dflt(base.checkpoint_every))
     p.add_argument("--boxes", metavar="SET",
-                   help='box set for ConST-CL: "random", a stored set name, or "none"' + dflt(d.boxes))
+                   help='box set for ConST-CL: "random" (the authors\' generator), "random-independent", a stored '
+                        'set name, or "none"' + dflt(d.boxes))
     p.add_argument("--device", choices=["cpu", "cuda"], help="where to train" + dflt(base.device))
     p.add_argument("--seed", type=int, metavar="S", help="seed of init, sampling and every RNG" + dflt(base.seed))
     p.add_argument("--out", metavar="RUN", help="run folder (must be empty unless --resume)")
