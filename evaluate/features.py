@@ -7,8 +7,10 @@ into one row. The views are planned by the trainer's sampler in evaluation mode
 (``plan_sample(evaluation=True)``) and executed with its CPU ops (``apply_clip``), so the
 frames, resize and normalisation are exactly those the backbone was trained on.
 
-Rows are the split's videos in shard order; extraction streams each shard once and skips
-(without decoding) the blocks the store already holds (see ``feature_store``).
+Rows are the split's videos in shard order; extraction reads, through the loader's lazy
+range-reading path, only the fragments the view clips cover (one manifest read per shard, from a
+folder or a URL) and skips (without reading) the blocks the store already holds (see
+``feature_store``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -82,7 +84,7 @@ def row_label(row: dict) -> int:
 
 def split_rows(data: str | Path, split: str) -> list[dict]:
     """Index entries of ``split`` in shard order (the feature store's row order)."""
-    from rhovid.ingest.shards import read_index
+    from rhovid.ingest.reader import read_index
 
     index = read_index(data)
     rows = [e for e in index if e["split"] == split]
@@ -92,96 +94,100 @@ def split_rows(data: str | Path, split: str) -> list[dict]:
     return sorted(rows, key=lambda e: e["shard"])  # stable: shard order within a shard
 
 
-def iter_samples(data: str | Path, rows: list[dict], skip: set[int]) -> Iterator[tuple[int, dict | None]]:
-    """``(row, sample)`` for every row in order, reading each shard once.
+def view_plan(meta: dict, views: ViewConfig):
+    """The multi-view test plan of one video: ``temporal`` x ``spatial`` clips (temporal-major)."""
+    from rhovid.train.data_config import DataConfig
+    from rhovid.train.sampler import plan_sample
 
-    Rows in ``skip`` come back as ``(row, None)`` without being read. A sample is
-    ``{"json": meta, "mp4": bytes}``, or ``{"error": message}`` when it cannot be read: its json is
-    unusable, its bytes are cut off, or the shard does not hold it (missing, 0 bytes, truncated
-    before it) — skip-and-count, the evaluation goes on. Samples are matched by key, so a shard
-    whose order differs from the index still works (it is buffered).
+    return plan_sample(
+        meta, 0, DataConfig(rho=1, frames=views.frames, stride=views.stride, crop=views.crop), evaluation=True,
+        clips_per_video=views.temporal, spatial_crops=SPATIAL_CROPS[views.spatial],
+    )
+
+
+def view_frames(meta: dict, views: ViewConfig) -> list[tuple[int, ...]]:
+    """The distinct frame sets of a video's views (one per temporal clip; its crops share it)."""
+    return list(dict.fromkeys(c.frames for c in view_plan(meta, views).clips))
+
+
+def iter_views(data: str | Path, rows: list[dict], skip: set[int], views: ViewConfig,
+               ahead: int = 8) -> Iterator[tuple[int, tuple[dict, list] | str | None]]:
+    """``(row, (meta, slices))`` for every row in order: the clip slices of its test views.
+
+    Reads go through the loader's lazy path (``rhovid.ingest.reader``): one manifest read per
+    shard, then per video only the fragments its view clips cover (overlapping clips share one
+    read), ``ahead`` videos in flight; so evaluating 10-minute videos reads the evaluated clips,
+    not the videos, from a folder or a URL. ``slices`` holds one ``ClipSlice`` per
+    ``view_frames`` entry. Rows in ``skip`` come back as ``(row, None)`` without being read.
+
+    A row that cannot be read comes back as ``(row, message)`` instead: its shard is missing or
+    no tar at all (0 bytes, cut before it), the shard does not hold it, its json is unusable, or
+    its bytes are cut off or outside its member — skip-and-count, the evaluation goes on.
     """
-    from rhovid.ingest.shards import iter_shard_lazy
+    from rhovid.ingest.reader import ShardReader, shard_url
+    from rhovid.ranged import prefetch
 
-    shard_dir = Path(data) / "shards"
-    i = 0
-    while i < len(rows):
-        shard = rows[i]["shard"]
-        j = i
-        while j < len(rows) and rows[j]["shard"] == shard:
-            j += 1
-        wanted = {rows[r]["key"]: r for r in range(i, j) if r not in skip}
-        pending: dict[int, dict] = {}
-        nxt, why = i, f"not in {shard_dir / shard}"
-        if wanted:
-            try:
-                for sample in iter_shard_lazy(shard_dir / shard):
-                    r = wanted.get(sample["__key__"])
-                    if r is not None:
-                        pending[r] = _read_whole(sample)
-                    while nxt < j and (nxt in skip or nxt in pending):
-                        yield nxt, pending.pop(nxt, None)
-                        nxt += 1
-                    if nxt == j:
-                        break
-            except Exception as e:  # the shard is missing or no tar at all: its rows are skipped
-                why = f"{shard_dir / shard} cannot be read ({type(e).__name__}: {e})"
-        while nxt < j:
-            if nxt in skip:
-                yield nxt, None
-            else:
-                yield nxt, pending.pop(nxt, None) or {"error": f"sample {rows[nxt]['key']!r}: {why}"}
-            nxt += 1
-        i = j
+    reader = ShardReader()
 
+    def start(r: int):
+        if r in skip:
+            return None
+        key, shard = rows[r]["key"], shard_url(data, rows[r]["shard"])
+        try:
+            manifest = reader.manifest(shard)
+        except Exception as e:  # noqa: BLE001 - the shard is missing or no tar at all: its rows are skipped
+            raise ValueError(f"{shard} cannot be read ({type(e).__name__}: {e})") from None
+        sample = manifest.by_key.get(key)
+        if sample is None or sample.meta is None:
+            raise LookupError(f"not in {shard}" + (f" ({sample.error})" if sample is not None else ""))
+        frames = view_frames(sample.meta, views)
+        fut = reader.submit_clips(shard, sample, [list(f) for f in frames])
+        return sample.meta, fut
 
-def _read_whole(sample: dict) -> dict:
-    """A lazily read sample with its MP4 bytes read (they go to a decode process), or ``{"error"}``."""
-    if "error" in sample:
-        return {"error": f"sample {sample['__key__']!r}: {sample['error']}"}
-    if "mp4" not in sample or "json" not in sample:
-        return {"error": f"sample {sample['__key__']!r} lacks its json or mp4 member"}
     try:
-        return {"json": sample["json"], "mp4": sample["mp4"].read()}
-    except (EOFError, OSError) as e:  # cut off, or a header claiming more bytes than the shard has
-        return {"error": f"sample {sample['__key__']!r}: {e}"}
+        for r, job in prefetch(range(len(rows)), start, ahead):
+            if r in skip:
+                yield r, None
+                continue
+            try:
+                if isinstance(job, Future):
+                    job.result()  # start() raised: its exception, in row order
+                meta, fut = job
+                yield r, (meta, fut.result())
+            except Exception as e:  # noqa: BLE001 - skip-and-count: one bad video never aborts the evaluation
+                yield r, f"sample {rows[r]['key']!r}: {type(e).__name__}: {e}"
+    finally:
+        reader.close()
 
 
-def sample_views(mp4: bytes, meta: dict, views: ViewConfig) -> np.ndarray:
-    """Decode the test views of one sample.
+def sample_views(meta: dict, views: ViewConfig, slices: list) -> np.ndarray:
+    """Decode the test views of one video from its slices (``iter_views``).
 
     Returns:
         (V, 3, T, S, S) float32 normalised, V = temporal x spatial (temporal-major).
     """
     from rhovid.train.augment import apply_clip
-    from rhovid.train.data_config import DataConfig
     from rhovid.train.decode_pyav import decode_frames
-    from rhovid.train.sampler import plan_sample
-    from rhovid.train.streaming import slice_clips
 
-    plan = plan_sample(
-        meta, 0, DataConfig(rho=1, frames=views.frames, stride=views.stride, crop=views.crop), evaluation=True,
-        clips_per_video=views.temporal, spatial_crops=SPATIAL_CROPS[views.spatial],
-    )
     # The spatial crops of one temporal clip share its frames: decode each frame set once
     # (the trainer's execute_plan would decode it once per crop). The trainer's decoder, so test
     # frames get the same YUV->RGB conversion as the frames the model was trained on.
+    piece = dict(zip(view_frames(meta, views), slices))
     decoded: dict[tuple[int, ...], np.ndarray] = {}
     out = []
-    for clip in plan.clips:
+    for clip in view_plan(meta, views).clips:
         if clip.frames not in decoded:
-            (piece,) = slice_clips(mp4, meta, [clip.frames])
-            decoded[clip.frames] = decode_frames(piece.data, piece.indices)
+            decoded[clip.frames] = decode_frames(piece[clip.frames].data, piece[clip.frames].indices)
         out.append(apply_clip(decoded[clip.frames], clip.aug))
     return np.stack(out)
 
 
-def _views_task(args: tuple[bytes, dict, ViewConfig]) -> np.ndarray | str:
+def _views_task(args: tuple[dict, ViewConfig, list]) -> np.ndarray | str:
     """The views of one sample, or the reason it cannot be decoded (a message: skip-and-count)."""
     try:
         return sample_views(*args)
     except Exception as e:  # any field or byte the sample gets wrong: this video, never the evaluation
-        return f"{args[1].get('key', '?') if isinstance(args[1], dict) else '?'}: {type(e).__name__}: {e}"
+        return f"{args[0].get('key', '?') if isinstance(args[0], dict) else '?'}: {type(e).__name__}: {e}"
 
 
 @torch.no_grad()
@@ -249,17 +255,17 @@ def extract_split(
     def compute(lo: int, hi: int) -> np.ndarray:
         """Features of rows lo..hi-1; a video that cannot be read or decoded is a NaN row (skipped)."""
         if state["it"] is None:  # first block that needs work: rows before it are skipped
-            state["it"] = iter_samples(data, rows, skip=set(range(lo)))
+            state["it"] = iter_views(data, rows, set(range(lo)), views)
         out = np.full((hi - lo, int(model.feature_dim)), np.nan, np.float32)
         todo, problems = [], {}
-        for r, sample in state["it"]:
+        for r, got in state["it"]:
             if r >= lo:
-                if "error" in sample:
-                    problems[r] = sample["error"]
+                if isinstance(got, str):
+                    problems[r] = got
                 elif labels[r] == BAD_LABEL:
                     problems[r] = f"sample {keys[r]!r}: label {rows[r].get('label')!r} is not a class index"
                 else:
-                    todo.append((r, (sample["mp4"], sample["json"], views)))
+                    todo.append((r, (got[0], views, got[1])))
             if r == hi - 1:
                 break
         tasks = pool.map(_views_task, [t for _, t in todo]) if pool else map(_views_task, [t for _, t in todo])

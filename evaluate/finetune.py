@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rhovid.errors import UsageError
-from rhovid.evaluate.features import ViewConfig, iter_samples, row_label, sample_views, split_rows
+from rhovid.evaluate.features import ViewConfig, iter_views, row_label, sample_views, split_rows
 from rhovid.evaluate.knn import topk_accuracy
 
 log = logging.getLogger(__name__)
@@ -147,14 +147,14 @@ def multiview_scores(data, model: nn.Module, views: ViewConfig, rows: list[dict]
     how many videos were skipped (unreadable, undecodable or without a valid label)."""
     model.eval()
     out, labels, skipped = [], [], 0
-    for r, sample in tqdm(iter_samples(data, rows, skip=set()), total=len(rows), desc="finetune test",
-                          unit="video", disable=not progress, dynamic_ncols=True):
+    for r, got in tqdm(iter_views(data, rows, set(), views), total=len(rows), desc="finetune test",
+                       unit="video", disable=not progress, dynamic_ncols=True):
         try:
-            if "error" in sample:
-                raise ValueError(sample["error"])
+            if isinstance(got, str):
+                raise ValueError(got)
             if row_label(rows[r]) < 0:
                 raise ValueError(f"label {rows[r].get('label')!r} is not a class index")
-            clips = torch.from_numpy(sample_views(sample["mp4"], sample["json"], views)).to(device)
+            clips = torch.from_numpy(sample_views(got[0], views, got[1])).to(device)
         except Exception as e:  # skip-and-count: one bad video never aborts the evaluation
             log.warning("finetune test: skipped video %s: %s", rows[r]["key"], e)
             skipped += 1

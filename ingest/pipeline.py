@@ -16,11 +16,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rhovid import storage
 from rhovid.atomic import append_jsonl, atomic_write_text, read_jsonl, sweep_temporaries
 from rhovid.config import save_config, to_dict
 from rhovid.errors import UsageError
 from rhovid.executor import map_unordered
 from rhovid.ingest import quality
+from rhovid.ingest.manifest import manifest_name, write_manifest
 from rhovid.ingest.shards import (
     DamagedIndexError,
     ShardWriter,
@@ -126,13 +128,17 @@ class IngestReport:
         return text
 
 
-def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> IngestReport:
+def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig, on_shard=None,
+           stage: str | Path | None = None) -> IngestReport:
     """Ingest ``sources`` into ``out`` (resumable; see the module docstring).
 
     Args:
         sources: folder trees, Kinetics CSV files, list files, video files and/or ``Source``s.
-        out: the DATA folder.
+        out: the DATA folder, or an ``s3://`` / ``gs://`` URL (``rhovid.ingest.publish``: shards
+            are built in ``stage`` and uploaded whole).
         cfg: run settings.
+        on_shard: called as ``on_shard(path, metas)`` after each shard is finished and indexed.
+        stage: local build folder of a remote ``out`` (default ``publish.default_stage``).
 
     Raises:
         FileNotFoundError: a source spec does not exist.
@@ -140,7 +146,11 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     """
     t0 = time.perf_counter()
     check_config(cfg)
-    out = Path(out)
+    if storage.is_remote(out):
+        from rhovid.ingest.publish import ingest_remote
+
+        return ingest_remote(sources, str(out), cfg, stage)
+    out = storage.local_path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
     _check_config(out, cfg)
@@ -196,6 +206,8 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
         if time.monotonic() - last_index_write[0] > 30:  # recover_index covers the gap after a kill
             write_index(out, samples, labels)
             last_index_write[0] = time.monotonic()
+        if on_shard is not None:
+            on_shard(path, metas)
 
     writers: dict[str, ShardWriter] = {}
     measured: list[dict] = []
@@ -275,8 +287,8 @@ def recover_index(out: Path) -> dict:
     """index.json reconciled with the finished shards on disk.
 
     Entries of shards that no longer exist are dropped; finished shards the index does not
-    list (a kill between rename and index write) are read back; missing ``.idx`` files are
-    rewritten.
+    list (a kill between rename and index write) are read back; missing ``.idx`` files and
+    manifests are rewritten.
     """
     try:
         doc = read_index_file(out)
@@ -293,6 +305,8 @@ def recover_index(out: Path) -> dict:
             samples.extend(index_entry(s["json"], path.name) for s in iter_shard(path))
         if not path.with_suffix(".idx").exists():
             write_idx(path)
+        if not path.with_name(manifest_name(path.name)).exists():
+            write_manifest(path)
     samples.sort(key=lambda e: e["shard"])  # stable: keeps shard order within a shard
     labels = list(doc.get("labels", []))
     for e in samples:  # label names the index lost (a rebuilt index) come back from the samples

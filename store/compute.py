@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rhovid import storage
 from rhovid.errors import NotFoundError, UsageError
 from rhovid.executor import map_unordered
 from rhovid.store.boxsets import (
@@ -67,7 +68,7 @@ def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max
     """Boxes for every sample of a shard.
 
     Args:
-        samples: iterable of ``{"__key__", "mp4", "json"}`` (``rhovid.ingest.shards.iter_shard``).
+        samples: iterable of ``{"__key__", "mp4", "json"}`` (``rhovid.ingest.reader.ShardReader.iter_samples``).
         method, params: the prior.
         box_fps: rate of stored frames per video second.
         max_boxes: K.
@@ -127,17 +128,21 @@ def compute_shard(task: ShardTask) -> ShardResult:
     """Worker: compute and write one shard's group (no-op if another run completed it)."""
     import cv2
 
-    from rhovid.ingest.shards import iter_shard
+    from rhovid.ingest.reader import ShardReader
 
     # Parallelism is one shard per worker; OpenCV's own thread pool on top would oversubscribe.
     cv2.setNumThreads(1)
     t0 = time.perf_counter()
-    root = Path(task.root)
+    root = task.root if storage.is_remote(task.root) else Path(task.root)
     if group_status(root, task.shard, task.set_name) == "complete":
         return ShardResult(task.shard, 0, 0, 0.0)
-    rows, keys, sizes, n = compute_rows(
-        iter_shard(task.shard_path), task.method, task.params, task.box_fps, task.max_boxes
-    )
+    reader = ShardReader()  # a few whole videos read ahead: a box prior needs every GOP at box_fps
+    try:
+        rows, keys, sizes, n = compute_rows(
+            reader.iter_samples(task.shard_path), task.method, task.params, task.box_fps, task.max_boxes
+        )
+    finally:
+        reader.close()
     area = (rows.boxes[..., 2] - rows.boxes[..., 0]) * (rows.boxes[..., 3] - rows.boxes[..., 1])
     frame_area = np.repeat([w * h for w, h in sizes], np.diff(rows.video_offsets)).astype(np.float64)
     stats = {
@@ -205,7 +210,7 @@ def compute_box_set(
         ValueError: bad method/params/box_fps/max_boxes; FileNotFoundError: no shards;
         ImportError: the prior cannot run here (e.g. torchvision not importable).
     """
-    from rhovid.ingest.shards import list_shards, shard_name
+    from rhovid.ingest.reader import data_shards, shard_name
 
     p = make_params(method, params)
     if not box_fps > 0:
@@ -214,10 +219,10 @@ def compute_box_set(
         raise UsageError(f"--max-boxes must be >= 1, got {max_boxes}")
     if workers < 0:
         raise UsageError(f"--workers must be >= 0 (0 = inline), got {workers}")
-    shards = list_shards(data, split)
+    shards = data_shards(data, split)
     if not shards:
         raise NotFoundError(
-            f"{data}: no shards{f' of split {split!r}' if split else ''} under {data}/shards"
+            f"{data}: no shards{f' of split {split!r}' if split else ''} under {storage.join(data, 'shards')}"
         )
     set_name = box_set_name(method, p, box_fps, max_boxes)
     root = store_root(data)
@@ -239,9 +244,9 @@ def compute_box_set(
             attrs = {**entry, "set": set_name}
             todo.append(
                 ShardTask(  # absolute paths: Dask workers may run elsewhere on a shared filesystem
-                    str(Path(path).resolve()),
+                    path if storage.is_remote(path) else str(Path(path).resolve()),
                     shard,
-                    str(root.resolve()),
+                    root if storage.is_remote(root) else str(root.resolve()),
                     set_name,
                     method,
                     p,

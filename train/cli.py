@@ -65,7 +65,8 @@ def add_arguments(p: argparse.ArgumentParser, argv: list[str] | None = None) -> 
         return f" (default: {'none' if value in (None, '') else value})"
 
     d = base.data
-    p.add_argument("--data", metavar="DATA", help="dataset folder written by `rhovid ingest` (required, unless --resume)")
+    p.add_argument("--data", metavar="DATA", help="dataset folder or URL (s3://, gs://, http(s)://) written by `rhovid ingest` "
+                   "(required, unless --resume)")
     p.add_argument("--method", choices=list(METHODS), help="method" + dflt(base.method))
     p.add_argument("--arch", choices=list(SPECS), help="backbone" + dflt(base.arch))
     p.add_argument("--rho", type=int, metavar="R", help="clips per video (positives)" + dflt(d.rho))
@@ -148,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"trained {cfg.method}/{cfg.arch} for {result['step']} steps, final loss {loss}; "
               f"checkpoint {result['checkpoint']}")
+        if result.get("data"):
+            print(f"data: {result['data']}")  # bytes fetched, requests, retries, skipped samples
     return 0
 
 

@@ -82,6 +82,6 @@ def test_rhovid_train_on_hostile_shards_finishes_bounded(hostile_data, tmp_path)
     assert max(peak_kib, before) < 2 * 2**20, peak_kib  # < 2 GiB resident (a 10^12-byte read would not be)
     recs = read_jsonl(run / "metrics.jsonl")
     assert [r["step"] for r in recs] == list(range(1, 13))
-    assert recs[-1]["skipped"] >= 8  # the loader's count reaches the metrics
+    assert recs[-1]["io"]["skipped"] >= 8  # the loader's count reaches the metrics
     assert "skipped unusable sample" in proc.stderr
     assert json.loads((run / "config.json").read_text())["data"]["workers"] >= 1  # resolved, not None
