@@ -6,7 +6,8 @@ runs, so ``rhovid ingest`` never pays for importing torch or DALI. A stage modul
 defaults that depend on ``--preset``) and ``run(args) -> int``.
 
 Errors (``main``): a ``rhovid.errors.UserError`` (a flag, file, folder or name the user can fix)
-and an OS error about a path or a full disk print one ``rhovid X: error:`` line; any other
+an OS error about a path or a full disk, and missing object-storage credentials print one
+``rhovid X: error:`` line; any other
 exception is a bug and prints its traceback; ``--debug`` or ``RHOVID_DEBUG=1`` always prints it.
 """
 
@@ -108,8 +109,25 @@ def main(argv: list[str] | None = None) -> int:
                 if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
         print(f"{where}: error: {path}{(e.strerror or str(e)).lower()}{hint}", file=sys.stderr)
         return 1
-    except Exception:
-        return _unexpected(where)
+    except Exception as e:
+        if not _missing_credentials(e):
+            return _unexpected(where)
+        if debug:
+            traceback.print_exc()
+        urls = ", ".join(a for a in argv if "://" in a) or "object storage"
+        print(f"{where}: error: {urls}: no credentials ({type(e).__name__}: {e}); they come from the backend's "
+              "usual configuration (AWS_ACCESS_KEY_ID / ~/.aws/, GOOGLE_APPLICATION_CREDENTIALS)", file=sys.stderr)
+        return 1
+
+
+# Credential errors of the object-storage backends (by name: botocore and google-auth are optional
+# and must not be imported to classify an error): the user's environment, not a bug.
+_CREDENTIAL_ERRORS = {("botocore.exceptions", "NoCredentialsError"), ("botocore.exceptions", "PartialCredentialsError"),
+                      ("google.auth.exceptions", "DefaultCredentialsError")}
+
+
+def _missing_credentials(e: BaseException) -> bool:
+    return any((c.__module__, c.__name__) in _CREDENTIAL_ERRORS for c in type(e).__mro__)
 
 
 def _unexpected(where: str) -> int:

@@ -126,3 +126,21 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_exactly(epoch_data, tmp_pat
     got = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "step-0000004.pt")
     for k, v in ref["model"].items():
         assert torch.equal(v, got["model"][k]), k
+
+
+def test_missing_cloud_credentials_are_one_line(tmp_path):
+    """The README's first object-storage command without credentials: one line saying where they come
+    from, not a botocore traceback called a bug (signing fails before any request leaves the machine)."""
+    import os
+
+    pytest.importorskip("s3fs", reason="the s3 extra (s3fs) is not installed")
+    (tmp_path / "videos" / "a").mkdir(parents=True)
+    nowhere = str(tmp_path / "none")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=nowhere, AWS_CONFIG_FILE=nowhere, AWS_EC2_METADATA_DISABLED="true",
+               AWS_ENDPOINT_URL="http://127.0.0.1:9", HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "rhovid.cli", "ingest", str(tmp_path / "videos"), "--out",
+                           "s3://my-bucket/k400"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("rhovid ingest: error: s3://my-bucket/k400") and "credentials" in line, proc.stderr
