@@ -96,6 +96,12 @@ def test_help_shows_the_defaults_of_the_preset(rhovid_cmd):
         assert f"(default: {value})" in _option_help(paper, flag), (flag, _option_help(paper, flag))
     for flag, value in (("--arch", "tiny"), ("--batch-size", "8"), ("--crop", "64"), ("--method", "simclr")):
         assert f"(default: {value})" in _option_help(plain, flag), (flag, _option_help(plain, flag))
+    # the choices are the dicts that build methods and backbones (a method added there is offered here)
+    from rhovid.train.methods import METHODS
+    from rhovid.train.models import SPECS
+
+    for flag, names in (("--method", METHODS), ("--arch", SPECS)):
+        assert _option_help(plain, flag).startswith(f"{flag} {{{','.join(names)}}}"), _option_help(plain, flag)
 
 
 def test_a_box_set_missing_on_one_shard_is_refused_up_front(epoch_data, rhovid_cmd, tmp_path):
