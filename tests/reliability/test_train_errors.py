@@ -118,10 +118,11 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_exactly(epoch_data, tmp_pat
     assert (at_full / "latest").read_text().strip() == "step-0000002.pt"
     assert load_checkpoint(at_full / "step-0000002.pt")["step"] == 2
     assert not list(at_full.glob(".tmp-*"))  # the failed write left no partial file
-    # the reference: the same 4 steps on a disk that never filled up
-    from rhovid.cli import main
-
-    main(["train", *tiny.split(), "--steps", "4", "--out", str(tmp_path / "reference")])
+    # the reference: the same 4 steps on a disk that never filled up, in a fresh process like the runs above
+    # (in this one, earlier tests may have changed torch's thread count, and with it the float sums)
+    ref_run = subprocess.run([sys.executable, "-m", "rhovid.cli", "train", *tiny.split(), "--steps", "4", "--out",
+                              str(tmp_path / "reference")], capture_output=True, text=True, timeout=600)
+    assert ref_run.returncode == 0, ref_run.stderr[-2000:]
     ref = load_checkpoint(tmp_path / "reference" / "checkpoints" / "step-0000004.pt")
     got = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "step-0000004.pt")
     for k, v in ref["model"].items():
