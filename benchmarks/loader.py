@@ -44,6 +44,7 @@ from rhovid.benchmarks.loader_baselines import (
     baseline_slowfast_span,
     dali_executor,
 )
+from rhovid.errors import UsageError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     width, height = (int(v) for v in args.size.split("x"))
     counts = [int(x) for x in str(args.videos).split(",") if x.strip()]
     if not lengths or not spans or min(lengths + spans) <= 0 or not counts or min(counts) < 1:
-        raise ValueError(f"--lengths {args.lengths} / --timespans {args.timespans} / --videos {args.videos}: "
+        raise UsageError(f"--lengths {args.lengths} / --timespans {args.timespans} / --videos {args.videos}: "
                          "give positive numbers")
     if len(counts) not in (1, len(lengths)):
         raise SystemExit(f"--videos {args.videos}: give one number or one per length ({len(lengths)})")

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from rhovid.errors import UsageError
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -57,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.warmup % 5 or args.steps % 5:
-        raise ValueError("--warmup and --steps must be multiples of 5 (the loop logs every 5 steps)")
+        raise UsageError("--warmup and --steps must be multiples of 5 (the loop logs every 5 steps)")
     out = args.out or RESULTS / f"train-{date.today().isoformat()}-{args.device}.md"
     if args.paper_only:
         return _run_paper_only(args, out)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rhovid import storage
 from rhovid.atomic import atomic_path, atomic_write_json, atomic_write_text
+from rhovid.errors import UsageError
 from rhovid.evaluate.report import markdown_table
 from rhovid.train.sampler import RANDOM_BOXES
 
@@ -186,7 +187,7 @@ def run_status(run_dir: Path, cfg) -> str:
         return "new"
     diff = changes_from_saved(json.loads(saved_path.read_text()), cfg)
     if diff:
-        raise ValueError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); "
+        raise UsageError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); "
                          "use another --out or remove that run")
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None and checkpoint_step(ckpt) >= cfg.steps:
@@ -239,8 +240,7 @@ def run_ablation(data: str | Path, out: str | Path, variants: list[Variant], bud
     Returns:
         the ablation summary (also written to ``OUT/ablation.json``).
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)  # created by the first run that starts: a failed start leaves no empty --out behind
     box_sets = resolve_box_sets(data, list(dict.fromkeys(v.boxes for v in variants)), budget.workers, log)
     rows = []
     for v in variants:

@@ -12,6 +12,7 @@ import argparse
 import itertools
 import shlex
 
+from rhovid.errors import UsageError
 from rhovid.evaluate.ablation import METRICS, Budget, Variant
 
 DEFAULT_STEPS = 200
@@ -84,7 +85,7 @@ def demo_config(args: argparse.Namespace):
                                                  ("--evaluations", args.evaluations, DEFAULT_EVALUATIONS))
                if value != default]
     if unused:
-        raise ValueError(f"the demo mode does not take {', '.join(unused)}; it takes --seed, --steps, --batch-size, "
+        raise UsageError(f"the demo mode does not take {', '.join(unused)}; it takes --seed, --steps, --batch-size, "
                          "--frames, --stride, --crop, --workers, --views")
     given = {"seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "frames": args.frames,
              "stride": args.stride, "crop": args.crop, "workers": args.workers, "views": args.views}
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is None:
         args.steps = DEFAULT_STEPS
     if not args.data or not args.method:
-        raise ValueError("rhovid ablation needs --data DATA and --method M (or the 'demo' mode)")
+        raise UsageError("rhovid ablation needs --data DATA and --method M (or the 'demo' mode)")
     from rhovid.evaluate.ablation import run_ablation, table_rows
     from rhovid.evaluate.report import markdown_table
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rhovid import storage
 from rhovid.cli import check_counts
+from rhovid.errors import UsageError
 from rhovid.evaluate.linear import WEIGHT_DECAYS
 
 EVALUATIONS = {
@@ -75,7 +76,7 @@ def check_options(args: argparse.Namespace) -> None:
     is (over)written: ``--k 0`` used to score every test clip at chance and replace the report."""
     check_counts(args, frozenset({"seed", "step", "workers"}))
     if any(w < 0 for w in getattr(args, "weight_decays", ())):
-        raise ValueError(f"--weight-decays must be >= 0, got {args.weight_decays}")
+        raise UsageError(f"--weight-decays must be >= 0, got {args.weight_decays}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from rhovid.evaluate.report import report_table, write_report
 
     if args.run is None and not args.random_init and args.weights is None:
-        raise ValueError("give --run RUN, --weights FILE, or --random-init --arch ARCH for the baseline")
+        raise UsageError("give --run RUN, --weights FILE, or --random-init --arch ARCH for the baseline")
     if args.weights is not None and (args.run is not None or args.random_init):
-        raise ValueError("--weights replaces --run and --random-init: give one of them")
+        raise UsageError("--weights replaces --run and --random-init: give one of them")
     check_options(args)
     temporal, spatial = parse_views(args.views)
     src = feature_source(args.run, args.step, args.random_init, args.arch, args.seed, temporal, spatial,
@@ -117,5 +118,9 @@ def run(args: argparse.Namespace) -> int:
     report = write_report(path, args.evaluation, src.name, results,
                           {**src.attrs, "data": storage.absolute(args.data), "views": src.views.views})
     print(report_table([report]))
+    skipped = results.get("skipped") or {}
+    if any(skipped.values()):
+        print(f"skipped videos that could not be read or decoded: {skipped} (left out of every metric; the "
+              f"warnings name them, `rhovid ingest --verify --out {args.data}` checks the shards)")
     print(f"report: {path}")
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rhovid import storage
+from rhovid.errors import NotFoundError, UnknownNameError, UsageError
 
 FORMAT_VERSION = 1
 STORE_NAME = "features.zarr"
@@ -78,7 +79,7 @@ def _exists(path: Path | str) -> bool:
 
 def _open_root(path: Path | str, mode: str):
     if mode == "r" and not _exists(path):
-        raise FileNotFoundError(f"no feature store at {path}; run `rhovid eval ...` to extract features first")
+        raise NotFoundError(f"no feature store at {path}; run `rhovid eval ...` to extract features first")
     return storage.open_zarr_group(path, mode=mode)
 
 
@@ -197,11 +198,11 @@ def read_features(data: str | Path, run_name: str, split: str, store: str | Path
     key = _split_path(run_name, split)
     if key not in root:
         have = sorted(f"{r}/{s}" for r, g in root.groups() for s, _ in g.groups())
-        raise KeyError(f"{path}: no features {key!r}; stored: {have or 'none'}")
+        raise UnknownNameError(f"{path}: no features {key!r}; stored: {have or 'none'}")
     g = root[key]
     attrs = dict(g.attrs)
     if not attrs.get("complete"):
-        raise ValueError(f"features {key!r} in {path} are partial; rerun the eval to resume")
+        raise UsageError(f"features {key!r} in {path} are partial; rerun the eval to resume")
     try:
         return Features(
             features=np.asarray(g["features"][:], dtype=np.float32),
@@ -210,7 +211,7 @@ def read_features(data: str | Path, run_name: str, split: str, store: str | Path
             attrs=attrs,
         )
     except Exception as e:  # a chunk damaged on disk; the features are a cache, so recomputing mends it
-        raise ValueError(
+        raise UsageError(
             f"features {key!r} in {path} are damaged ({type(e).__name__}: {e}); delete "
             f"{storage.join(path, key)} and rerun the eval to recompute them"
         ) from e

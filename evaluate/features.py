@@ -15,6 +15,7 @@ folder or a URL) and skips (without reading) the blocks the store already holds 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -26,9 +27,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from rhovid.errors import UsageError
 from rhovid.evaluate.feature_store import WriteStats, write_features
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD
 
+log = logging.getLogger(__name__)
 SPATIAL_CROPS = {1: ("centre",), 2: ("left", "right"), 3: ("left", "centre", "right")}
 
 
@@ -62,10 +65,26 @@ def parse_views(text: str) -> tuple[int, int]:
     try:
         t, s = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--views {text!r}: expected TEMPORALxSPATIAL, e.g. 2x3") from None
+        raise UsageError(f"--views {text!r}: expected TEMPORALxSPATIAL, e.g. 2x3") from None
     if t < 1 or s not in SPATIAL_CROPS:
-        raise ValueError(f"--views {text!r}: temporal must be >= 1 and spatial one of {sorted(SPATIAL_CROPS)}")
+        raise UsageError(f"--views {text!r}: temporal must be >= 1 and spatial one of {sorted(SPATIAL_CROPS)}")
     return t, s
+
+
+BAD_LABEL = -2
+"""``row_label`` of an index row whose label is not a class index (the row is skipped)."""
+
+
+def row_label(row: dict) -> int:
+    """The class index of an index row: -1 when unlabelled, ``BAD_LABEL`` when it is no valid index."""
+    from rhovid.train.sampler import MAX_LABEL
+
+    label = row.get("label")
+    if label is None:
+        return -1
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= MAX_LABEL:
+        return BAD_LABEL
+    return label
 
 
 def split_rows(data: str | Path, split: str) -> list[dict]:
@@ -76,7 +95,7 @@ def split_rows(data: str | Path, split: str) -> list[dict]:
     rows = [e for e in index if e["split"] == split]
     if not rows:
         have = sorted({e["split"] for e in index})
-        raise ValueError(f"{data} has no videos in split {split!r}; splits present: {have}")
+        raise UsageError(f"{data} has no videos in split {split!r}; splits present: {have}")
     return sorted(rows, key=lambda e: e["shard"])  # stable: shard order within a shard
 
 
@@ -97,7 +116,7 @@ def view_frames(meta: dict, views: ViewConfig) -> list[tuple[int, ...]]:
 
 
 def iter_views(data: str | Path, rows: list[dict], skip: set[int], views: ViewConfig,
-               ahead: int = 8) -> Iterator[tuple[int, tuple[dict, list] | None]]:
+               ahead: int = 8) -> Iterator[tuple[int, tuple[dict, list] | str | None]]:
     """``(row, (meta, slices))`` for every row in order: the clip slices of its test views.
 
     Reads go through the loader's lazy path (``rhovid.ingest.reader``): one manifest read per
@@ -106,8 +125,9 @@ def iter_views(data: str | Path, rows: list[dict], skip: set[int], views: ViewCo
     not the videos, from a folder or a URL. ``slices`` holds one ``ClipSlice`` per
     ``view_frames`` entry. Rows in ``skip`` come back as ``(row, None)`` without being read.
 
-    Raises:
-        KeyError: a row's sample is not in its shard. FileNotFoundError: a shard is missing.
+    A row that cannot be read comes back as ``(row, message)`` instead: its shard is missing or
+    no tar at all (0 bytes, cut before it), the shard does not hold it, its json is unusable, or
+    its bytes are cut off or outside its member — skip-and-count, the evaluation goes on.
     """
     from rhovid.ingest.reader import ShardReader, shard_url
     from rhovid.ranged import prefetch
@@ -117,11 +137,14 @@ def iter_views(data: str | Path, rows: list[dict], skip: set[int], views: ViewCo
     def start(r: int):
         if r in skip:
             return None
-        shard = shard_url(data, rows[r]["shard"])
-        sample = reader.manifest(shard).by_key.get(rows[r]["key"])
+        key, shard = rows[r]["key"], shard_url(data, rows[r]["shard"])
+        try:
+            manifest = reader.manifest(shard)
+        except Exception as e:  # noqa: BLE001 - the shard is missing or no tar at all: its rows are skipped
+            raise ValueError(f"{shard} cannot be read ({type(e).__name__}: {e})") from None
+        sample = manifest.by_key.get(key)
         if sample is None or sample.meta is None:
-            raise KeyError(f"sample {rows[r]['key']!r} is not in {shard}"
-                           + (f" ({sample.error})" if sample is not None else ""))
+            raise LookupError(f"not in {shard}" + (f" ({sample.error})" if sample is not None else ""))
         frames = view_frames(sample.meta, views)
         fut = reader.submit_clips(shard, sample, [list(f) for f in frames])
         return sample.meta, fut
@@ -131,10 +154,13 @@ def iter_views(data: str | Path, rows: list[dict], skip: set[int], views: ViewCo
             if r in skip:
                 yield r, None
                 continue
-            if isinstance(job, Future):
-                job.result()  # start() raised: raise it here, in row order
-            meta, fut = job
-            yield r, (meta, fut.result())
+            try:
+                if isinstance(job, Future):
+                    job.result()  # start() raised: its exception, in row order
+                meta, fut = job
+                yield r, (meta, fut.result())
+            except Exception as e:  # noqa: BLE001 - skip-and-count: one bad video never aborts the evaluation
+                yield r, f"sample {rows[r]['key']!r}: {type(e).__name__}: {e}"
     finally:
         reader.close()
 
@@ -161,8 +187,12 @@ def sample_views(meta: dict, views: ViewConfig, slices: list) -> np.ndarray:
     return np.stack(out)
 
 
-def _views_task(args: tuple[dict, ViewConfig, list]) -> np.ndarray:
-    return sample_views(*args)
+def _views_task(args: tuple[dict, ViewConfig, list]) -> np.ndarray | str:
+    """The views of one sample, or the reason it cannot be decoded (a message: skip-and-count)."""
+    try:
+        return sample_views(*args)
+    except Exception as e:  # any field or byte the sample gets wrong: this video, never the evaluation
+        return f"{args[0].get('key', '?') if isinstance(args[0], dict) else '?'}: {type(e).__name__}: {e}"
 
 
 @torch.no_grad()
@@ -217,40 +247,57 @@ def extract_split(
         What was computed vs reused.
     """
     rows = split_rows(data, split)
-    keys = [r["key"] for r in rows]
-    labels = [-1 if r.get("label") is None else int(r["label"]) for r in rows]
+    keys = [str(r["key"]) for r in rows]
+    labels = [row_label(r) for r in rows]
     model = model.to(device).eval()
     full = {**attrs, "views": views.views, "config": {**attrs.get("config", {}), **asdict(views)}}
     bar = tqdm(total=len(rows), desc=f"features {name}/{split}", unit="video", disable=not progress,
                dynamic_ncols=True)
     pool = (ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 0 else None)
     state: dict = {"it": None}
+    skipped = {"skipped": 0}
 
     def compute(lo: int, hi: int) -> np.ndarray:
+        """Features of rows lo..hi-1; a video that cannot be read or decoded is a NaN row (skipped)."""
         if state["it"] is None:  # first block that needs work: rows before it are skipped
             state["it"] = iter_views(data, rows, set(range(lo)), views)
-        samples = []
+        out = np.full((hi - lo, int(model.feature_dim)), np.nan, np.float32)
+        todo, problems = [], {}
         for r, got in state["it"]:
             if r >= lo:
-                samples.append((got[0], views, got[1]))
+                if isinstance(got, str):
+                    problems[r] = got
+                elif labels[r] == BAD_LABEL:
+                    problems[r] = f"sample {keys[r]!r}: label {rows[r].get('label')!r} is not a class index"
+                else:
+                    todo.append((r, (got[0], views, got[1])))
             if r == hi - 1:
                 break
-        tasks = pool.map(_views_task, samples) if pool else map(_views_task, samples)
-        out, chunk = [], []
-        for clips in tasks:
-            chunk.append(clips)
+        tasks = pool.map(_views_task, [t for _, t in todo]) if pool else map(_views_task, [t for _, t in todo])
+        done, chunk = [], []
+        for (r, _), clips in zip(todo, tasks):
+            if isinstance(clips, str):
+                problems[r] = clips
+                continue
+            chunk.append((r, clips))
             if len(chunk) * len(clips) >= batch_clips:
-                out.append(encode_views(model, np.stack(chunk), device, batch_clips))
+                done.append(chunk)
                 chunk = []
-        if chunk:
-            out.append(encode_views(model, np.stack(chunk), device, batch_clips))
-        return np.concatenate(out)
+        for part in [*done, chunk] if chunk else done:
+            out[[r - lo for r, _ in part]] = encode_views(model, np.stack([c for _, c in part]), device, batch_clips)
+        for _, why in sorted(problems.items()):
+            log.warning("features %s/%s: skipped video %s", name, split, why)
+        skipped["skipped"] += len(problems)
+        return out
 
     try:
-        stats = write_features(data, name, split, keys, labels, int(model.feature_dim), compute, full, block,
-                               progress=bar.update, store=store)
+        stats = write_features(data, name, split, keys, [max(v, -1) for v in labels], int(model.feature_dim),
+                               compute, full, block, progress=bar.update, store=store)
     finally:
         bar.close()
         if pool:
             pool.shutdown()
+    if skipped["skipped"]:
+        log.warning("features %s/%s: %d of %d videos skipped (unreadable or undecodable; their rows are NaN "
+                    "and every evaluation leaves them out)", name, split, skipped["skipped"], len(rows))
     return stats

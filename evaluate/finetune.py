@@ -11,6 +11,7 @@ evaluation, averaging the softmax of the views. Budgets here are short (``steps`
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from rhovid.evaluate.features import ViewConfig, iter_views, sample_views, split_rows
+from rhovid.errors import UsageError
+from rhovid.evaluate.features import ViewConfig, iter_views, row_label, sample_views, split_rows
 from rhovid.evaluate.knn import topk_accuracy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,11 @@ def finetune(
     from rhovid.train.augment import AugmentConfig
     from rhovid.train.data import ClipLoader, LoaderConfig
 
-    train_rows = [r for r in split_rows(data, train_split) if r.get("label") is not None]
-    test_rows = [r for r in split_rows(data, test_split) if r.get("label") is not None]
+    train_rows = [r for r in split_rows(data, train_split) if row_label(r) >= 0]
+    test_rows = [r for r in split_rows(data, test_split) if r.get("label") is not None]  # bad labels: skipped
     if not train_rows or not test_rows:
-        raise ValueError(f"{data}: fine-tuning needs labelled videos in {train_split!r} and {test_split!r}")
-    num_classes = max(int(r["label"]) for r in train_rows + test_rows) + 1
+        raise UsageError(f"{data}: fine-tuning needs labelled videos in {train_split!r} and {test_split!r}")
+    num_classes = max(row_label(r) for r in train_rows + test_rows) + 1
     torch.manual_seed(cfg.seed)
     model = Classifier(copy.deepcopy(backbone), num_classes, cfg.dropout).to(device)
     groups = [
@@ -127,24 +131,38 @@ def finetune(
             if step >= cfg.steps:
                 break
     bar.close()
-    scores, labels = multiview_scores(data, model, views, test_rows, device, progress)
+    scores, labels, skipped = multiview_scores(data, model, views, test_rows, device, progress)
     acc = topk_accuracy(scores, labels)
     return {
         "top1": 100 * acc["top1"], "top5": 100 * acc["top5"], "steps": cfg.steps,
         "final_train_loss": float(np.mean(losses[-10:])) if losses else None,
-        "num_classes": num_classes, "num_train": len(train_rows), "num_test": len(test_rows),
+        "num_classes": num_classes, "num_train": len(train_rows), "num_test": len(labels),
+        "skipped": {"train": loader.skipped, "test": skipped},
         "views": views.views, "train_split": train_split, "test_split": test_split,
     }
 
 
 @torch.no_grad()
 def multiview_scores(data, model: nn.Module, views: ViewConfig, rows: list[dict], device: str,
-                progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax averaged over the views of every test video: (N, C) scores and (N,) labels."""
+                progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Softmax averaged over the views of every readable test video: (N, C) scores, (N,) labels, and
+    how many videos were skipped (unreadable, undecodable or without a valid label)."""
     model.eval()
-    out = []
-    for _, (meta, slices) in tqdm(iter_views(data, rows, set(), views), total=len(rows), desc="finetune test",
-                                  unit="video", disable=not progress, dynamic_ncols=True):
-        clips = torch.from_numpy(sample_views(meta, views, slices)).to(device)
+    out, labels, skipped = [], [], 0
+    for r, got in tqdm(iter_views(data, rows, set(), views), total=len(rows), desc="finetune test",
+                       unit="video", disable=not progress, dynamic_ncols=True):
+        try:
+            if isinstance(got, str):
+                raise ValueError(got)
+            if row_label(rows[r]) < 0:
+                raise ValueError(f"label {rows[r].get('label')!r} is not a class index")
+            clips = torch.from_numpy(sample_views(got[0], views, got[1])).to(device)
+        except Exception as e:  # skip-and-count: one bad video never aborts the evaluation
+            log.warning("finetune test: skipped video %s: %s", rows[r]["key"], e)
+            skipped += 1
+            continue
         out.append(F.softmax(model(clips), dim=1).mean(0).cpu())
-    return torch.stack(out), torch.tensor([int(r["label"]) for r in rows])
+        labels.append(row_label(rows[r]))
+    if not out:
+        raise UsageError(f"{data}: none of the {len(rows)} test videos could be read ({skipped} skipped)")
+    return torch.stack(out), torch.tensor(labels), skipped

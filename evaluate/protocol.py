@@ -13,6 +13,7 @@ import numpy as np
 from torch import nn
 
 from rhovid import storage
+from rhovid.errors import NotFoundError, UnknownNameError, UsageError
 from rhovid.evaluate.feature_store import Features, read_features
 from rhovid.evaluate.features import ViewConfig, extract_split
 from rhovid.evaluate.knn import knn_eval
@@ -68,12 +69,10 @@ def feature_source(
             rho-MoCo ``.pyth`` ("slowfast"; train/slowfast_checkpoint.py).
         weights_format: "rhovid" or "slowfast"; None = "slowfast" for ``.pyth``, else "rhovid".
     """
-    import json
-
     import torch
 
     from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD
-    from rhovid.train.checkpoint import checkpoint_step, find_checkpoint, load_backbone
+    from rhovid.train.checkpoint import checkpoint_step, find_checkpoint, load_backbone, read_run_config
     from rhovid.train.models import build_backbone
 
     if weights is not None:
@@ -81,12 +80,9 @@ def feature_source(
     config: dict = {}
     if run is not None:
         run = Path(run)
-        cfg_path = run / "config.json"
-        if not cfg_path.exists():
-            raise FileNotFoundError(f"{run} is not a training run: {cfg_path} is missing")
-        config = json.loads(cfg_path.read_text())
+        config = read_run_config(run)  # checked: a damaged or mistyped config.json is one clear error
     elif not random_init:
-        raise ValueError("give --run RUN (a training run) or --random-init --arch ARCH")
+        raise UsageError("give --run RUN (a training run) or --random-init --arch ARCH")
     data_cfg = config.get("data", {})
     views = ViewConfig(
         frames=frames or data_cfg.get("frames", 8),
@@ -100,7 +96,7 @@ def feature_source(
     if random_init:
         arch = arch or config.get("arch")
         if arch is None:
-            raise ValueError("--random-init without --run needs --arch")
+            raise UsageError("--random-init without --run needs --arch")
         torch.manual_seed(seed)
         model = build_backbone(arch).eval()
         return FeatureSource(f"random-{arch}-seed{seed}", model,
@@ -121,7 +117,7 @@ def _weights_source(path: Path, fmt: str | None, temporal: int, spatial: int, fr
 
     fmt = fmt or ("slowfast" if path.suffix == ".pyth" else "rhovid")
     if not path.is_file():
-        raise FileNotFoundError(f"--weights {path} does not exist")
+        raise NotFoundError(f"--weights {path} does not exist")
     if fmt == "slowfast":
         model, info = load_slowfast_backbone(path)
         geometry, attrs = {}, {"arch": "slow_r50", "format": "slowfast", "epoch": info["epoch"]}
@@ -129,7 +125,7 @@ def _weights_source(path: Path, fmt: str | None, temporal: int, spatial: int, fr
         model, meta = load_exported(path)
         geometry, attrs = meta["input"], {"arch": meta["arch"], "format": "rhovid", "method": meta["method"]}
     else:
-        raise ValueError(f"--weights-format {fmt!r}: choose rhovid or slowfast")
+        raise UsageError(f"--weights-format {fmt!r}: choose rhovid or slowfast")
     views = ViewConfig(frames=frames or geometry.get("frames") or 8, stride=stride or geometry.get("stride") or 8,
                        crop=crop or geometry.get("crop") or 224, temporal=temporal, spatial=spatial)
     st = path.stat()  # the file's identity: another file of the same name never reuses these features
@@ -163,23 +159,28 @@ def ensure_features(
 
 
 def labelled(f: Features) -> tuple[np.ndarray, np.ndarray]:
-    """Rows with a label (>= 0): (x (N, D), y (N,))."""
-    keep = f.labels >= 0
+    """Rows with a label (>= 0) and features (not a skipped video's NaN row): (x (N, D), y (N,))."""
+    keep = (f.labels >= 0) & np.isfinite(f.features).all(axis=1)
     return f.features[keep], f.labels[keep]
+
+
+def skipped_rows(f: Features) -> int:
+    """Videos of a stored split that could not be read or decoded (NaN rows; evaluations leave them out)."""
+    return int((~np.isfinite(f.features).all(axis=1)).sum())
 
 
 def evaluate_stored(data: str | Path, name: str, evaluation: str, train_split: str = "train",
                     test_split: str = "test", store: str | Path | None = None, **options) -> dict:
     """Run a feature evaluation on stored features; returns its results dict."""
     if evaluation not in FEATURE_EVALUATIONS:
-        raise KeyError(f"unknown evaluation {evaluation!r}; known: {sorted(FEATURE_EVALUATIONS)}")
+        raise UnknownNameError(f"unknown evaluation {evaluation!r}; known: {sorted(FEATURE_EVALUATIONS)}")
     tr, te = read_features(data, name, train_split, store), read_features(data, name, test_split, store)
     (xtr, ytr), (xte, yte) = labelled(tr), labelled(te)
     if not len(ytr) or not len(yte):
-        raise ValueError(f"{data}: {evaluation} needs labelled videos in splits {train_split!r} and {test_split!r}")
+        raise UsageError(f"{data}: {evaluation} needs labelled videos in splits {train_split!r} and {test_split!r}")
     res = FEATURE_EVALUATIONS[evaluation](xtr, ytr, xte, yte, **options)
     return {**res, "train_split": train_split, "test_split": test_split, "views": tr.attrs["views"],
-            "step": tr.attrs.get("step")}
+            "step": tr.attrs.get("step"), "skipped": {"train": skipped_rows(tr), "test": skipped_rows(te)}}
 
 
 def default_report_path(data: str | Path, src: FeatureSource, evaluation: str) -> Path:

@@ -16,6 +16,7 @@ import os
 import sys
 
 from rhovid import storage
+from rhovid.errors import UsageError
 from rhovid.ingest.pipeline import IngestConfig, ingest
 from rhovid.ingest.transcode import X264_PRESETS, X264_TUNES
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verify or args.verify_decode:
         return _verify(args)
     if not args.sources:
-        raise ValueError("give at least one SRC to ingest (or --verify to check --out)")
+        raise UsageError("give at least one SRC to ingest (or --verify to check --out)")
     cfg = IngestConfig(
         fps=args.fps, short_side=args.short_side, gop=args.gop, shard_size=args.shard_size,
         shard_count=args.shard_count, workers=args.workers, scheduler=args.scheduler,
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         from rhovid.ingest.datasets import dataset_sources
 
         if not args.splits or len(args.sources) != 1:
-            raise ValueError(f"--dataset {args.dataset} needs exactly one SRC (the videos folder) and --splits PATH")
+            raise UsageError(f"--dataset {args.dataset} needs exactly one SRC (the videos folder) and --splits PATH")
         sources = dataset_sources(args.dataset, args.sources[0], args.splits, args.fold)
     report = ingest(sources, args.out, cfg, stage=args.stage)
     print(report.summary())
@@ -111,7 +112,7 @@ def _verify(args: argparse.Namespace) -> int:
     from rhovid.ingest.verify import verify
 
     if args.sources:
-        raise ValueError("--verify checks --out and takes no SRC")
+        raise UsageError("--verify checks --out and takes no SRC")
     report = verify(args.out, decode=args.verify_decode, progress=not args.no_progress)
     print(f"{args.out}: {report.shards} shards, {report.samples} samples, {len(report.problems)} problems")
     _print_head(report.problems, 20)

@@ -18,6 +18,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from rhovid.errors import NotFoundError, UnknownNameError, UsageError
 from rhovid.ingest.sources import Source, kinetics_csv_sources
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -31,7 +32,7 @@ def safe_key(stem: str) -> str:
 def _lines(path: Path) -> list[str]:
     """Non-empty stripped lines; the official files mix CRLF and trailing spaces."""
     if not path.is_file():
-        raise FileNotFoundError(f"split file {path} does not exist")
+        raise NotFoundError(f"split file {path} does not exist")
     return [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
 
 
@@ -45,10 +46,10 @@ def ucf101_classes(splits_dir: str | Path) -> list[str]:
     for n, line in enumerate(_lines(path), 1):
         parts = line.split()
         if len(parts) != 2 or not parts[0].isdigit():
-            raise ValueError(f"{path}:{n}: expected '<index> <ClassName>', got {line!r}")
+            raise UsageError(f"{path}:{n}: expected '<index> <ClassName>', got {line!r}")
         classes[int(parts[0])] = parts[1]
     if sorted(classes) != list(range(1, len(classes) + 1)):
-        raise ValueError(f"{path}: class indices are not 1..{len(classes)}")
+        raise UsageError(f"{path}: class indices are not 1..{len(classes)}")
     return [classes[i] for i in range(1, len(classes) + 1)]
 
 
@@ -65,7 +66,7 @@ def ucf101_sources(videos: str | Path, splits_dir: str | Path, fold: int = 1) ->
         the class folder; the test lists carry no index).
     """
     if fold not in (1, 2, 3):
-        raise ValueError(f"UCF101 fold must be 1, 2 or 3, got {fold}")
+        raise UsageError(f"UCF101 fold must be 1, 2 or 3, got {fold}")
     videos, splits_dir = Path(videos), Path(splits_dir)
     classes = ucf101_classes(splits_dir)
     # Folder names differ in case from classInd for one class (HandstandPushups vs
@@ -79,11 +80,11 @@ def ucf101_sources(videos: str | Path, splits_dir: str | Path, fold: int = 1) ->
             rel = parts[0]
             folder = rel.split("/")[0].lower()
             if folder not in by_folder:
-                raise ValueError(f"{path}:{n}: class folder of {rel!r} is not in classInd.txt")
+                raise UsageError(f"{path}:{n}: class folder of {rel!r} is not in classInd.txt")
             label = by_folder[folder]
             if len(parts) > 1:
                 if not parts[1].isdigit() or int(parts[1]) - 1 != label:
-                    raise ValueError(f"{path}:{n}: label {parts[1]!r} disagrees with folder {rel.split('/')[0]!r}")
+                    raise UsageError(f"{path}:{n}: label {parts[1]!r} disagrees with folder {rel.split('/')[0]!r}")
             out.append(
                 Source(
                     path=str(videos / rel),
@@ -113,12 +114,12 @@ def hmdb51_sources(videos: str | Path, splits_dir: str | Path, fold: int = 1) ->
         fold: which of the three official splits.
     """
     if fold not in (1, 2, 3):
-        raise ValueError(f"HMDB51 fold must be 1, 2 or 3, got {fold}")
+        raise UsageError(f"HMDB51 fold must be 1, 2 or 3, got {fold}")
     videos, splits_dir = Path(videos), Path(splits_dir)
     suffix = f"_test_split{fold}.txt"
     files = sorted(p for p in splits_dir.glob(f"*{suffix}") if p.is_file())
     if not files:
-        raise FileNotFoundError(f"no '*{suffix}' files in {splits_dir}")
+        raise NotFoundError(f"no '*{suffix}' files in {splits_dir}")
     classes = sorted(p.name[: -len(suffix)] for p in files)
     out: list[Source] = []
     for label, cls in enumerate(classes):
@@ -126,7 +127,7 @@ def hmdb51_sources(videos: str | Path, splits_dir: str | Path, fold: int = 1) ->
         for n, line in enumerate(_lines(path), 1):
             parts = line.split()
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-                raise ValueError(f"{path}:{n}: expected '<video>.avi 0|1|2', got {line!r}")
+                raise UsageError(f"{path}:{n}: expected '<video>.avi 0|1|2', got {line!r}")
             split = _HMDB_CODE.get(parts[1])
             if split is None:
                 continue
@@ -167,7 +168,7 @@ def kinetics_sources(
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise FileNotFoundError(f"Kinetics CSV {csv_path} does not exist")
+        raise NotFoundError(f"Kinetics CSV {csv_path} does not exist")
     sources = kinetics_csv_sources(csv_path, str(videos), split="val")
     if classes is None:
         classes = sorted({s.label_name for s in sources if s.label_name})
@@ -175,7 +176,7 @@ def kinetics_sources(
     out = []
     for n, s in enumerate(sources, 2):
         if s.label_name is not None and s.label_name not in index:
-            raise ValueError(f"{csv_path}:{n}: label {s.label_name!r} is not in the class list")
+            raise UsageError(f"{csv_path}:{n}: label {s.label_name!r} is not in the class list")
         label = index[s.label_name] if s.label_name is not None else None
         out.append(replace(s, split=_K400_SPLIT.get(s.split, s.split), label=label))
     return out
@@ -192,5 +193,5 @@ DATASETS = {
 def dataset_sources(name: str, videos: str | Path, splits: str | Path, fold: int = 1) -> list[Source]:
     """Dispatch on ``name`` (ucf101 | hmdb51 | kinetics); ``splits`` is the split folder or CSV."""
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+        raise UnknownNameError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
     return DATASETS[name](videos, splits, fold)

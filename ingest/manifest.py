@@ -65,6 +65,10 @@ class Manifest:
         return {s.key: s for s in self.samples}
 
 
+MAX_JSON_BYTES = 64 * 2**20
+"""Largest sample json a reader parses (a 10-hour video's fragment table is ~2 MB)."""
+
+
 def build_manifest(tar_path: str | os.PathLike) -> Manifest:
     """Read a local shard's headers, json members and init segments into a ``Manifest``.
 
@@ -76,17 +80,23 @@ def build_manifest(tar_path: str | os.PathLike) -> Manifest:
     tar_path = Path(tar_path)
     samples = []
     with open(tar_path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        file_size = os.fstat(f.fileno()).st_size
         for key, members in _member_groups(tar, tar_path, tolerant=True):
             ranges = {m.name.partition(".")[2]: (m.offset_data, m.size) for m in members}
             meta = init = error = None
             if "json" in ranges:
-                f.seek(ranges["json"][0])
+                off, size = ranges["json"]
                 try:
-                    meta = json.loads(f.read(ranges["json"][1]))
+                    # a header may claim 10^12 bytes: check it against the file before reading
+                    if size > MAX_JSON_BYTES or off + size > file_size:
+                        raise ValueError(f"the member claims {size} bytes at byte {off}; the shard has "
+                                         f"{file_size} and a sample json at most {MAX_JSON_BYTES}")
+                    f.seek(off)
+                    meta = json.loads(f.read(size))
                     if not isinstance(meta, dict):
                         raise ValueError(f"a JSON {type(meta).__name__}, not an object")
-                except ValueError as e:
-                    meta, error = None, f"{key}.json: invalid JSON: {e}"
+                except (ValueError, RecursionError) as e:  # cut off, not JSON, nested too deeply
+                    meta, error = None, f"{key}.json: unusable JSON member: {type(e).__name__}: {e}"
             if meta is not None and "mp4" in ranges:
                 size = meta.get("init_size")
                 if isinstance(size, int) and 0 < size <= ranges["mp4"][1]:
@@ -172,7 +182,7 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
             samples.append(ManifestSample(str(row["key"]), members, _unpack_meta(row.get("meta")), init,
                                           row.get("error")))
         return Manifest(int(doc["tar_bytes"]), tuple(samples))
-    except (ValueError, KeyError, TypeError, IndexError, OSError, EOFError) as e:
+    except (ValueError, KeyError, TypeError, IndexError, OSError, EOFError, RecursionError) as e:
         raise ValueError(f"{where}: not a valid shard manifest ({type(e).__name__}: {e}); rebuild it with "
                          "`rhovid ingest --out DATA` on a local copy (missing or stale manifests are rewritten)") from None
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from rhovid import storage
 from rhovid.atomic import append_jsonl, atomic_write_text, read_jsonl, sweep_temporaries
 from rhovid.config import save_config, to_dict
+from rhovid.errors import UsageError
 from rhovid.executor import map_unordered
 from rhovid.ingest import quality
 from rhovid.ingest.manifest import manifest_name, write_manifest
@@ -151,14 +152,14 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig, on_s
         return ingest_remote(sources, str(out), cfg, stage)
     out = storage.local_path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
+        raise UsageError(f"--out {out} is a file, not a folder")
     _check_config(out, cfg)
     specs = expand_specs(sources, cfg.split, cfg.videos_root)
     # `rhovid ingest . --out data` must not ingest its own shards
     specs = [s for s in specs if not Path(s.path).resolve().is_relative_to(out.resolve())]
     bad_splits = sorted({s.split for s in specs if not _SPLIT_RE.fullmatch(s.split)})
     if bad_splits:
-        raise ValueError(f"split names {bad_splits} must be letters, digits or '_'")
+        raise UsageError(f"split names {bad_splits} must be letters, digits or '_'")
     # Pinned only once the sources were found: a mistyped source path must not leave an
     # ingest.json that refuses the corrected command's settings.
     out.mkdir(parents=True, exist_ok=True)
@@ -261,25 +262,25 @@ def check_config(cfg: IngestConfig) -> None:
     lows = {"fps": 0, "short_side": 1, "gop": 0, "shard_size": 0, "min_frames": 0, "max_pixels": 0}
     for name, low in lows.items():  # each must be > low
         if not getattr(cfg, name) > low:
-            raise ValueError(f"{name} must be > {low}, got {getattr(cfg, name)}")
+            raise UsageError(f"{name} must be > {low}, got {getattr(cfg, name)}")
     if cfg.shard_count is not None and cfg.shard_count < 1:
-        raise ValueError(f"shard_count must be >= 1 (or unset), got {cfg.shard_count}")
+        raise UsageError(f"shard_count must be >= 1 (or unset), got {cfg.shard_count}")
     if cfg.quality_frames < 0:
-        raise ValueError(f"quality_frames must be >= 0 (0 = off), got {cfg.quality_frames}")
+        raise UsageError(f"quality_frames must be >= 0 (0 = off), got {cfg.quality_frames}")
     if cfg.workers < 0:
-        raise ValueError(f"workers must be >= 0 (0 = inline), got {cfg.workers}")
+        raise UsageError(f"workers must be >= 0 (0 = inline), got {cfg.workers}")
     if not 0 <= cfg.crf <= 51:
-        raise ValueError(f"crf must be in 0..51 (x264, 8-bit), got {cfg.crf}")
+        raise UsageError(f"crf must be in 0..51 (x264, 8-bit), got {cfg.crf}")
     if not 0 < cfg.min_coverage <= 1:
-        raise ValueError(f"min_coverage must be in (0, 1], got {cfg.min_coverage}")
+        raise UsageError(f"min_coverage must be in (0, 1], got {cfg.min_coverage}")
     if cfg.timeout_s is not None and cfg.timeout_s <= 0:
-        raise ValueError(f"timeout_s must be > 0 (or unset), got {cfg.timeout_s}")
+        raise UsageError(f"timeout_s must be > 0 (or unset), got {cfg.timeout_s}")
     if cfg.preset not in X264_PRESETS:
-        raise ValueError(f"preset {cfg.preset!r} is not an x264 preset; choose one of {', '.join(X264_PRESETS)}")
+        raise UsageError(f"preset {cfg.preset!r} is not an x264 preset; choose one of {', '.join(X264_PRESETS)}")
     if cfg.tune is not None and cfg.tune not in X264_TUNES:
-        raise ValueError(f"tune {cfg.tune!r} is not an x264 tune; choose one of {', '.join(X264_TUNES)}")
+        raise UsageError(f"tune {cfg.tune!r} is not an x264 tune; choose one of {', '.join(X264_TUNES)}")
     if cfg.bframes is not None and not 0 <= cfg.bframes <= X264_MAX_BFRAMES:
-        raise ValueError(f"bframes must be in 0..{X264_MAX_BFRAMES} (x264), got {cfg.bframes}")
+        raise UsageError(f"bframes must be in 0..{X264_MAX_BFRAMES} (x264), got {cfg.bframes}")
 
 
 def recover_index(out: Path) -> dict:
@@ -327,7 +328,7 @@ def _check_config(out: Path, cfg: IngestConfig) -> None:
         old = json.loads(path.read_text(encoding="utf-8"))
         diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in OUTPUT_FIELDS if k in old and old[k] != new[k]]
         if diff:
-            raise ValueError(
+            raise UsageError(
                 f"{out} was ingested with different output settings ({'; '.join(diff)}); "
                 "rerun with the same settings or use a new --out"
             )

@@ -188,7 +188,7 @@ class ShardReader:
             meta, error = None, None
             try:
                 meta = json.loads(jsons[members["json"]])
-            except (KeyError, ValueError) as e:
+            except (KeyError, ValueError, RecursionError) as e:
                 error = f"{key}.json: missing or invalid ({type(e).__name__}: {e})"
             samples.append(ManifestSample(key, members, meta, None, error))
         return Manifest(-1, tuple(samples))

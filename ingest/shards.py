@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rhovid.atomic import TMP_PREFIX, atomic_path, atomic_write_json
+from rhovid.errors import NotFoundError, UsageError
 from rhovid.ingest.manifest import write_manifest
 
 SHARDS_DIR = "shards"
@@ -124,7 +125,7 @@ def read_index(data: str | os.PathLike) -> list[dict]:
     """
     path = Path(data) / INDEX_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `rhovid ingest SRC --out {data}` first")
+        raise NotFoundError(f"{path} not found: run `rhovid ingest SRC --out {data}` first")
     return read_index_file(data)["samples"]
 
 
@@ -145,7 +146,7 @@ def read_index_file(data: str | os.PathLike) -> dict:
     return doc
 
 
-class DamagedIndexError(ValueError):
+class DamagedIndexError(UsageError):
     """index.json exists but does not parse (ingest rebuilds it from the shards)."""
 
 

@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rhovid.errors import NotFoundError, UsageError
+
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -59,7 +61,7 @@ def sample_key(src: Source) -> str:
     """
     if src.key is not None:
         if not src.key or _KEY_BAD.search(src.key):
-            raise ValueError(f"Source key {src.key!r} for {src.path} must be non-empty [A-Za-z0-9_-]")
+            raise UsageError(f"Source key {src.key!r} for {src.path} must be non-empty [A-Za-z0-9_-]")
         return src.key
     ident = os.path.abspath(src.path)
     if src.trim is not None:
@@ -85,7 +87,7 @@ def expand_spec(spec: str | os.PathLike | Source, split: str = "train", videos_r
     if path.is_dir():
         return folder_sources(path, split)
     if not path.exists():
-        raise FileNotFoundError(f"source {spec!s} does not exist (expected a folder, .csv, list file or video)")
+        raise NotFoundError(f"source {spec!s} does not exist (expected a folder, .csv, list file or video)")
     if path.suffix.lower() == ".csv":
         return kinetics_csv_sources(path, videos_root, split)
     if path.suffix.lower() in LIST_SUFFIXES:
@@ -163,7 +165,7 @@ def kinetics_csv_sources(path: Path, videos_root: str | None = None, split: str 
         fields = set(reader.fieldnames or [])
         missing = {"youtube_id", "time_start", "time_end"} - fields
         if missing:
-            raise ValueError(f"{path}: missing CSV columns {sorted(missing)} (have {sorted(fields)})")
+            raise UsageError(f"{path}: missing CSV columns {sorted(missing)} (have {sorted(fields)})")
         rows = list(reader)
     listing = _Listing(root)
     out = []

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from rhovid.atomic import atomic_path
+from rhovid.errors import UsageError
 from rhovid.ffmpeg import ffmpeg_exe
 from rhovid.ingest.synth_scene import Scene, class_spec
 
@@ -117,24 +118,24 @@ class SynthConfig:
         object.__setattr__(self, "fps", float(self.fps))  # 30 and 30.0 must give the same file tag
         object.__setattr__(self, "seconds", float(self.seconds))
         if self.classes < 1 or self.per_class < 1:
-            raise ValueError(f"classes and per_class must be >= 1, got {self.classes}, {self.per_class}")
+            raise UsageError(f"classes and per_class must be >= 1, got {self.classes}, {self.per_class}")
         if not self.seconds > 0 or not self.fps > 0 or round(self.seconds * self.fps) < 1:
-            raise ValueError(f"seconds={self.seconds} x fps={self.fps} gives no frames")
+            raise UsageError(f"seconds={self.seconds} x fps={self.fps} gives no frames")
         if self.width < 16 or self.height < 16:
-            raise ValueError(f"width x height must be at least 16x16, got {self.width}x{self.height}")
+            raise UsageError(f"width x height must be at least 16x16, got {self.width}x{self.height}")
         if self.codec not in CODECS:
-            raise ValueError(f"unknown codec {self.codec!r}; choose from {sorted(CODECS)}")
+            raise UsageError(f"unknown codec {self.codec!r}; choose from {sorted(CODECS)}")
         if self.codec != "ffv1" and (self.width % 2 or self.height % 2):
-            raise ValueError(f"{self.codec} 4:2:0 needs even width/height, got {self.width}x{self.height} "
+            raise UsageError(f"{self.codec} 4:2:0 needs even width/height, got {self.width}x{self.height} "
                              "(use variants=('odd',) for odd sizes)")
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
-            raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
+            raise UsageError(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
         if self.max_objects < 1 or self.max_distractors < 0 or self.variant_videos < 0:
-            raise ValueError("max_objects must be >= 1, max_distractors and variant_videos >= 0")
+            raise UsageError("max_objects must be >= 1, max_distractors and variant_videos >= 0")
         object.__setattr__(self, "segment_s", float(self.segment_s))
         if not self.segment_s >= 0:
-            raise ValueError(f"segment_s must be >= 0 (0 = no scene cuts), got {self.segment_s}")
+            raise UsageError(f"segment_s must be >= 0 (0 = no scene cuts), got {self.segment_s}")
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def synthesize(out: Path, cfg: SynthConfig, progress: bool = False) -> list[Path
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file, not a folder")
+        raise UsageError(f"{out} is a file, not a folder")
     tasks = [VideoTask(str(out / t.path), t.cfg, t.class_index, t.index, t.variant, _tag(t)) for t in video_names(cfg)]
     todo = [t for t in tasks if not _is_current(Path(t.path), t.tag)]
     errors = [r for r in map_unordered(write_video, todo, workers=cfg.workers, desc="synth", unit="video",

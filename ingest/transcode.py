@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import ffmpeg
 
+from rhovid.errors import UsageError
 from rhovid.ffmpeg import ffmpeg_exe
 from rhovid.ingest.probe import Probe, ffmpeg_url
 
@@ -68,7 +69,7 @@ X264_TUNES = ("film", "animation", "grain", "stillimage", "psnr", "ssim", "fastd
 def output_size(display_w: int, display_h: int, short_side: int) -> tuple[int, int]:
     """Output ``(width, height)``: shorter side = ``short_side``, aspect kept, both even."""
     if short_side < 2:
-        raise ValueError(f"short_side must be >= 2, got {short_side}")
+        raise UsageError(f"short_side must be >= 2, got {short_side}")
     short_side += short_side % 2
     if display_w <= display_h:
         return short_side, _even(display_h * short_side / display_w)

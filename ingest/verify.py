@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rhovid import storage
+from rhovid.errors import NotFoundError
 from rhovid.ingest.fmp4 import parse_fragments
 from rhovid.ingest.manifest import build_manifest, manifest_bytes, manifest_name
 from rhovid.ingest.reader import data_shards, local_copy, read_index
@@ -46,7 +47,7 @@ def verify(data: str | os.PathLike, decode: bool = False, progress: bool = True)
     """
     urls = data_shards(data)
     if not urls:
-        raise FileNotFoundError(f"{data}: no shards under {storage.join(data, 'shards')}")
+        raise NotFoundError(f"{data}: no shards under {storage.join(data, 'shards')}")
     listed = {e["key"]: e for e in read_index(data)}
     report = VerifyReport(shards=len(urls))
     seen: set[str] = set()

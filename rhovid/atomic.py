@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from rhovid.errors import UsageError
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -37,9 +39,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file (a full disk)
+            e.filename = str(path)
         raise
 
 
@@ -80,10 +84,15 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, default=_json_default) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if e.filename is None:  # a failed write() names no file (a full disk)
+            e.filename = str(path)
+        raise
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -101,7 +110,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             if i == len(lines) - 1:  # torn final write from a killed process
                 break
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+            raise UsageError(f"{path}: line {i + 1} is not valid JSON") from None
     return out
 
 

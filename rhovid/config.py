@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rhovid.atomic import atomic_write_json
+from rhovid.errors import UnknownNameError, UsageError
 
 T = TypeVar("T")
 
@@ -46,7 +47,7 @@ def from_dict(cls: type[T], d: dict, strict: bool = True) -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
     if unknown and strict:
-        raise KeyError(f"{cls.__name__}: unknown config keys {sorted(unknown)}; known: {sorted(names)}")
+        raise UnknownNameError(f"{cls.__name__}: unknown config keys {sorted(unknown)}; known: {sorted(names)}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in d:
@@ -69,7 +70,7 @@ def apply_overrides(cfg: T, overrides: list[str] | None) -> T:
     """
     for item in overrides or []:
         if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value")
+            raise UsageError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         cfg = _set_path(cfg, key.strip().split("."), _parse_value(raw), key)
     return cfg
@@ -79,7 +80,7 @@ def _set_path(cfg, parts: list[str], value, full_key: str):
     names = {f.name: f for f in dataclasses.fields(cfg)}
     head = parts[0]
     if head not in names:
-        raise KeyError(f"unknown config key {full_key!r}; {type(cfg).__name__} has {sorted(names)}")
+        raise UnknownNameError(f"unknown config key {full_key!r}; {type(cfg).__name__} has {sorted(names)}")
     hints = typing.get_type_hints(type(cfg))
     if len(parts) > 1:
         sub = getattr(cfg, head)
@@ -89,14 +90,14 @@ def _set_path(cfg, parts: list[str], value, full_key: str):
             if parts[1].isdigit():
                 i = int(parts[1])
                 if i >= len(sub):
-                    raise KeyError(f"{full_key!r}: {head} has {len(sub)} items")
+                    raise UnknownNameError(f"{full_key!r}: {head} has {len(sub)} items")
                 items = list(sub)
                 items[i] = _set_path(sub[i], parts[2:], value, full_key) if len(parts) > 2 else \
                     _coerce(type(sub[i]), value, full_key)
                 return dataclasses.replace(cfg, **{head: tuple(items)})
             return dataclasses.replace(cfg, **{head: tuple(_set_path(x, parts[1:], value, full_key) for x in sub)})
         if not dataclasses.is_dataclass(sub):
-            raise KeyError(f"{full_key!r}: {head} is not a nested config")
+            raise UnknownNameError(f"{full_key!r}: {head} is not a nested config")
         return dataclasses.replace(cfg, **{head: _set_path(sub, parts[1:], value, full_key)})
     return dataclasses.replace(cfg, **{head: _coerce(hints[head], value, full_key)})
 
@@ -122,26 +123,30 @@ def _coerce(tp, value, where: str) -> Any:
                 return _coerce(a, value, where)
             except (TypeError, ValueError) as e:
                 errors.append(str(e))
-        raise ValueError(f"{where}: {value!r} fits none of {tp}: {errors}")
+        raise UsageError(f"{where}: {value!r} fits none of {tp}: {errors}")
     if origin is typing.Literal:
         if value not in args:
-            raise ValueError(f"{where}: {value!r} is not one of {list(args)}")
+            raise UsageError(f"{where}: {value!r} is not one of {list(args)}")
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
+            raise UsageError(f"{where}: expected a list, got {value!r}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
-                raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
+                raise UsageError(f"{where}: expected {len(args)} values, got {len(value)}")
             return tuple(_coerce(a, v, where) for a, v in zip(args, value))
         inner = args[0] if args else Any
         seq = [_coerce(inner, v, where) for v in value]
         return tuple(seq) if origin is tuple else seq
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+            raise UsageError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise UsageError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
         return from_dict(tp, value)
     if tp is Any:
         return value
@@ -150,21 +155,21 @@ def _coerce(tp, value, where: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        raise ValueError(f"{where}: expected a boolean, got {value!r}")
+        raise UsageError(f"{where}: expected a boolean, got {value!r}")
     if tp is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
+            raise UsageError(f"{where}: expected an integer, got {value!r}")
         try:
             return int(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: expected an integer, got {value!r}") from None
+            raise UsageError(f"{where}: expected an integer, got {value!r}") from None
     if tp is float:
         if isinstance(value, bool):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
+            raise UsageError(f"{where}: expected a number, got {value!r}")
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: expected a number, got {value!r}") from None
+            raise UsageError(f"{where}: expected a number, got {value!r}") from None
     if tp is str:
         return str(value)
     if tp is Path:

@@ -11,6 +11,8 @@ import functools
 import os
 import shutil
 
+from rhovid.errors import NotFoundError
+
 ENV_VAR = "RHOVID_FFMPEG"
 
 
@@ -21,7 +23,7 @@ def ffmpeg_exe() -> str:
     if override:
         found = shutil.which(override) or (override if os.path.isfile(override) else None)
         if not found:
-            raise FileNotFoundError(f"${ENV_VAR}={override!r} is not an executable file")
+            raise NotFoundError(f"${ENV_VAR}={override!r} is not an executable file")
         return found
     import imageio_ffmpeg
 

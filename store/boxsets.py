@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from rhovid import storage
+from rhovid.errors import UnknownNameError, UsageError
 from rhovid.store.priors import METHODS
 from rhovid.store.regions import SelectParams
 
@@ -30,7 +31,7 @@ REGISTRY = "sets.json"
 def method_entry(method: str):
     """(params class, function) of a method; ValueError listing the known ones otherwise."""
     if method not in METHODS:
-        raise ValueError(f"unknown box method {method!r}; known methods: {', '.join(METHODS)}")
+        raise UsageError(f"unknown box method {method!r}; known methods: {', '.join(METHODS)}")
     return METHODS[method]
 
 
@@ -40,7 +41,7 @@ def parse_param_args(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--param {item!r}: expected KEY=VALUE")
+            raise UsageError(f"--param {item!r}: expected KEY=VALUE")
         out[key.strip()] = value.strip()
     return out
 
@@ -57,14 +58,14 @@ def make_params(method: str, overrides: dict[str, object] | None = None) -> Sele
     kwargs = {}
     for key, value in (overrides or {}).items():
         if key not in fields:
-            raise ValueError(
+            raise UsageError(
                 f"--param {key}: method {method} has no parameter {key!r}; valid: {', '.join(fields)}"
             )
         kwargs[key] = _coerce(method, key, value, fields[key].default)
     try:
         return cls(**kwargs)
     except ValueError as e:
-        raise ValueError(f"--param for method {method}: {e}") from None
+        raise UsageError(f"--param for method {method}: {e}") from None
 
 
 def _coerce(method: str, key: str, value: object, default: object) -> object:
@@ -73,18 +74,18 @@ def _coerce(method: str, key: str, value: object, default: object) -> object:
         # 10 and 10.0 must hash alike: normalise numbers to the field's type
         if kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
             if kind is int and value != int(value):
-                raise ValueError(f"--param {key}={value}: method {method} expects int for {key!r}")
+                raise UsageError(f"--param {key}={value}: method {method} expects int for {key!r}")
             return kind(value)
         return value
     try:
         if kind is bool:
             low = value.lower()
             if low not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(value)
+                raise UsageError(value)
             return low in ("1", "true", "yes")
         return kind(value)
     except ValueError:
-        raise ValueError(
+        raise UsageError(
             f"--param {key}={value}: method {method} expects {kind.__name__} for {key!r}"
         ) from None
 
@@ -129,7 +130,7 @@ def read_registry(root: Path | str) -> dict:
     try:
         reg = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise UsageError(f"{path}: not valid JSON ({e})") from None
     reg.setdefault("sets", {})
     reg.setdefault("aliases", {})
     return reg
@@ -162,10 +163,10 @@ def register_set(root: Path | str, name: str, entry: dict, alias: str | None = N
         reg = read_registry(root)
         if alias:
             if alias in reg["sets"] and alias != name:
-                raise ValueError(f"--name {alias}: that is the name of another box set")
+                raise UsageError(f"--name {alias}: that is the name of another box set")
             current = reg["aliases"].get(alias)
             if current not in (None, name):
-                raise ValueError(
+                raise UsageError(
                     f"--name {alias}: alias already names box set {current}; choose another alias"
                 )
             reg["aliases"][alias] = name
@@ -195,4 +196,4 @@ def resolve_set(reg: dict, name: str) -> str:
         if by_method
         else f"unknown box set {name!r}"
     )
-    raise KeyError(f"{why}; available: {avail}")
+    raise UnknownNameError(f"{why}; available: {avail}")

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rhovid.errors import UsageError
 from rhovid.store.priors import METHODS
 
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.show:
         if not args.set_name or not args.out:
-            raise ValueError("--show KEY needs --set NAME and -o OUT.png")
+            raise UsageError("--show KEY needs --set NAME and -o OUT.png")
         from rhovid.store.show import contact_sheet
 
         n = contact_sheet(args.data, args.show, args.set_name, args.out, max_frames=args.frames)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from rhovid import storage
+from rhovid.errors import NotFoundError, UsageError
 from rhovid.executor import map_unordered
 from rhovid.store.boxsets import (
     box_set_name,
@@ -213,14 +214,14 @@ def compute_box_set(
 
     p = make_params(method, params)
     if not box_fps > 0:
-        raise ValueError(f"--box-fps must be > 0, got {box_fps}")
+        raise UsageError(f"--box-fps must be > 0, got {box_fps}")
     if max_boxes < 1:
-        raise ValueError(f"--max-boxes must be >= 1, got {max_boxes}")
+        raise UsageError(f"--max-boxes must be >= 1, got {max_boxes}")
     if workers < 0:
-        raise ValueError(f"--workers must be >= 0 (0 = inline), got {workers}")
+        raise UsageError(f"--workers must be >= 0 (0 = inline), got {workers}")
     shards = data_shards(data, split)
     if not shards:
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"{data}: no shards{f' of split {split!r}' if split else ''} under {storage.join(data, 'shards')}"
         )
     set_name = box_set_name(method, p, box_fps, max_boxes)

@@ -13,6 +13,8 @@ from typing import ClassVar
 import numpy as np
 from scipy import ndimage
 
+from rhovid.errors import UsageError
+
 
 @dataclass(frozen=True)
 class SelectParams:
@@ -30,9 +32,9 @@ class SelectParams:
 
     def __post_init__(self) -> None:
         if self.min_size < 0:
-            raise ValueError(f"min_size must be >= 0, got {self.min_size}")
+            raise UsageError(f"min_size must be >= 0, got {self.min_size}")
         if not 0.0 < self.max_area <= 1.0:
-            raise ValueError(f"max_area must be in (0, 1], got {self.max_area}")
+            raise UsageError(f"max_area must be in (0, 1], got {self.max_area}")
 
     def extra_inputs(self) -> tuple[str, ...]:
         """Inputs besides the RGB frames the prior's function takes as keyword arguments."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from rhovid.atomic import atomic_write_bytes
+from rhovid.errors import UnknownNameError
 
 COLUMNS = 4
 
@@ -39,7 +40,7 @@ def contact_sheet(data: str | Path, key: str, set_name: str, out: str | Path, ma
 
     entry = next((e for e in read_index(data) if e["key"] == key), None)
     if entry is None:
-        raise KeyError(f"video key {key!r} is not in {data}/index.json")
+        raise UnknownNameError(f"video key {key!r} is not in {data}/index.json")
     shard = Path(entry["shard"]).name.removesuffix(".tar")
     boxes = BoxStore(data).load(shard, set_name)
     stored = boxes.stored_frames(key)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from rhovid import storage
+from rhovid.errors import UnknownNameError, UsageError
 from rhovid.store.boxsets import read_registry, resolve_set
 
 ZARR_DIR = "boxes.zarr"
@@ -189,7 +190,7 @@ class BoxStore:
             arrays = {name: g[name][...] for name in (*ARRAYS, "score") if name in g}
         except Exception as e:  # a chunk damaged on disk (truncated copy, bit rot): say which and how to mend
             name = g.attrs["set"]
-            raise ValueError(
+            raise UsageError(
                 f"box set {name} of shard {shard} is damaged ({type(e).__name__}: {e}); delete "
                 f"{storage.join(self.root, shard, name)} and recompute it with: {self._compute_command(name)}"
             ) from e
@@ -207,5 +208,5 @@ class BoxStore:
         status = group_status(self.root, shard, name)
         if status != "complete":
             what = "has an interrupted (partial) write of" if status == "partial" else "has no"
-            raise KeyError(f"shard {shard} {what} box set {name}; compute it with: {self._compute_command(name)}")
+            raise UnknownNameError(f"shard {shard} {what} box set {name}; compute it with: {self._compute_command(name)}")
         return open_group(self.root, f"{shard}/{name}", mode="r")

@@ -34,6 +34,8 @@ from typing import Literal
 
 import numpy as np
 
+from rhovid.errors import UsageError
+
 # Kinetics RGB mean/std in [0, 1] (PySlowFast DATA.MEAN / DATA.STD, defaults.py:687-693).
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
@@ -127,9 +129,9 @@ def draw_clip_aug(rng: np.random.Generator, width: int, height: int, cfg: Augmen
         side = max(1, min(width, height, round(size * min(width, height) / short)))
         crop = (int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1)), side, side)
     else:
-        raise ValueError(f"crop_mode must be 'rrc', 'tf_box' or 'jitter', got {cfg.crop_mode!r}")
+        raise UsageError(f"crop_mode must be 'rrc', 'tf_box' or 'jitter', got {cfg.crop_mode!r}")
     if cfg.blur_stage not in ("frame", "crop"):
-        raise ValueError(f"blur_stage must be 'frame' or 'crop', got {cfg.blur_stage!r}")
+        raise UsageError(f"blur_stage must be 'frame' or 'crop', got {cfg.blur_stage!r}")
     flip = bool(rng.random() < cfg.flip_p)
     ops: list[tuple[str, float]] = []
     if rng.random() < cfg.colour_p:

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rhovid.errors import UnknownNameError
 from rhovid.train.augment import AugmentConfig
 from rhovid.train.data_config import DataConfig
 
@@ -122,7 +123,7 @@ def _rho_method(method: str, rho: int, optim: OptimConfig, method_kwargs: dict, 
     return TrainConfig(
         method=method, arch="slow_r50", method_kwargs=dict(method_kwargs),
         data=DataConfig(rho=rho, frames=8, stride=8, clip_sampling="slowfast", target_fps=30.0, crop=224,
-                        augment=(_AUG[decode_short_side],), workers=8),
+                        augment=(_AUG[decode_short_side],)),
         optim=optim, batch_size=512, steps=_STEPS, checkpoint_every=2_000, log_every=20, device="cuda",
         precision=precision, sync_bn=sync_bn, sync_bn_devices=8)
 
@@ -191,8 +192,7 @@ def _tiny(method: str, boxes: str | None = None) -> TrainConfig:
     # SGD at a small LR is stable on the synthetic dataset for every method but SimCLR, whose head has no
     # BN (as the authors'): it takes LARS, its preset's optimizer (SGD at 0.05 per 8 collapsed, measured).
     return TrainConfig(method=method, arch="tiny", method_kwargs=dict(_TINY_HEADS[method]),
-                       data=DataConfig(rho=2, frames=4, stride=4, crop=64, boxes=boxes,
-                                       max_boxes=4, workers=2),
+                       data=DataConfig(rho=2, frames=4, stride=4, crop=64, boxes=boxes, max_boxes=4),
                        optim=OptimConfig(name="lars" if method == "simclr" else "sgd", lr=0.05, lr_batch=8,
                                          weight_decay=1e-5, warmup_steps=10, warmup_lr=0.0),
                        batch_size=8, steps=200, checkpoint_every=100, log_every=10, device="cpu", precision="fp32",
@@ -227,7 +227,7 @@ PRESETS: dict[str, TrainConfig] = {
 def get_preset(name: str) -> TrainConfig:
     """The preset called ``name``; KeyError listing the known names otherwise."""
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
+        raise UnknownNameError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]
 
 
@@ -244,15 +244,21 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def changes_from_saved(saved: dict, cfg: TrainConfig) -> list[str]:
-    """Dotted keys in which ``cfg`` differs from a run's saved ``config.json`` contents, except
-    the ``RESUMABLE_CHANGES``. The saved dict is read back through ``TrainConfig`` first, so a
-    field added after the run was written counts at its default, and provenance keys
-    (versions, world size) are ignored."""
+def changes_between(a: dict, b: dict) -> list[str]:
+    """Dotted keys in which two config dicts (``config.json`` contents, a checkpoint's ``config``)
+    differ. Both are read back through ``TrainConfig`` first, so a field added after a run was
+    written counts at its default, and provenance keys (versions, world size) are ignored."""
     from rhovid.config import from_dict, to_dict
 
-    old = to_dict(from_dict(TrainConfig, saved, strict=False))
-    return [k for k in config_diff(old, to_dict(cfg)) if k not in RESUMABLE_CHANGES]
+    return config_diff(to_dict(from_dict(TrainConfig, a, strict=False)), to_dict(from_dict(TrainConfig, b, strict=False)))
+
+
+def changes_from_saved(saved: dict, cfg: TrainConfig) -> list[str]:
+    """Dotted keys in which ``cfg`` differs from a run's saved ``config.json`` contents, except
+    the ``RESUMABLE_CHANGES``."""
+    from rhovid.config import to_dict
+
+    return [k for k in changes_between(saved, to_dict(cfg)) if k not in RESUMABLE_CHANGES]
 
 
 def replace_data(cfg: TrainConfig, **changes) -> TrainConfig:

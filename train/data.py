@@ -22,17 +22,19 @@ the rho dimension (``video`` is (B, views, 3, T, S, S)); every sample is returne
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import multiprocessing as mp
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from rhovid.errors import NotFoundError, UnknownNameError, UsageError
 from rhovid.ingest.fragments import ClipSlice
 from rhovid.ingest.reader import ShardReader, read_index, shard_name, shard_url, split_shards
 from rhovid.ranged import FetchStats, RangeFetcher, prefetch
@@ -41,7 +43,9 @@ from rhovid.train.sampler import RANDOM_BOXES, SamplePlan, plan_sample, sample_s
 from rhovid.train.streaming import (
     assign,
     batches_per_worker,
+    check_batches,
     dist_position,
+    resolve_workers,
     shuffle_buffer,
     worker_sizes,
     worker_skips,
@@ -101,11 +105,14 @@ class ClipDataset(IterableDataset):
         self.box_set, self.state, self.decode = box_set, state, decode
         self.drop_last = not cfg.evaluation if cfg.drop_last is None else cfg.drop_last
 
+    def quota(self) -> int:
+        """Samples this rank reads per epoch (equal for every rank, ``streaming.rank_quota``)."""
+        total = sum(n for _, n in self.shards)
+        return total if self.world == 1 else total // self.world
+
     def batch_counts(self) -> list[int]:
         """Batches each worker yields this epoch."""
-        total = sum(n for _, n in self.shards)
-        q = total if self.world == 1 else total // self.world
-        return batches_per_worker(worker_sizes(q, self.cfg.workers), self.cfg.batch_size, self.drop_last)
+        return batches_per_worker(worker_sizes(self.quota(), self.cfg.workers), self.cfg.batch_size, self.drop_last)
 
     def __iter__(self):
         info = get_worker_info()
@@ -117,11 +124,15 @@ class ClipDataset(IterableDataset):
         # (batch counts are non-increasing in the worker id, so the order stays identical).
         w = (w + consumed) % nw
         skip = worker_skips(counts, consumed)[w]
+        # Samples this worker had read when the position was saved (bad ones included, so a skipped
+        # sample does not shift the resume point); -1: a position saved without it, B per batch.
+        done = self.state["items"][w]
         shuffle = not self.cfg.evaluation
         items = self._plans(assign(self.shards, self.cfg.seed, epoch, self.rank, self.world, w, nw, shuffle), epoch)
         if shuffle:
             items = shuffle_buffer(items, self.cfg.shuffle_buffer, (self.cfg.seed, epoch, self.rank, w))
-        yield from self._batches(items, skip * self.cfg.batch_size, counts[w] - skip)
+        for batch, n in self._batches(items, skip * self.cfg.batch_size if done < 0 else done, counts[w] - skip):
+            yield {**batch, "_worker": w, "_items": n}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -153,6 +164,10 @@ class ClipDataset(IterableDataset):
         One manifest read per shard, then per sample one ranged read per group of overlapping
         clips (``rhovid.ingest.reader``), ``io_inflight`` samples ahead of the consumer, so a
         10-minute video costs what a 10-second one does and storage latency is hidden.
+
+        Skip-and-count: a sample whose json, fields or bytes cannot be used gives an error instead
+        of a plan, and so does every sample the index promised that the shard does not hold (cut
+        off, 0 bytes, not a tar), so each worker still knows how many of its samples were lost.
         """
         reader = self._reader()
 
@@ -186,7 +201,7 @@ class ClipDataset(IterableDataset):
             t = time.perf_counter()
             try:
                 samples = reader.manifest(span.shard).samples[span.start:span.stop]  # one read per shard, cached
-            except (OSError, ValueError) as e:
+            except Exception as e:  # noqa: BLE001 - missing, 0 bytes, no tar: its samples are skipped and counted
                 for n in range(span.start, span.stop):
                     yield None, f"{span.shard}: sample {n}: {type(e).__name__}: {e}"
                 continue
@@ -211,46 +226,72 @@ class ClipDataset(IterableDataset):
                         clips_per_video=cfg.clips_per_video, spatial_crops=cfg.spatial_crops,
                     )
                     yield (plan, sample, span.shard), None
-                except (KeyError, IndexError, ValueError, TypeError) as e:
+                except Exception as e:  # any field the sample gets wrong (check_meta): skip it, never the epoch
                     yield None, f"{span.shard}:{sample.key}: {type(e).__name__}: {e}"
 
     def _batches(self, items, skip_samples: int, target: int):
-        """Decode (or pass through) samples into ``target`` batches, skipping bad samples."""
-        from rhovid.train.decode_pyav import execute_plan
+        """Decode (or pass through) samples into ``target`` batches, skipping bad samples.
 
+        Yields ``(batch, n)``: n = items read so far this epoch (skipped ones included). The first
+        ``skip_samples`` items were consumed before a resume: planned, not decoded.
+        """
         B = self.cfg.batch_size
         good: list = []
-        made = 0
-        for n, (plan, slices, err) in enumerate(items):
+        last: collections.deque = collections.deque(maxlen=B)  # the B latest good samples, for padding
+        made = n = 0
+        for plan, slices, err in items:
             if made >= target:
                 break
-            if n < skip_samples:
-                continue  # already consumed before a resume: planned, not decoded
-            if err is None and self.decode:
+            n += 1
+            if n <= skip_samples:
+                if err is None:
+                    last.append((plan, slices, False))
+                continue
+            if err is None:
                 try:
-                    good.append((plan, execute_plan(plan, slices, self.cfg.mean, self.cfg.std, self.cfg.antialias)))
+                    item = (plan, self._decode(plan, slices))
                 except Exception as e:  # any decoder failure: skip the sample, never the epoch
                     err = f"{plan.key}: {type(e).__name__}: {e}"
-            elif err is None:
-                good.append((plan, slices))
             if err is not None:
                 self._skip(err)
+                continue
+            good.append(item)
+            last.append((*item, True))
             if len(good) == B:
-                yield self._collate(good)
+                yield self._collate(good), n
                 made += 1
                 good = []
-        if good and made < target:
-            if self.drop_last:
-                # Short only because samples were skipped: repeat samples so every worker (and
-                # rank) yields exactly `target` full batches; DDP would hang on a missing one.
-                good = (good * B)[:B]
-            yield self._collate(good)  # else: the final partial batch
+        if not self.drop_last:  # evaluation: every good sample once, the last batch partial
+            if good and made < target:
+                yield self._collate(good), n
+            return
+        # Short only because samples were skipped: repeat the latest good samples so every worker (and
+        # rank) yields exactly `target` batches, as len() and the resume arithmetic (worker_skips)
+        # count on, and DDP would hang on a missing one. After a resume they are decoded here, so the
+        # padding is the uninterrupted run's (unless one of them fails only when decoded).
+        pool = []
+        for plan, data, decoded in last:
+            try:
+                pool.append((plan, data if decoded else self._decode(plan, data)))
+            except Exception:  # was skipped (and counted) by the run that read it first
+                continue
+        while pool and made < target:
+            yield self._collate((pool * B)[:B]), n
+            made += 1
+
+    def _decode(self, plan: SamplePlan, slices):
+        """The clips of a plan (CPU path) or its slices unchanged (DALI decodes in the main process)."""
+        if not self.decode:
+            return slices
+        from rhovid.train.decode_pyav import execute_plan
+
+        return execute_plan(plan, slices, self.cfg.mean, self.cfg.std, self.cfg.antialias)
 
     def _skip(self, msg: str) -> None:
         with self.state["skipped"].get_lock():
             self.state["skipped"].value += 1
             total = self.state["skipped"].value
-        log.warning("skipped undecodable sample %s (%d skipped so far)", msg, total)
+        log.warning("skipped unusable sample %s (%d skipped so far)", msg, total)
 
     def _collate(self, items: list) -> dict:
         plans: list[SamplePlan] = [p for p, _ in items]
@@ -297,45 +338,69 @@ def check_loader_config(cfg: LoaderConfig) -> None:
     check_data_config(cfg, {"batch_size": 1, "clips_per_video": 1, "shuffle_buffer": 0})
 
 
+def check_box_set(store, box_set: str, shards: list[str]) -> None:
+    """Refuse to start when a shard of the split lacks the box set (naming the command that computes
+    it) rather than fail in a worker once training is under way."""
+    from rhovid.store.zarr_store import group_status
+
+    missing = [s for s in shards if group_status(store.root, s, box_set) != "complete"]
+    if missing:
+        try:
+            store.attrs(missing[0], box_set)
+        except KeyError as e:  # names the shard and the `rhovid boxes` command
+            raise UsageError(f"{len(missing)} of {len(shards)} shards lack a complete box set {box_set} "
+                             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): {e.args[0]}") from None
+
+
 class ClipLoader:
     """Iterable of batch dicts (see module docstring); ``len()`` = batches per epoch."""
 
     def __init__(self, cfg: LoaderConfig):
         if cfg.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
+            raise UsageError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
         if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("LoaderConfig.device='cuda' (DALI mixed decoding) but torch sees no CUDA device; "
+            raise UsageError("LoaderConfig.device='cuda' (DALI mixed decoding) but torch sees no CUDA device; "
                              "use device='cpu' (PyAV decoding)")
         check_loader_config(cfg)
         if not cfg.data:
-            raise ValueError("LoaderConfig.data is empty: pass the folder written by `rhovid ingest`")
+            raise UsageError("LoaderConfig.data is empty: pass the folder written by `rhovid ingest`")
         self.cfg = cfg
         index_fetcher = RangeFetcher(attempts=cfg.io_attempts)
         try:
             self.shards = split_shards(cfg.data, cfg.split, index_fetcher)  # (path or URL, samples) from index.json
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"no shards of split {cfg.split!r} in {cfg.data}: {e}") from None
+            raise NotFoundError(f"no shards of split {cfg.split!r} in {cfg.data}: {e}") from None
         if not self.shards:
-            raise FileNotFoundError(f"no shards of split {cfg.split!r} in {shard_url(cfg.data, '')}")
+            raise NotFoundError(f"no shards of split {cfg.split!r} in {shard_url(cfg.data, '')}")
         box_set = None
         if cfg.boxes is not None and cfg.boxes not in RANDOM_BOXES:
             from rhovid.store.zarr_store import BoxStore
 
             box_set = BoxStore(cfg.data).resolve(cfg.boxes)  # KeyError listing the sets
+            check_box_set(BoxStore(cfg.data), box_set, [shard_name(p) for p, _ in self.shards])
         self.rank, self.world = dist_position(cfg.rank, cfg.world_size)
         ctx = mp.get_context(cfg.start_method)
         self._state = {name: ctx.Value("q", 0) for name in ("epoch", "consumed", "skipped")}
         self._state.update({f"io_{name}": ctx.Value("q", v) for name, v in index_fetcher.stats.as_dict().items()})
         self.dataset = ClipDataset(cfg, self.shards, self.rank, self.world, box_set, self._state,
                                    decode=cfg.device == "cpu")
+        q, drop = self.dataset.quota(), self.dataset.drop_last
+        workers = resolve_workers(cfg.workers, q, cfg.batch_size, drop)
+        self.cfg = self.dataset.cfg = cfg = replace(cfg, workers=workers)
+        self._state["items"] = ctx.Array("q", max(1, workers))  # per worker: samples read this epoch
+        check_batches(q, workers, cfg.batch_size, drop, f"split {cfg.split!r} of {cfg.data}", self.world)
         kw = {}
         if cfg.workers > 0:
             kw = dict(multiprocessing_context=ctx, persistent_workers=True, prefetch_factor=2,
                       worker_init_fn=_worker_init)
-        self._dl = DataLoader(self.dataset, batch_size=None, num_workers=cfg.workers, **kw)
+        # Its own generator: creating an iterator draws a base seed, which from torch's global RNG would
+        # shift the trainer's random stream by one draw per epoch start (and differently after a resume).
+        self._dl = DataLoader(self.dataset, batch_size=None, num_workers=cfg.workers,
+                              generator=torch.Generator().manual_seed(cfg.seed), **kw)
         self._dali = None
         self.epoch = 0
         self._consumed = 0
+        self._items: list[int] | None = [0] * max(1, workers)
 
     @property
     def skipped(self) -> int:
@@ -354,31 +419,56 @@ class ClipLoader:
     def __len__(self) -> int:
         return sum(self.dataset.batch_counts())
 
+    @property
+    def position(self) -> int:
+        """Batches consumed in ``epoch`` (``len(self)`` once it is finished)."""
+        return self._consumed
+
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` at its beginning (new shard order and new plans)."""
-        self.epoch, self._consumed = int(epoch), 0
+        self.epoch, self._consumed, self._items = int(epoch), 0, [0] * max(1, self.cfg.workers)
 
     def state_dict(self) -> dict:
-        """Resume position: epoch and batches consumed in it."""
-        return {"epoch": self.epoch, "batches": self._consumed, "seed": self.cfg.seed}
+        """Resume position: epoch and batches consumed in it ((e, len) = epoch e finished), seed, workers,
+        and the samples each worker had read (skipped ones included)."""
+        return {"epoch": self.epoch, "batches": self._consumed, "seed": self.cfg.seed, "workers": self.cfg.workers,
+                "items": list(self._items) if self._items is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a ``state_dict()`` position (the next batch is the one after it)."""
         if state.get("seed", self.cfg.seed) != self.cfg.seed:
-            raise ValueError(f"loader state is for seed {state['seed']}, this loader has seed {self.cfg.seed}")
+            raise UsageError(f"loader state is for seed {state['seed']}, this loader has seed {self.cfg.seed}")
+        if state.get("workers", self.cfg.workers) != self.cfg.workers:
+            # each worker reads its own share of the epoch: the rest of this epoch is split differently
+            log.warning("resuming with %d loader workers instead of %d: the rest of epoch %d reads other "
+                        "samples than the uninterrupted run (exact resume needs the same workers)",
+                        self.cfg.workers, state["workers"], state["epoch"])
+        if not 0 <= int(state["batches"]) <= len(self):
+            raise UsageError(f"loader position {state['batches']} is outside this epoch of {len(self)} batches: "
+                             "the data, batch size or workers differ from the run that saved it")
         self.epoch, self._consumed = int(state["epoch"]), int(state["batches"])
+        items = state.get("items")
+        same = isinstance(items, list) and len(items) == max(1, self.cfg.workers)
+        self._items = [int(n) for n in items] if same else None
 
     def __iter__(self):
-        if self._consumed >= len(self):  # a finished epoch: go on with the next
-            self.epoch, self._consumed = self.epoch + 1, 0
+        # The loader owns its epoch (train/batch_stream.py): a finished epoch (all batches consumed) moves
+        # on here, when iterated again, and nowhere else, so a position saved after the last batch of
+        # epoch e, (e, len), resumes with epoch e + 1 exactly once.
+        if self._consumed >= len(self):
+            self.set_epoch(self.epoch + 1)
         self._state["epoch"].value = self.epoch
         self._state["consumed"].value = self._consumed
+        for w in range(len(self._state["items"])):
+            self._state["items"][w] = -1 if self._items is None else self._items[w]
         for batch in self._dl:
+            w, n = batch.pop("_worker"), batch.pop("_items")
+            if self._items is not None:
+                self._items[w] = n
             if self.cfg.device == "cuda":
                 batch = self._run_dali(batch)
             self._consumed += 1
             yield batch
-        self.epoch, self._consumed = self.epoch + 1, 0
 
     def _run_dali(self, batch: dict) -> dict:
         from rhovid.train.dali_pipeline import DaliClipExecutor, crop_blur_radius
@@ -400,13 +490,13 @@ def plans_and_slices(data: str | Path, key: str, plan_fn) -> tuple[SamplePlan, l
     """Read one sample by key and plan it with ``plan_fn(meta) -> SamplePlan`` (tests, benchmarks)."""
     entry = next((e for e in read_index(data) if e["key"] == key), None)
     if entry is None:
-        raise KeyError(f"sample {key!r} not in {data}/index.json")
+        raise UnknownNameError(f"sample {key!r} not in {data}/index.json")
     shard = shard_url(data, entry["shard"])
     reader = ShardReader()
     try:
         sample = next((s for s in reader.manifest(shard).samples if s.key == key), None)
         if sample is None:
-            raise KeyError(f"sample {key!r} listed in index.json but not found in {shard}")
+            raise UnknownNameError(f"sample {key!r} listed in index.json but not found in {shard}")
         plan = plan_fn(sample.meta)
         return plan, reader.read_clips(shard, sample, [c.frames for c in plan.clips]), sample.meta
     finally:

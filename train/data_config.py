@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rhovid.errors import UsageError
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD, AugmentConfig
 
 
@@ -62,8 +63,10 @@ class DataConfig:
     """Box slots per clip K (padded, see ``box_mask``)."""
     box_frame: str = "centre"
     """Frame of a clip whose boxes are returned: "centre" or "random"."""
-    workers: int = 8
-    """Decode worker processes per training process (0 = decode in the main process)."""
+    workers: int | None = None
+    """Decode worker processes per training process (0 = decode in the main process; None = one per core
+    this process may use, ``os.sched_getaffinity``, no more than can each form a batch; ``rhovid train``
+    writes the resolved number to config.json)."""
 
 
 # Lower bounds of the numeric fields (a negative timespan, say, would otherwise surface as an epoch
@@ -76,18 +79,18 @@ def check_data_config(cfg: DataConfig, minimum: dict | None = None) -> None:
     """Reject settings no sampler can satisfy, naming the field."""
     name_of = type(cfg).__name__
     for name, low in {**DATA_MINIMUM, **(minimum or {})}.items():
-        if getattr(cfg, name) < low:
-            raise ValueError(f"{name_of}.{name} must be >= {low}, got {getattr(cfg, name)}")
+        if getattr(cfg, name) is not None and getattr(cfg, name) < low:
+            raise UsageError(f"{name_of}.{name} must be >= {low}, got {getattr(cfg, name)}")
     if cfg.min_gap_s > cfg.timespan_s:
-        raise ValueError(f"{name_of}.min_gap_s {cfg.min_gap_s} is larger than timespan_s {cfg.timespan_s}")
+        raise UsageError(f"{name_of}.min_gap_s {cfg.min_gap_s} is larger than timespan_s {cfg.timespan_s}")
     if not cfg.augment:
-        raise ValueError(f"{name_of}.augment needs at least one AugmentConfig (one per view)")
+        raise UsageError(f"{name_of}.augment needs at least one AugmentConfig (one per view)")
     if cfg.clip_sampling not in ("slowfast", "window", "linear_gap"):
-        raise ValueError(f"{name_of}.clip_sampling must be 'slowfast', 'window' or 'linear_gap', "
+        raise UsageError(f"{name_of}.clip_sampling must be 'slowfast', 'window' or 'linear_gap', "
                          f"got {cfg.clip_sampling!r}")
     if cfg.clip_sampling == "linear_gap" and cfg.rho != 2:
-        raise ValueError(f"{name_of}.clip_sampling='linear_gap' (ConST-CL) samples exactly 2 clips, got rho={cfg.rho}")
+        raise UsageError(f"{name_of}.clip_sampling='linear_gap' (ConST-CL) samples exactly 2 clips, got rho={cfg.rho}")
     if cfg.target_fps <= 0:
-        raise ValueError(f"{name_of}.target_fps must be > 0, got {cfg.target_fps}")
+        raise UsageError(f"{name_of}.target_fps must be > 0, got {cfg.target_fps}")
     if cfg.box_frame not in ("centre", "random"):
-        raise ValueError(f"{name_of}.box_frame must be 'centre' or 'random', got {cfg.box_frame!r}")
+        raise UsageError(f"{name_of}.box_frame must be 'centre' or 'random', got {cfg.box_frame!r}")

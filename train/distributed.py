@@ -12,6 +12,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from rhovid.errors import UsageError
+
 
 def is_distributed() -> bool:
     """True when a default process group exists and has more than one member."""
@@ -31,7 +33,7 @@ def rank() -> int:
 def init_distributed(device: str) -> tuple[int, int, torch.device, bool]:
     """Join the torchrun process group when ``WORLD_SIZE > 1``; returns (rank, world, device, created)."""
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available; use --device cpu")
+        raise UsageError("--device cuda was asked for but CUDA is not available; use --device cpu")
     created = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")

@@ -25,6 +25,7 @@ import torch
 
 import rhovid
 from rhovid.atomic import atomic_path, atomic_write_json
+from rhovid.errors import NotFoundError, UsageError
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD
 from rhovid.train.checkpoint import checkpoint_step, find_checkpoint, load_backbone
 from rhovid.train.models.resnet3d import ResNet3D, build_backbone
@@ -47,11 +48,11 @@ def backbone_state(backbone: ResNet3D, branch: str = "global") -> dict[str, torc
     """The backbone's tensors with one res5: ``global`` = ``res5``, ``local`` = ``res5_local``
     renamed to ``res5`` (so either loads into a plain backbone of the same arch)."""
     if branch not in BRANCHES:
-        raise ValueError(f"branch {branch!r}: choose one of {', '.join(BRANCHES)}")
+        raise UsageError(f"branch {branch!r}: choose one of {', '.join(BRANCHES)}")
     state = backbone.state_dict()
     if branch == "local":
         if backbone.res5_local is None:
-            raise ValueError("this backbone has no local branch (only ConST-CL's Y structure has res5_local); "
+            raise UsageError("this backbone has no local branch (only ConST-CL's Y structure has res5_local); "
                              "export --branch global")
         state = {k: v for k, v in state.items() if not k.startswith("res5.")}
         state = {"res5." + k.removeprefix("res5_local.") if k.startswith("res5_local.") else k: v
@@ -72,7 +73,7 @@ def torchvision_key(key: str) -> str:
         return key
     m = _BLOCK_KEY.fullmatch(key)
     if m is None or (m[3] == "branch" and m[4] not in _TV_BRANCH):
-        raise ValueError(f"{key!r} has no torchvision r3d_18 counterpart")
+        raise UsageError(f"{key!r} has no torchvision r3d_18 counterpart")
     stage, block, kind, index, tensor = m.groups()
     module = _TV_BRANCH[index] if kind == "branch" else f"downsample.{index}"
     return f"layer{int(stage) - 1}.{block}.{module}.{tensor}"
@@ -93,18 +94,18 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None, keys: 
         The description written to ``out.json``.
     """
     if keys not in KEYS:
-        raise ValueError(f"keys {keys!r}: choose one of {', '.join(KEYS)}")
+        raise UsageError(f"keys {keys!r}: choose one of {', '.join(KEYS)}")
     out = Path(out)
     if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give the .pt file to write")
+        raise UsageError(f"--out {out} is a folder; give the .pt file to write")
     ckpt = find_checkpoint(run_dir, step)  # names what exists when the step or the run is wrong
     # that checkpoint's step, not `latest` again: a run still training may have moved it meanwhile
     backbone, config = load_backbone(run_dir, checkpoint_step(ckpt))
     if keys == "torchvision" and config["arch"] != "r3d18":
-        raise ValueError(f"torchvision keys exist for arch r3d18 only (torchvision's r3d_18); this run is "
+        raise UsageError(f"torchvision keys exist for arch r3d18 only (torchvision's r3d_18); this run is "
                          f"{config['arch']!r}: export --keys rhovid")
     if keys == "slowfast" and config["arch"] != SLOWFAST_ARCH:
-        raise ValueError(f"slowfast keys exist for arch {SLOWFAST_ARCH} only (PySlowFast's Slow-R50); this run is "
+        raise UsageError(f"slowfast keys exist for arch {SLOWFAST_ARCH} only (PySlowFast's Slow-R50); this run is "
                          f"{config['arch']!r}: export --keys rhovid")
     state = backbone_state(backbone, branch)
     tensors = len(state)
@@ -134,12 +135,12 @@ def load_exported(path: str | Path) -> tuple[ResNet3D, dict]:
     path = Path(path)
     meta_path = _meta_path(path)
     if not meta_path.exists():
-        raise FileNotFoundError(f"{meta_path} is missing: {path} needs its description (written by rhovid export)")
+        raise NotFoundError(f"{meta_path} is missing: {path} needs its description (written by rhovid export)")
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{meta_path} is not a {FORMAT} v{FORMAT_VERSION} description")
+        raise UsageError(f"{meta_path} is not a {FORMAT} v{FORMAT_VERSION} description")
     if meta["keys"] != "rhovid":
-        raise ValueError(f"{path} has {meta['keys']} keys; load it with that library (rhovid reads keys=rhovid)")
+        raise UsageError(f"{path} has {meta['keys']} keys; load it with that library (rhovid reads keys=rhovid)")
     backbone = build_backbone(meta["arch"])
     backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return backbone.eval(), meta

@@ -14,7 +14,6 @@ the same parameters as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import json
 import platform
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,19 +24,21 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from rhovid.config import save_config, to_dict
+from rhovid.errors import UsageError
 from rhovid.train.batch_stream import BatchStream
 from rhovid.train.checkpoint import (
-    latest_checkpoint,
+    check_checkpoint_config,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     seed_everything,
     set_rng_state,
 )
-from rhovid.train.config import RESUMABLE_CHANGES, TrainConfig, changes_from_saved
+from rhovid.train.config import TrainConfig, replace_data
 from rhovid.train.distributed import gather_objects, init_distributed
 from rhovid.train.metrics import MetricsWriter, StepTimer
 from rhovid.train.optim import build_optimizer, lr_at, set_lr
+from rhovid.train.run_dir import claim_run_dir, final_loss, inspect_run_dir, steps_record
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -50,43 +51,55 @@ def train(cfg: TrainConfig, run_dir: str | Path, batches: Iterable[dict] | None 
 
     Args:
         cfg: The resolved run config.
-        run_dir: Output folder; must be empty or missing unless ``resume``.
+        run_dir: Output folder; must be empty or missing unless ``resume`` (rules and messages:
+            ``train/run_dir.py``). Rank 0 holds ``RUN/.lock`` while it trains.
         batches: Batches to train on instead of a ``ClipLoader`` built from ``cfg.data`` (each a dict
             with ``video`` (B, rho, C, T, H, W) and the other loader keys, B = this process's share).
             Re-iterated once per epoch; ``set_epoch``/``state_dict``/``load_state_dict`` are used
             when present, otherwise resume replays the epoch up to the saved position.
-        resume: Continue from ``RUN/checkpoints/latest`` (starts fresh when there is none yet).
+        resume: Continue from ``RUN/checkpoints/latest`` (starts at step 0 when there is none yet);
+            ``cfg.steps`` may differ from the saved config's to lengthen the schedule (recorded in
+            config.json as ``steps_changes``).
 
     Returns:
-        ``{"step", "loss", "checkpoint", "rank"}`` of the finished run.
+        ``{"step", "loss", "checkpoint", "rank"}`` of the finished run, plus ``"finished_before": True``
+        when a resumed run had already reached ``cfg.steps`` (nothing was trained; ``loss`` is the one
+        logged at that step, or None).
     """
     for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
         if getattr(cfg, name) < 1:  # before anything is written: a 0-step run would save nothing useful
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+            raise UsageError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.data.rho < 2 or (cfg.method == "constcl" and cfg.data.rho != 2):
-        raise ValueError(f"data.rho={cfg.data.rho}: every method contrasts the rho clips of a video, so rho >= 2 "
+        raise UsageError(f"data.rho={cfg.data.rho}: every method contrasts the rho clips of a video, so rho >= 2 "
                          "(ConST-CL: exactly 2)")
+    if cfg.method == "constcl" and cfg.data.boxes is None:
+        raise UsageError("ConST-CL's region loss needs boxes: train with --boxes random or a stored box set "
+                         "(rhovid boxes DATA --list)")
     rank, world, device, own_group = init_distributed(cfg.device)
     try:
-        return _train(cfg, Path(run_dir), batches, resume, rank, world, device)
+        with contextlib.ExitStack() as held:  # the run folder's lock (rank 0), released on any exit
+            return _train(cfg, Path(run_dir), batches, resume, rank, world, device, held)
     finally:
         if own_group:  # also on errors: an exiting process that still holds a gloo group can abort with
             dist.destroy_process_group()  # "terminate called without an active exception" (pytorch#190489)
 
 
 def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resume: bool,
-           rank: int, world: int, device: torch.device) -> dict:
+           rank: int, world: int, device: torch.device, held: contextlib.ExitStack) -> dict:
+    folder = inspect_run_dir(run_dir, cfg, resume)  # reads only: what to do, or a message saying what to do
+    if folder.action == "finished":
+        return {"step": folder.step, "loss": final_loss(run_dir, folder.step), "checkpoint": folder.checkpoint,
+                "rank": rank, "finished_before": True}
     loader_cfg = None
     if batches is None:  # bad loader settings fail here, before the run folder is written
         from rhovid.train.data import check_loader_config
 
         loader_cfg = loader_config(cfg, rank, world)
         check_loader_config(loader_cfg)
-    check_run_dir(run_dir, cfg, resume)
     if world > 1:
         dist.barrier()  # every rank has checked the folder before rank 0 writes into it
     if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+        raise UsageError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
 
     # Same initial weights on every rank (DDP would broadcast rank 0's anyway); per-rank RNG after.
     from rhovid.train.methods import Method, build_method
@@ -95,7 +108,7 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
     model: Method = build_method(cfg.method, arch=cfg.arch, **cfg.method_kwargs)
     if cfg.sync_bn and world > 1:
         if device.type != "cuda":
-            raise ValueError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); set sync_bn=false")
+            raise UsageError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); set sync_bn=false")
         from rhovid.train.distributed import subgroup
 
         # PySlowFast's NaiveSyncBatchNorm syncs BN.NUM_SYNC_DEVICES consecutive GPUs (batchnorm_helper.py)
@@ -116,9 +129,11 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
     if batches is None:
         from rhovid.train.data import ClipLoader
 
-        batches = ClipLoader(loader_cfg)  # finds the shards and box set, or fails naming them
+        batches = ClipLoader(loader_cfg)  # finds the shards and box set and checks every worker forms a batch
+        cfg = replace_data(cfg, workers=batches.cfg.workers)  # the resolved count: resume splits the data alike
     if rank == 0:  # only now: a start that fails above leaves no run folder to block the corrected rerun
-        save_config(cfg, run_dir / "config.json", extra=provenance(world))
+        folder = held.enter_context(claim_run_dir(run_dir, cfg, resume, folder))
+        save_config(cfg, run_dir / "config.json", extra={**provenance(world), **steps_record(folder.steps_changes)})
     stream = BatchStream(batches)
     try:
         steps_per_epoch = len(batches)  # type: ignore[arg-type]
@@ -127,17 +142,17 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
     # fp16 needs a dynamic loss scale (PySlowFast's GradScaler under TRAIN.MIXED_PRECISION, train_net.py:152-172);
     # disabled it passes the loss and the step through unchanged
     scaler = torch.amp.GradScaler("cuda", enabled=on_gpu and cfg.precision == "fp16")
-    start, ckpt_path = 0, latest_checkpoint(run_dir) if resume else None
+    start, ckpt_path = folder.step, folder.checkpoint
     if ckpt_path is not None:
         ckpt = load_checkpoint(ckpt_path, map_location=device)
+        check_checkpoint_config(ckpt, to_dict(cfg), ckpt_path)
+        if len(ckpt["ranks"]) != world:
+            raise UsageError(f"{ckpt_path} was written by {len(ckpt['ranks'])} processes, this run has {world}; "
+                             "exact resume needs the same number")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])
-        start = ckpt["step"]
-        if len(ckpt["ranks"]) != world:
-            raise ValueError(f"{ckpt_path} was written by {len(ckpt['ranks'])} processes, this run has {world}; "
-                             "exact resume needs the same number")
         set_rng_state(ckpt["ranks"][rank]["rng"])
         stream.load_state_dict(ckpt["ranks"][rank]["data"])
     else:
@@ -149,7 +164,7 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
             model, device_ids=[device.index] if on_gpu else None, find_unused_parameters=cfg.find_unused_parameters)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
     autocast = torch.autocast("cuda", dtype=dtype) if on_gpu and dtype else contextlib.nullcontext()
-    metrics = MetricsWriter(run_dir, enabled=rank == 0, resume_step=start if resume else None)
+    metrics = MetricsWriter(run_dir, enabled=rank == 0, resume_step=start if ckpt_path is not None else None)
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.method}", unit="step",
                disable=rank != 0 or not cfg.progress, dynamic_ncols=True)
     timer, window, loss = StepTimer(), {}, float("nan")
@@ -215,21 +230,6 @@ def _io_record(batches) -> dict:
     return {"io": {**batches.io_stats.as_dict(), "skipped": batches.skipped}}
 
 
-def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
-    """Refuse to write into a non-empty run without ``resume``, or to resume with a different config."""
-    saved = run_dir / "config.json"
-    if not resume:
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ValueError(f"run folder {run_dir} is not empty; pass --resume to continue it "
-                             "or choose another --out")
-        return
-    if saved.exists():
-        changed = changes_from_saved(json.loads(saved.read_text()), cfg)
-        if changed:
-            raise ValueError(f"--resume: the config differs from {saved} in {changed}; exact resume needs "
-                             f"the same config (only {list(RESUMABLE_CHANGES)} may change)")
-
-
 def check_finite(step: int, out: dict, world: int, device: torch.device) -> dict[str, float]:
     """Loss and term values averaged over ranks; raise ``NonFiniteLossError`` naming the first bad term.
 
@@ -269,7 +269,7 @@ def loader_config(cfg: TrainConfig, rank: int, world: int):
     from rhovid.train.data import LoaderConfig
 
     if not cfg.data.data:
-        raise ValueError("no --data given: pass the folder written by `rhovid ingest`")
+        raise UsageError("no --data given: pass the folder written by `rhovid ingest`")
     return LoaderConfig.from_data(cfg.data, batch_size=cfg.batch_size // world, device=cfg.device, seed=cfg.seed,
                                   rank=rank, world_size=world)
 

@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from rhovid.errors import UsageError
+
 
 def lr_at(step: int, *, peak_lr: float, total_steps: int, warmup_steps: int = 0,
           warmup_lr: float = 0.0, final_lr: float = 0.0, cosine_after_warmup: bool = False) -> float:
@@ -100,8 +102,8 @@ class LARS(torch.optim.SGD):
 
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.9, nesterov: bool = True, eta: float = 0.001,
                  eps: float = 1e-8):
-        if eta <= 0:
-            raise ValueError(f"LARS: invalid eta={eta}")
+        if lr < 0 or momentum < 0 or eta <= 0:
+            raise UsageError(f"LARS: invalid lr={lr}, momentum={momentum}, eta={eta}")
         self.eta, self.eps = eta, eps
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov)
 
@@ -144,7 +146,7 @@ class KerasSGD(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0,
                  nesterov: bool = False):
         if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"KerasSGD: invalid lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
+            raise UsageError(f"KerasSGD: invalid lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
 
     @torch.no_grad()
@@ -182,7 +184,7 @@ def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, wei
     if name == "lars":
         return LARS(param_groups(model, weight_decay, no_decay, lars=True), lr=lr, momentum=momentum,
                     nesterov=nesterov, eta=lars_eta)
-    raise ValueError(f"unknown optimizer {name!r}; choose 'sgd', 'keras_sgd' or 'lars'")
+    raise UsageError(f"unknown optimizer {name!r}; choose 'sgd', 'keras_sgd' or 'lars'")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -173,6 +174,38 @@ def map_boxes(boxes: np.ndarray, aug: ClipAug, k: int, min_size: float = 2.0) ->
     return res, mask
 
 
+MAX_LABEL = 2**31 - 1
+"""Largest class index a sample may carry (labels become int64 tensors and index arrays)."""
+
+
+def check_meta(meta: dict) -> None:
+    """Raise ``ValueError`` naming the first field of a sample json that the sampler cannot trust.
+
+    Checked: ``key`` (str), ``num_frames`` (int >= 1), ``fps`` (finite, > 0), ``width`` / ``height``
+    (int >= 1), ``label`` (None or an int in 0..``MAX_LABEL``). A sample failing here is skipped and
+    counted by the loader and the evaluation, never allowed to end an epoch (fps 0 divided by zero,
+    fps inf overflowed, a label of 2**70 broke the batch's int64 tensor).
+    """
+    if not isinstance(meta, dict):
+        raise ValueError(f"sample json is a {type(meta).__name__}, not an object")
+    if not isinstance(meta.get("key"), str):
+        raise ValueError(f"sample json key {meta.get('key')!r} is not a string")
+
+    def integer(name: str, low: int, high: int) -> None:
+        v = meta.get(name)
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ValueError(f"sample {meta['key']!r}: {name} {v!r} is not an integer in {low}..{high}")
+
+    integer("num_frames", 1, 2**40)
+    integer("width", 1, 2**16)
+    integer("height", 1, 2**16)
+    fps = meta.get("fps")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"sample {meta['key']!r}: fps {fps!r} is not a finite number > 0")
+    if meta.get("label") is not None:
+        integer("label", 0, MAX_LABEL)
+
+
 def plan_sample(
     meta: dict,
     rng_seed: int,
@@ -200,10 +233,9 @@ def plan_sample(
     Returns:
         the ``SamplePlan``.
     """
+    check_meta(meta)
     n, fps = int(meta["num_frames"]), float(meta["fps"])
     width, height = int(meta["width"]), int(meta["height"])
-    if n < 1:
-        raise ValueError(f"sample {meta.get('key')!r} has no frames")
     rng = np.random.default_rng(rng_seed)
     if not evaluation:
         frame_sets = draw_clips(rng, n, fps, cfg)

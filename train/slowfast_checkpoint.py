@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from rhovid.errors import UsageError
+
 ARCH = "slow_r50"
 """The only arch with a PySlowFast counterpart here (their ``MODEL.ARCH: slow``, ``RESNET.DEPTH: 50``)."""
 
@@ -89,11 +91,11 @@ def read_slowfast(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: expected a dict (PySlowFast checkpoint or state dict), got {type(ckpt).__name__}")
+        raise UsageError(f"{path}: expected a dict (PySlowFast checkpoint or state dict), got {type(ckpt).__name__}")
     state = ckpt.get("model_state", ckpt)
     prefix = "backbone." if any(k.startswith("backbone.s1.") for k in state) else ""
     if prefix == "" and not any(k.startswith("s1.") for k in state):
-        raise ValueError(f"{path}: no PySlowFast ResNet trunk (keys s1.* or backbone.s1.*); first keys: "
+        raise UsageError(f"{path}: no PySlowFast ResNet trunk (keys s1.* or backbone.s1.*); first keys: "
                          f"{list(state)[:5]}")
     out, ignored = {}, []
     for key, value in state.items():
@@ -102,7 +104,7 @@ def read_slowfast(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
             ignored.append(key)
             continue
         if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
+            raise UsageError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
         out[rhovid_key(name)] = value
     return out, {"prefix": prefix, "epoch": ckpt.get("epoch") if "model_state" in ckpt else None,
                  "ignored": ignored}
@@ -125,7 +127,7 @@ def load_slowfast_backbone(path: str | Path):
     shapes = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in own if k in state
               and state[k].shape != own[k].shape]
     if missing or extra or shapes:
-        raise ValueError(f"{path} is not a PySlowFast Slow-R50 (8x8 / 4x16) backbone: "
+        raise UsageError(f"{path} is not a PySlowFast Slow-R50 (8x8 / 4x16) backbone: "
                          f"missing {[slowfast_key(k) for k in missing][:5]}, unexpected {extra[:5]}, shapes {shapes[:3]}")
     backbone.load_state_dict(state)
     return backbone.eval(), info

@@ -20,11 +20,14 @@ number of batches each worker already produced follows from the count alone
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from rhovid.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,52 @@ def assign(
 def batches_per_worker(sizes: list[int], batch_size: int, drop_last: bool) -> list[int]:
     """Batches each worker yields: full batches, plus a partial one unless ``drop_last``."""
     return [n // batch_size if drop_last else -(-n // batch_size) for n in sizes]
+
+
+def available_cores() -> int:
+    """Cores for this process's loader workers: its CPU affinity (``os.cpu_count()`` where that is
+    unknown) shared with the other training processes of this node (torchrun's ``LOCAL_WORLD_SIZE``)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+
+
+def resolve_workers(workers: int | None, quota: int, batch_size: int, drop_last: bool) -> int:
+    """``workers`` as given, or for ``None`` one per available core but no more than can each form a
+    batch of the rank's ``quota`` samples (``drop_last``: a full batch; else one sample), at least 1."""
+    if workers is not None:
+        return workers
+    useful = quota // batch_size if drop_last else quota
+    return max(1, min(available_cores(), useful))
+
+
+def check_batches(quota: int, workers: int, batch_size: int, drop_last: bool, what: str, world: int = 1) -> None:
+    """Refuse an epoch in which a worker cannot form one batch, naming the knob to change.
+
+    Batches are formed per worker (each reads its own contiguous share of the shards), so 9 videos
+    over 8 workers at batch 4 give no batch at all; an empty epoch used to surface minutes into a run
+    as "no batches in epoch 2", and as a bare ``StopIteration`` from the loader alone.
+
+    Args:
+        quota, workers, batch_size, drop_last: as in ``worker_sizes`` / ``batches_per_worker``.
+        what: the data, for the message (e.g. "split 'train' of DATA").
+        world: processes sharing the data (for the message).
+    """
+    share = f"{quota} videos" if world == 1 else f"{quota} videos per process ({world} processes)"
+    if quota == 0 or (drop_last and quota < batch_size):
+        raise UsageError(f"{what} has {share}, fewer than one batch of {batch_size}: lower the batch size "
+                         "(rhovid train --batch-size) or add videos")
+    idle = [w for w, c in enumerate(batches_per_worker(worker_sizes(quota, workers), batch_size, drop_last))
+            if c == 0]
+    if idle:
+        fit = quota // batch_size if drop_last else quota
+        raise UsageError(
+            f"{what} has {share}; over {workers} loader workers (each forms its own batches) "
+            f"{len(idle)} worker(s) {idle[:8]}{'...' if len(idle) > 8 else ''} "
+            f"cannot form a batch of {batch_size}: use at most {fit} workers (rhovid train: --set "
+            f"data.workers={fit}; LoaderConfig.workers) or a smaller batch size")
 
 
 def worker_skips(counts: list[int], consumed: int) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from rhovid.errors import UsageError
 from rhovid.store.regions import SelectParams
 
 RUNTIME = {"hash": False}  # field metadata: does not change the boxes, not part of the set name
@@ -29,6 +30,6 @@ class DetectorParams(SelectParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.classes not in ("person", "all"):
-            raise ValueError(f"{self.method} classes must be 'person' or 'all', got {self.classes!r}")
+            raise UsageError(f"{self.method} classes must be 'person' or 'all', got {self.classes!r}")
         if self.batch_size < 1:
-            raise ValueError(f"{self.method} batch_size must be >= 1")
+            raise UsageError(f"{self.method} batch_size must be >= 1")

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from rhovid.errors import NotFoundError, UsageError
 from rhovid.store.priors.detector import DetectorParams
 
 COCO_PERSON = 0  # detectron2's contiguous COCO class id for "person"
@@ -33,9 +34,9 @@ class Detectron2Params(DetectorParams):
         for name in ("config", "weights"):
             path = getattr(self, name)
             if not path:
-                raise ValueError(f"method detectron2 needs --param {name}=PATH (no downloads)")
+                raise UsageError(f"method detectron2 needs --param {name}=PATH (no downloads)")
             if not Path(path).is_file():
-                raise FileNotFoundError(f"detectron2 {name} {path}: no such file")
+                raise NotFoundError(f"detectron2 {name} {path}: no such file")
 
 
 def require_detectron2():

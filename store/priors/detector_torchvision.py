@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from rhovid.errors import NotFoundError, UsageError
 from rhovid.store.priors.detector import DetectorParams
 
 COCO_PERSON = 1  # torchvision's COCO category id for "person" (0 is background)
@@ -32,9 +33,9 @@ class TorchvisionParams(DetectorParams):
     def check_runtime(self) -> None:
         require_torchvision()
         if not self.weights:
-            raise ValueError("method torchvision needs --param weights=/path/to/state_dict.pt (no downloads)")
+            raise UsageError("method torchvision needs --param weights=/path/to/state_dict.pt (no downloads)")
         if not Path(self.weights).is_file():
-            raise FileNotFoundError(f"torchvision weights {self.weights}: no such file")
+            raise NotFoundError(f"torchvision weights {self.weights}: no such file")
 
 
 def require_torchvision():
@@ -64,7 +65,7 @@ def _model(p: TorchvisionParams):
     if key not in _MODELS:
         builder = getattr(tv.models.detection, p.arch, None)
         if builder is None:
-            raise ValueError(f"torchvision.models.detection has no model {p.arch!r}")
+            raise UsageError(f"torchvision.models.detection has no model {p.arch!r}")
         model = builder(weights=None, weights_backbone=None)
         model.load_state_dict(torch.load(p.weights, map_location="cpu", weights_only=True))
         _MODELS[key] = model.eval().to(device)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rhovid.errors import UsageError
 from rhovid.store.regions import SelectParams, label_boxes
 
 
@@ -30,9 +31,9 @@ class FhParams(SelectParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.k <= 0 or self.sigma < 0 or self.segment_min_size < 1:
-            raise ValueError("fh needs k > 0, sigma >= 0 and segment_min_size >= 1")
+            raise UsageError("fh needs k > 0, sigma >= 0 and segment_min_size >= 1")
         if self.impl not in ("opencv", "skimage"):
-            raise ValueError(f"fh impl must be 'opencv' or 'skimage', got {self.impl!r}")
+            raise UsageError(f"fh impl must be 'opencv' or 'skimage', got {self.impl!r}")
 
 
 def fh_labels(frame: np.ndarray, p: FhParams) -> np.ndarray:

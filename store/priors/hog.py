@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from rhovid.errors import UsageError
 from rhovid.store.regions import SelectParams
 
 
@@ -34,7 +35,7 @@ class HogParams(SelectParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.scale <= 1.0 or self.win_stride < 1 or self.min_side < 1:
-            raise ValueError("hog needs scale > 1, win_stride >= 1 and min_side >= 1")
+            raise UsageError("hog needs scale > 1, win_stride >= 1 and min_side >= 1")
 
 
 _DETECTOR = None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rhovid.errors import UsageError
 from rhovid.store.regions import SelectParams
 
 MV_CELL = 8  # px; H.264 partitions are 4..16 px, 8 keeps a 16x16 macroblock as 2x2 cells
@@ -46,11 +47,11 @@ class MotionParams(SelectParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.source not in ("diff", "mv"):
-            raise ValueError(f"motion source must be 'diff' or 'mv', got {self.source!r}")
+            raise UsageError(f"motion source must be 'diff' or 'mv', got {self.source!r}")
         if self.gap < 1 or self.blur < 1 or self.blur % 2 == 0 or self.dilate < 1 or self.threshold <= 0:
-            raise ValueError("motion needs gap >= 1, odd blur >= 1, dilate >= 1 and threshold > 0")
+            raise UsageError("motion needs gap >= 1, odd blur >= 1, dilate >= 1 and threshold > 0")
         if self.mv_threshold < 0:
-            raise ValueError(f"motion mv_threshold must be >= 0, got {self.mv_threshold}")
+            raise UsageError(f"motion mv_threshold must be >= 0, got {self.mv_threshold}")
 
     def extra_inputs(self) -> tuple[str, ...]:
         return ("previous",) if self.source == "diff" else ("vectors",)

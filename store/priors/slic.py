@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rhovid.errors import UsageError
 from rhovid.store.regions import SelectParams, label_boxes
 
 ALGORITHMS = {"slic": 100, "slico": 101, "mslic": 102}  # cv2.ximgproc.SLIC, SLICO, MSLIC
@@ -37,11 +38,11 @@ class SlicParams(SelectParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.region_size < 2 or self.iterations < 1 or self.ruler <= 0:
-            raise ValueError("slic needs region_size >= 2, iterations >= 1 and ruler > 0")
+            raise UsageError("slic needs region_size >= 2, iterations >= 1 and ruler > 0")
         if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"slic algorithm must be one of {sorted(ALGORITHMS)}, got {self.algorithm!r}")
+            raise UsageError(f"slic algorithm must be one of {sorted(ALGORITHMS)}, got {self.algorithm!r}")
         if self.impl not in ("opencv", "skimage"):
-            raise ValueError(f"slic impl must be 'opencv' or 'skimage', got {self.impl!r}")
+            raise UsageError(f"slic impl must be 'opencv' or 'skimage', got {self.impl!r}")
 
 
 def slic_labels(frame: np.ndarray, p: SlicParams) -> np.ndarray:

@@ -50,6 +50,7 @@ def test_augmentation_overrides_reach_the_loader(monkeypatch):
     assert seen[0].augment == cfg.data.augment and seen[0].augment[0].grayscale_p == 0.2
 
 
+@pytest.mark.slow  # 60-80 s on 2 busy cores: make test-all
 def test_ablation_resume_skips_finished_runs(split_data, tmp_path):
     variants = [Variant("byol", rho=2), Variant("byol", rho=3)]
     log = []
@@ -103,6 +104,7 @@ def _cli(data, out, *knobs):
                  "--set", "method_kwargs.hidden_dim=32", "--set", "method_kwargs.proj_dim=16", "--out", str(out)])
 
 
+@pytest.mark.slow  # 60-80 s on 2 busy cores: make test-all
 def test_cli_box_sets_by_method_name_then_resume(split_data, tmp_path, capsys):
     heads = ["--set", "method_kwargs.tx_channels=8", "--set", "method_kwargs.tx_units=1"]
     assert _cli(split_data, tmp_path, "--method", "constcl", "--boxes", "random", "slic", *heads) == 0

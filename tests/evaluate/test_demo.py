@@ -19,6 +19,7 @@ TOY = DemoConfig(classes=2, train_per_class=2, test_per_class=1, seconds=2.0, sh
                  batch_size=2, frames=2, stride=2, crop=32, views="1x1", workers=0)
 
 
+@pytest.mark.slow  # 60-80 s on 2 busy cores: make test-all
 def test_demo_end_to_end_then_everything_reused(tmp_path):
     threads = torch.get_num_threads()
     try:

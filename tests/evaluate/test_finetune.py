@@ -14,6 +14,7 @@ from rhovid.train.models import build_backbone
 VIEWS = ViewConfig(frames=4, stride=4, crop=48, temporal=1, spatial=1)
 
 
+@pytest.mark.slow  # 60-80 s on 2 busy cores: make test-all
 def test_finetune_fits_the_train_split_and_copies_the_backbone(split_data):
     torch.manual_seed(0)
     backbone = build_backbone("tiny")

@@ -73,10 +73,12 @@ def test_tiny_train_run_writes_the_run_folder(tiny_data, tmp_path, capsys):
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-0000003.pt"
     capsys.readouterr()
     assert main(argv) == 1  # refuses to overwrite
-    assert "not empty" in capsys.readouterr().err
+    assert "already holds a run" in capsys.readouterr().err
     assert main(["train", "--out", str(run), "--resume"]) == 0  # saved config; already finished
-    assert main(["train", "--out", str(run), "--resume", "--steps", "5"]) == 1  # would change the schedule
-    assert "['steps']" in capsys.readouterr().err
+    assert "had already finished all 3 steps" in capsys.readouterr().out
+    assert main(["train", "--out", str(run), "--resume", "--steps", "5"]) == 0  # lengthens the schedule on purpose
+    assert json.loads((run / "config.json").read_text())["steps_changes"] == [{"at_step": 3, "from": 3, "to": 5}]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-0000005.pt"
 
 
 def test_failed_start_leaves_no_run_folder_to_block_the_rerun(tiny_data, tmp_path, capsys):

@@ -189,13 +189,14 @@ def test_epoch_coverage_new_order_and_resume(counter_data):
     it = iter(part)
     next(it), next(it)
     state = part.state_dict()
-    assert state == {"epoch": 1, "batches": 2, "seed": 1}
+    assert state == {"epoch": 1, "batches": 2, "seed": 1, "workers": 0, "items": [6]}
     resumed = ClipLoader(cfg)
     resumed.load_state_dict(state)
     rest = [(tuple(b["key"]), b["video"]) for b in resumed]
     assert [k for k, _ in rest] == [k for k, _ in e1[2:]]
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(rest, e1[2:]))
-    assert resumed.state_dict()["epoch"] == 2
+    assert resumed.state_dict()["epoch"] == 1 and resumed.state_dict()["batches"] == 3  # epoch 1 finished
+    assert next(iter(resumed)) and resumed.state_dict()["epoch"] == 2  # iterated again: the next epoch
 
 
 def test_ranks_are_disjoint_and_equal(counter_data):

@@ -21,7 +21,8 @@ def _batches(n: int, b: int = 4, seed: int = 0) -> list[dict]:
 
 
 class ShuffledBatches:
-    """A small stateful loader: reshuffles per epoch and adds global-RNG noise (like augmentation).
+    """A small stateful loader: owns its epoch like ``ClipLoader``, reshuffles per epoch and adds
+    global-RNG noise (like augmentation).
 
     The noise comes from torch's global RNG, so resume is exact only if the loop restores it.
     """
@@ -33,11 +34,17 @@ class ShuffledBatches:
         self.epoch, self.pos = epoch, 0
 
     def __iter__(self):
+        if self.pos >= len(self.batches):  # it owns its epoch: a finished one moves on when iterated again
+            self.epoch, self.pos = self.epoch + 1, 0
         order = torch.randperm(len(self.batches), generator=torch.Generator().manual_seed(self.epoch))
         while self.pos < len(order):
             b = self.batches[int(order[self.pos])]
             self.pos += 1
             yield {**b, "video": b["video"] + 0.1 * torch.randn_like(b["video"])}
+
+    @property
+    def position(self):
+        return self.pos
 
     def state_dict(self):
         return {"epoch": self.epoch, "pos": self.pos}
@@ -109,7 +116,7 @@ def test_nan_guard_names_step_and_term(tmp_path):
 def test_run_folder_rules(tmp_path):
     run = tmp_path / "run"
     train(_cfg(steps=2, checkpoint_every=2), run, batches=_batches(2))
-    with pytest.raises(ValueError, match="not empty.*--resume"):
+    with pytest.raises(ValueError, match="already holds a run.*--resume"):
         train(_cfg(steps=2, checkpoint_every=2), run, batches=_batches(2))
     changed = _cfg(steps=2, checkpoint_every=2)
     changed = dataclasses.replace(changed, optim=dataclasses.replace(changed.optim, lr=9.0))

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rhovid.errors import UsageError
 from rhovid.train.roi_align import roi_align
 
 
@@ -58,11 +59,11 @@ def memory_frames(num_frames: int, context_level: int) -> list[int]:
     [2, 3, 4, 5, 6]. A stride of 0 (T' < c) repeats the key frame, as the authors' code would.
     """
     if context_level % 2 == 0 or context_level < 1:
-        raise ValueError(f"context_level must be an odd number >= 1 (authors' head), got {context_level}")
+        raise UsageError(f"context_level must be an odd number >= 1 (authors' head), got {context_level}")
     key, stride = num_frames // 2, num_frames // context_level
     frames = [key + i * stride for i in range(-(context_level // 2), context_level // 2 + 1)]
     if min(frames) < 0 or max(frames) >= num_frames:
-        raise ValueError(f"context_level {context_level} selects frames {frames} outside a {num_frames}-frame map")
+        raise UsageError(f"context_level {context_level} selects frames {frames} outside a {num_frames}-frame map")
     return frames
 
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rhovid.errors import UsageError
+
 
 def c2_xavier_fill(layer: nn.Linear) -> None:
     """fvcore's ``c2_xavier_fill``: ``kaiming_uniform_(a=1)`` (U(+-sqrt(3 / fan_in))), bias 0."""
@@ -41,7 +43,7 @@ class MLPHead(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 3, bn: bool = False):
         super().__init__()
         if num_layers < 1:
-            raise ValueError(f"MLPHead num_layers must be >= 1, got {num_layers}")
+            raise UsageError(f"MLPHead num_layers must be >= 1, got {num_layers}")
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
         layers: list[nn.Module] = []
         for i in range(num_layers):

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rhovid.errors import UnknownNameError
+
 
 @dataclass(frozen=True)
 class ResNet3DSpec:
@@ -248,5 +250,5 @@ def build_backbone(arch: str, y_structure: bool = False, num_classes: int = 0) -
         KeyError: unknown `arch` (the message lists the known ones).
     """
     if arch not in SPECS:
-        raise KeyError(f"unknown backbone arch {arch!r}; known: {', '.join(sorted(SPECS))}")
+        raise UnknownNameError(f"unknown backbone arch {arch!r}; known: {', '.join(sorted(SPECS))}")
     return ResNet3D(SPECS[arch], y_structure=y_structure, num_classes=num_classes)
