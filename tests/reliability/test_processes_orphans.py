@@ -1,0 +1,101 @@
+"""A killed command leaves no process behind (issue 13, item 4; ``rhovid.lifetime``).
+
+Only the command's own process is SIGKILLed (as the OOM killer or ``kill -9 PID`` does), not
+its process group: its pool workers, their ffmpeg children and DataLoader workers must then end
+by themselves. Before, pool workers blocked on their task queue for good, and DataLoader workers
+killed during start-up watched init (pid 1) instead of their parent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import textwrap
+
+import pytest
+from process_tree import descendants, kill_survivors, rhovid, wait_gone, wait_until
+
+from rhovid.ffmpeg import ffmpeg_exe
+
+GONE_S = 10.0
+"""How long pool workers and ffmpeg may take to go (prctl: at once; the watchdog fallback: 1 s)."""
+START_UP_S = 60.0
+"""DataLoader workers killed during start-up go when their start-up reaches ``_worker_init``
+(after importing torch: 7-9 s on the loaded 2-core VM); before, they never went."""
+
+
+def _kill_parent_and_check(proc, started: dict[int, str], within: float = GONE_S) -> float:
+    """SIGKILL ``proc`` alone; assert that every process in ``started`` ends within ``within`` s."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)  # not communicate(): orphans would hold its pipes open
+    proc.stdout.close()
+    proc.stderr.close()
+    left, waited = wait_gone(started, within)
+    kill_survivors(left)
+    assert not left, f"still running {within:.0f} s after their parent was killed: {[started[p] for p in left]}"
+    print(f"{len(started)} processes ended {waited:.2f} s after their parent was killed")
+    return waited
+
+
+def test_sigkilled_ingest_leaves_no_pool_worker_or_ffmpeg(tmp_path, encode_video):
+    src = tmp_path / "src"
+    for i in range(4):  # each takes seconds to transcode, so ffmpeg runs when the kill lands
+        encode_video(src / "a" / f"v{i}.mp4", size="320x240", seconds=12.0)
+    proc = rhovid("ingest", str(src), "--out", str(tmp_path / "data"), "--workers", "2", "--no-progress")
+    ffmpeg = os.path.basename(ffmpeg_exe())
+    try:
+        assert wait_until(lambda: any(ffmpeg in c for c in descendants(proc.pid).values()), 60), \
+            "ffmpeg never started"
+        started = descendants(proc.pid)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    workers = [c for c in started.values() if "spawn_main" in c]
+    assert len(workers) == 2 and any(ffmpeg in c for c in started.values()), started
+    _kill_parent_and_check(proc, started)
+
+
+def test_sigkilled_boxes_leaves_no_pool_worker(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data, ignore=shutil.ignore_patterns("boxes.zarr", "features.zarr"))
+    proc = rhovid("boxes", str(data), "--method", "fh", "--box-fps", "15", "--workers", "2", "--no-progress")
+    try:
+        assert wait_until(lambda: sum("spawn_main" in c for c in descendants(proc.pid).values()) == 2, 60), \
+            "the pool never started"
+        started = descendants(proc.pid)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    _kill_parent_and_check(proc, started)
+
+
+LOADER_SCRIPT = textwrap.dedent("""
+    import sys
+    from rhovid.train.data import ClipLoader, LoaderConfig
+
+    if __name__ == "__main__":
+        cfg = LoaderConfig(data=sys.argv[1], rho=2, frames=2, stride=2, crop=32, batch_size=1, workers=2)
+        for batch in ClipLoader(cfg):
+            pass
+""")
+
+
+@pytest.mark.parametrize("trial", [0, pytest.param(1, marks=pytest.mark.slow)])
+def test_train_loader_killed_during_worker_start_up_leaves_no_worker(tiny_data, tmp_path, trial):
+    import subprocess
+    import sys
+
+    script = tmp_path / "load.py"
+    script.write_text(LOADER_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(tiny_data)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        # both DataLoader workers exist: they are still importing torch when the kill lands
+        assert wait_until(lambda: sum("spawn_main" in c for c in descendants(proc.pid).values()) == 2, 60), \
+            "the DataLoader workers never started"
+        started = descendants(proc.pid)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    _kill_parent_and_check(proc, started, within=START_UP_S)
