@@ -113,6 +113,12 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
             yield sample
 
 
+def shard_keys(path: str | os.PathLike) -> list[str]:
+    """Sample keys of one shard in shard order, from its tar headers alone (strict, like ``iter_shard``)."""
+    with tarfile.open(path, mode="r:") as tar:
+        return [key for key, _ in _member_groups(tar, path)]
+
+
 class MemberBytes:
     """A tar member's payload, read lazily: ``len(m)`` and ``m[a:b]`` (one seek + read each).
 
