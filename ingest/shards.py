@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rhovid.atomic import TMP_PREFIX, atomic_path, atomic_write_json
+from rhovid.ingest.tar_members import member_groups, parse_json
 
 SHARDS_DIR = "shards"
 INDEX_FILE = "index.json"
@@ -60,42 +61,6 @@ def shard_name(path: str | os.PathLike) -> str:
     return name[: -len(".tar")] if name.endswith(".tar") else name
 
 
-def _member_groups(tar: tarfile.TarFile, path, stop: int | None = None,
-                   tolerant: bool = False) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
-    """The shard's file members grouped by key (the name up to the first '.'), in shard order.
-
-    Reads headers only (tarfile seeks over payloads), one group ahead of the caller; stops
-    after ``stop`` groups. ``tolerant``: a truncated shard ends the listing with a warning
-    (the cut member fails when its payload is read, so only its sample is lost) instead of
-    raising ``tarfile.ReadError``.
-    """
-    key, group, count = None, [], 0
-    members = iter(tar)
-    while True:
-        try:
-            member = next(members)
-        except StopIteration:
-            break
-        except tarfile.ReadError as e:
-            if not tolerant:
-                raise
-            log.warning("%s: %s after member group %d; reading the samples before it", path, e, count)
-            break
-        if not member.isfile():
-            continue
-        k = member.name.partition(".")[0]
-        if k != key:
-            if group:
-                yield key, group
-                count += 1
-            if stop is not None and count >= stop:
-                return
-            key, group = k, []
-        group.append(member)
-    if group and (stop is None or count < stop):
-        yield key, group
-
-
 def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
     """Samples of one shard in shard order: ``{"__key__": str, "mp4": bytes, "json": dict}``.
 
@@ -104,19 +69,19 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
     ``tarfile.ReadError``, a damaged json ``ValueError``. The loader uses ``iter_shard_lazy``.
     """
     with tarfile.open(path, mode="r:") as tar:
-        for key, members in _member_groups(tar, path):
+        for key, members in member_groups(tar, path):
             sample: dict = {"__key__": key}
             for m in members:
                 ext = m.name.partition(".")[2]
                 payload = tar.extractfile(m).read()
-                sample[ext] = json.loads(payload) if ext == "json" else payload
+                sample[ext] = parse_json(payload, m.name) if ext == "json" else payload
             yield sample
 
 
 def shard_keys(path: str | os.PathLike) -> list[str]:
     """Sample keys of one shard in shard order, from its tar headers alone (strict, like ``iter_shard``)."""
     with tarfile.open(path, mode="r:") as tar:
-        return [key for key, _ in _member_groups(tar, path)]
+        return [key for key, _ in member_groups(tar, path)]
 
 
 class MemberBytes:
@@ -155,15 +120,18 @@ class MemberBytes:
         return self[0:self._size]
 
 
-def iter_shard_lazy(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> Iterator[dict]:
+def iter_shard_lazy(path: str | os.PathLike, start: int = 0, stop: int | None = None,
+                    strict: bool = False) -> Iterator[dict]:
     """Samples ``start..stop-1`` of a shard: ``json`` parsed, every other member a ``MemberBytes``.
 
     Only tar headers and the json members are read here; the video bytes are read on demand
     by slicing. Yielded samples are valid until the next one is requested (the file is shared).
     A json member that does not parse gives ``"error"`` (a message) instead of ``"json"``.
+    A cut or damaged tar ends the samples with a warning, or with ``strict`` raises
+    ``tarfile.ReadError`` (after the samples before the damage).
     """
     with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-        for n, (key, members) in enumerate(_member_groups(tar, path, stop, tolerant=True)):
+        for n, (key, members) in enumerate(member_groups(tar, path, stop, tolerant=not strict)):
             if n < start:
                 continue
             sample: dict = {"__key__": key}
@@ -174,9 +142,9 @@ def iter_shard_lazy(path: str | os.PathLike, start: int = 0, stop: int | None = 
                     sample[ext] = payload
                     continue
                 try:
-                    sample["json"] = json.loads(payload.read())
+                    sample["json"] = parse_json(payload.read(), m.name)
                 except ValueError as e:  # a damaged sample must not end the shard for the others
-                    sample["error"] = f"{m.name}: invalid JSON: {e}"
+                    sample["error"] = str(e)
             yield sample
 
 
@@ -270,7 +238,7 @@ def idx_text(tar_path: str | os.PathLike) -> str:
     """The ``.idx`` contents ``write_idx`` writes for the tar at ``tar_path``."""
     with tarfile.open(tar_path, mode="r:") as tar:
         samples = [[f"{m.name.partition('.')[2]} {m.offset_data} {m.size} {m.name}" for m in members]
-                   for _, members in _member_groups(tar, tar_path)]
+                   for _, members in member_groups(tar, tar_path)]
     if not samples:
         raise ValueError(f"{tar_path}: no samples to index")
     return f"{IDX_VERSION} {len(samples)}\n" + "".join(" ".join(b) + "\n" for b in samples)
