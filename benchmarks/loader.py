@@ -162,15 +162,13 @@ def loader_config(data: Path, span: float, args, **kw):
 def plans_for(data: Path, cfg, epochs: int):
     """The exact plans the loader runs in ``epochs`` epochs: [(plan, meta, mp4 bytes)]."""
     from rhovid.ingest.shards import iter_shard, list_shards
-    from rhovid.train.data import ClipDataset
     from rhovid.train.sampler import plan_sample, sample_seed
 
-    ds = ClipDataset(cfg, [], 0, 1, None, {})
     samples = [s for p in list_shards(data) for s in iter_shard(p)]
     out = []
     for e in range(epochs):
         for s in samples:
-            plan = plan_sample(s["json"], sample_seed(cfg.seed, e, s["__key__"]), ds.spec, ds.aug)
+            plan = plan_sample(s["json"], sample_seed(cfg.seed, e, s["__key__"]), cfg)
             out.append((plan, s["json"], s["mp4"]))
     return out
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rhovid.atomic import atomic_path, atomic_write_json, atomic_write_text
 from rhovid.evaluate.report import markdown_table
+from rhovid.train.sampler import RANDOM_BOXES
 
 # metric columns of the ablation table: (evaluation, result key, column title)
 METRICS = {
@@ -138,9 +139,9 @@ def resolve_box_sets(data: str | Path, names: list[str | None], workers: int = 2
     out: dict = {}
     need = _train_shards(data)
     for name in names:
-        if name in (None, "random"):
-            if name == "random":
-                log("box set random: drawn on the fly (seeded), nothing stored")
+        if name is None or name in RANDOM_BOXES:
+            if name is not None:
+                log(f"box set {name}: drawn on the fly (seeded), nothing stored")
             out[name] = name
             continue
         store = BoxStore(data)

@@ -4,7 +4,7 @@ Multi-view test (Feichtenhofer et al. CVPR 2021, Sec. 4 / PySlowFast ``TEST.NUM_
 x ``NUM_SPATIAL_CROPS``): ``temporal`` evenly spaced clips times ``spatial`` fixed square
 crops (left/centre/right) per video; the pooled backbone features of the views are averaged
 into one row. The views are planned by the trainer's sampler in evaluation mode
-(``plan_sample(augment=False)``) and executed with its CPU ops (``apply_clip``), so the
+(``plan_sample(evaluation=True)``) and executed with its CPU ops (``apply_clip``), so the
 frames, resize and normalisation are exactly those the backbone was trained on.
 
 Rows are the split's videos in shard order; extraction streams each shard once and skips
@@ -118,14 +118,14 @@ def sample_views(mp4: bytes, meta: dict, views: ViewConfig) -> np.ndarray:
     Returns:
         (V, 3, T, S, S) float32 normalised, V = temporal x spatial (temporal-major).
     """
-    from rhovid.train.augment import AugmentConfig, apply_clip
+    from rhovid.train.augment import apply_clip
+    from rhovid.train.data_config import DataConfig
     from rhovid.train.decode_pyav import decode_frames
-    from rhovid.train.sampler import ClipSpec, plan_sample
+    from rhovid.train.sampler import plan_sample
     from rhovid.train.streaming import slice_clips
 
-    spec = ClipSpec(rho=1, frames=views.frames, stride=views.stride)
     plan = plan_sample(
-        meta, 0, spec, AugmentConfig(crop=views.crop), augment=False,
+        meta, 0, DataConfig(rho=1, frames=views.frames, stride=views.stride, crop=views.crop), evaluation=True,
         clips_per_video=views.temporal, spatial_crops=SPATIAL_CROPS[views.spatial],
     )
     # The spatial crops of one temporal clip share its frames: decode each frame set once

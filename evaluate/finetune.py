@@ -96,10 +96,10 @@ def finetune(
         {"params": list(model.head.parameters()), "scale": 1.0},
     ]
     opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    aug = AugmentConfig(crop=views.crop, area=(0.25, 1.0), colour_p=0.0, grayscale_p=0.0, blur_p=0.0)
+    aug = AugmentConfig(area=(0.25, 1.0), colour_p=0.0, grayscale_p=0.0, blur_p=0.0)
     loader = ClipLoader(LoaderConfig(
         data=str(data), split=train_split, rho=1, frames=views.frames, stride=views.stride, crop=views.crop,
-        batch_size=cfg.batch_size, workers=cfg.workers, device=device, seed=cfg.seed, augmentation=aug,
+        batch_size=cfg.batch_size, workers=cfg.workers, device=device, seed=cfg.seed, augment=(aug,),
         drop_last=False,
     ))
     bar = tqdm(total=cfg.steps, desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)

@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reject videos whose timestamps jump more than S seconds between frames (default %(default)s)")
     p.add_argument("--max-memory", type=_size, default=_D.max_memory, metavar="SIZE",
                    help="memory one video's ffmpeg may use; suffixes K/M/G (default 4G)")
+    p.add_argument("--quality-frames", type=int, default=4, metavar="N",
+                   help="frames per video compared with the source: PSNR/SSIM in the sample json and the run "
+                        "summary (default 4; 0 = off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verify", action="store_true",
                    help="check DATA (--out) instead of ingesting: every tar, .idx, sample json and fragment table "
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         keep_audio=args.keep_audio, progress=not args.no_progress, split=args.split,
         videos_root=args.videos_root, min_frames=args.min_frames, max_pixels=args.max_pixels,
         crf=args.crf, preset=args.preset, tune=args.tune, bframes=args.bframes, timeout_s=args.timeout,
-        max_gap_s=args.max_gap, max_memory=args.max_memory,
+        max_gap_s=args.max_gap, max_memory=args.max_memory, quality_frames=args.quality_frames,
     )
     sources = args.sources
     if args.dataset:

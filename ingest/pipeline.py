@@ -22,6 +22,7 @@ from pathlib import Path
 from rhovid.atomic import append_jsonl, atomic_write_text, read_jsonl, sweep_temporaries
 from rhovid.config import save_config, to_dict
 from rhovid.executor import map_unordered
+from rhovid.ingest import quality
 from rhovid.ingest.shards import (
     DamagedIndexError,
     ShardWriter,
@@ -40,6 +41,7 @@ from rhovid.ingest.worker import Task, run_task
 from rhovid.locks import hold
 
 FAILED_FILE = "failed.jsonl"
+RUNS_FILE = "ingest-runs.jsonl"
 log = logging.getLogger(__name__)
 _SPLIT_RE = re.compile(r"[A-Za-z0-9_]+")
 CONFIG_FILE = "ingest.json"
@@ -94,6 +96,8 @@ class IngestConfig:
     """ffmpeg threads per video; None = 1 in a pool/cluster (it supplies parallelism), else auto."""
     timeout_s: float | None = None
     """Kill one video's ffmpeg after this many seconds; None = 60 s + 5 s per second of video."""
+    quality_frames: int = 4
+    """Frames per video compared with the source (PSNR/SSIM in the sample json); 0 = none."""
     max_gap_s: float = 60.0
     """Reject sources whose timestamps leave one frame on screen longer than this (seconds)."""
     max_memory: int | None = 4 << 30
@@ -112,14 +116,23 @@ class IngestReport:
     input_bytes: int = 0
     output_bytes: int = 0
     failures: list[dict] = field(default_factory=list)
+    quality: dict | None = None
+    """``quality.summarise`` of this run's new samples (None when none were measured)."""
 
     def summary(self) -> str:
         rate = self.ingested / self.seconds if self.seconds > 0 else 0.0
-        return (
+        text = (
             f"ingested {self.ingested}, skipped {self.skipped} (already in shards), failed {self.failed}; "
             f"{len(self.shards)} new shards; {self.input_bytes / 1e6:.1f} MB in -> "
             f"{self.output_bytes / 1e6:.1f} MB out in {self.seconds:.1f} s ({rate:.2f} videos/s)"
         )
+        q = self.quality
+        if q:
+            cost = q["seconds"] / q["transcode_seconds"] if q["transcode_seconds"] > 0 else 0.0
+            text += (f"\ntranscode quality vs source ({q['samples']} videos, luma): PSNR mean {q['psnr_db_mean']:.2f} dB, "
+                     f"min {q['psnr_db_min']:.2f} dB; SSIM mean {q['ssim_mean']:.4f}, min {q['ssim_min']:.4f} "
+                     f"(measuring cost {100 * cost:.1f} % of the transcode time)")
+        return text
 
 
 def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> IngestReport:
@@ -160,13 +173,12 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     with hold(out / LOCK_FILE, on_wait=waiting):
         _check_config(out, cfg)  # again: the run we waited for may have pinned other settings
         save_config(cfg, out / CONFIG_FILE)
-        report = _ingest_locked(specs, out, cfg)
-    report.seconds = time.perf_counter() - t0
-    return report
+        return _ingest_locked(specs, out, cfg, t0)
 
 
-def _ingest_locked(specs: list[Source], out: Path, cfg: IngestConfig) -> IngestReport:
-    """The run itself, with ``out`` locked: recover, skip, transcode, write shards and index."""
+def _ingest_locked(specs: list[Source], out: Path, cfg: IngestConfig, t0: float) -> IngestReport:
+    """The run itself, with ``out`` locked: recover, skip, transcode, write shards and index
+    (``t0``: when the run started, for its report)."""
     sweep_temporaries(shards_dir(out))
     sweep_temporaries(out)
     doc = recover_index(out)
@@ -201,7 +213,7 @@ def _ingest_locked(specs: list[Source], out: Path, cfg: IngestConfig) -> IngestR
     )
     tasks = [
         Task(s, sample_key(s), settings, cfg.min_frames, cfg.max_pixels, cfg.min_coverage, cfg.timeout_s,
-             cfg.max_gap_s, cfg.max_memory)
+             cfg.quality_frames, cfg.max_gap_s, cfg.max_memory)
         for s in todo
     ]
     last_index_write = [time.monotonic()]
@@ -214,6 +226,8 @@ def _ingest_locked(specs: list[Source], out: Path, cfg: IngestConfig) -> IngestR
             last_index_write[0] = time.monotonic()
 
     writers: dict[str, ShardWriter] = {}
+    measured: list[dict] = []
+    seconds = {"transcode_s": 0.0, "quality_s": 0.0}
     results = map_unordered(
         run_task, tasks, workers=cfg.workers, scheduler=cfg.scheduler, desc="ingest", unit="video",
         nbytes=lambda v: v["source_bytes"], progress=cfg.progress,
@@ -229,6 +243,9 @@ def _ingest_locked(specs: list[Source], out: Path, cfg: IngestConfig) -> IngestR
                 writers[split].add(value["key"], value["mp4"], value["meta"])
                 report.ingested += 1
                 report.output_bytes += len(value["mp4"])
+                if "psnr_db_mean" in value["meta"].get("quality", {}):
+                    measured.append(value["meta"]["quality"])
+                    seconds = {k: seconds[k] + value[k] for k in seconds}
             else:
                 record = _failure_record(res)
                 append_jsonl(out / FAILED_FILE, record)
@@ -247,6 +264,11 @@ def _ingest_locked(specs: list[Source], out: Path, cfg: IngestConfig) -> IngestR
     for w in writers.values():
         w.close()
     write_index(out, samples, labels)
+    report.seconds = time.perf_counter() - t0
+    report.quality = quality.summarise(measured, seconds["quality_s"], seconds["transcode_s"])
+    append_jsonl(out / RUNS_FILE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ingested": report.ingested,
+                                   "skipped": report.skipped, "failed": report.failed, "shards": report.shards,
+                                   "seconds": round(report.seconds, 3), "quality": report.quality})
     return report
 
 
@@ -259,6 +281,8 @@ def check_config(cfg: IngestConfig) -> None:
             raise ValueError(f"{name} must be > {low}, got {getattr(cfg, name)}")
     if cfg.shard_count is not None and cfg.shard_count < 1:
         raise ValueError(f"shard_count must be >= 1 (or unset), got {cfg.shard_count}")
+    if cfg.quality_frames < 0:
+        raise ValueError(f"quality_frames must be >= 0 (0 = off), got {cfg.quality_frames}")
     if cfg.workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = inline), got {cfg.workers}")
     if not 0 <= cfg.crf <= 51:

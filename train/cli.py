@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, metavar="B", help="global batch (videos), split over processes")
     p.add_argument("--steps", type=int, metavar="N", help="optimizer steps in the run (schedule length)")
     p.add_argument("--checkpoint-every", type=int, metavar="K", help="checkpoint every K steps")
-    p.add_argument("--boxes", metavar="SET", help='box set for ConST-CL: "random", a stored set name, or "none"')
+    p.add_argument("--boxes", metavar="SET", help='box set for ConST-CL: "random" (the authors\' generator), "random-independent", a stored set name, or "none"')
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--seed", type=int, metavar="S")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder (must be empty unless --resume)")

@@ -15,7 +15,7 @@ the slices in a bounded buffer, then either decode + augment them (``device="cpu
 ``train/decode_pyav.py``) or hand plans + slices to the DALI pipeline in the main process
 (``device="cuda"``, ``train/dali_pipeline.py``). Both executors run the same plans.
 
-Evaluation (``augment=False``): no shard shuffling, no buffer, no colour/flip/blur,
+Evaluation (``evaluation=True``): no shard shuffling, no buffer, no colour/flip/blur,
 ``clips_per_video`` evenly spaced clips x ``spatial_crops`` fixed crops per video, returned in
 the rho dimension (``video`` is (B, views, 3, T, S, S)); every sample is returned once.
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing as mp
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +33,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from rhovid.ingest.shards import iter_shard_lazy, list_shards, read_index, shard_name
-from rhovid.train.augment import AugmentConfig
-from rhovid.train.sampler import ClipSpec, SamplePlan, plan_sample, sample_seed
+from rhovid.train.data_config import DataConfig, check_data_config
+from rhovid.train.sampler import RANDOM_BOXES, SamplePlan, plan_sample, sample_seed
 from rhovid.train.streaming import (
     ClipSlice,
     assign,
@@ -50,51 +50,26 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class LoaderConfig:
-    """Everything the clip loader needs."""
+class LoaderConfig(DataConfig):
+    """Everything one clip loader needs: the ``DataConfig`` (what is sampled, inherited field by
+    field) plus where and how this loader runs."""
 
-    data: str
-    """Dataset folder (with shards/ and index.json from `rhovid ingest`)."""
-    split: str = "train"
-    """Shard split to read."""
-    rho: int = 2
-    """Clips per video (positives); ignored when augment=False (views come from clips_per_video)."""
-    frames: int = 8
-    """Frames per clip (T)."""
-    stride: int = 8
-    """Frame stride (tau) in stored frames."""
-    timespan_s: float = 60.0
-    """Maximum distance between the starts of a video's clips, seconds."""
-    min_gap_s: float = 0.0
-    """Minimum distance between clip starts, seconds (clamped for short videos)."""
-    crop: int = 224
-    """Output crop side in pixels."""
-    boxes: str | None = None
-    """None, "random" (ConST-CL random boxes) or a box set name/alias of DATA/boxes.zarr."""
-    max_boxes: int = 8
-    """K: box slots per clip."""
-    box_frame: str = "centre"
-    """Frame of a clip whose boxes are returned: "centre" or "random"."""
     batch_size: int = 16
     """Videos per batch (B)."""
-    workers: int = 8
-    """DataLoader worker processes (0 = decode in the main process)."""
     device: str = "cpu"
     """"cpu" (PyAV in workers) or "cuda" (DALI mixed decode + GPU augmentation)."""
     seed: int = 0
     """Seed of shard order, shuffle buffer and every plan."""
-    augment: bool = True
-    """False = evaluation: deterministic centre/fixed crops, no colour/flip/blur, no shuffling."""
+    evaluation: bool = False
+    """True = evaluation: deterministic centre/fixed crops, no colour/flip/blur, no shuffling."""
     clips_per_video: int = 1
     """Evaluation: evenly spaced clips per video (multi-view test)."""
     spatial_crops: tuple[str, ...] = ("centre",)
     """Evaluation: fixed square crops per clip ("left", "centre", "right")."""
-    augmentation: AugmentConfig | None = None
-    """Augmentation ranges (None = rho-methods defaults); its crop is replaced by `crop`."""
     shuffle_buffer: int = 32
     """Samples (as clip slices, not whole videos) in each worker's shuffle buffer."""
     drop_last: bool | None = None
-    """Drop each worker's last partial batch (None = drop when augment)."""
+    """Drop each worker's last partial batch (None = drop unless evaluation)."""
     rank: int | None = None
     """Distributed rank (None = torch.distributed's, or 0)."""
     world_size: int | None = None
@@ -106,6 +81,11 @@ class LoaderConfig:
     dali_threads: int = 4
     """CPU threads of the DALI pipeline."""
 
+    @classmethod
+    def from_data(cls, data: DataConfig, **runtime) -> LoaderConfig:
+        """A loader for ``data`` (every ``DataConfig`` field copied) with the run-time fields ``runtime``."""
+        return cls(**{f.name: getattr(data, f.name) for f in fields(DataConfig)}, **runtime)
+
 
 class ClipDataset(IterableDataset):
     """One rank's stream of batches for the current epoch (read from shared counters)."""
@@ -114,9 +94,7 @@ class ClipDataset(IterableDataset):
                  box_set: str | None, state, decode: bool = True):
         self.cfg, self.shards, self.rank, self.world = cfg, shards, rank, world
         self.box_set, self.state, self.decode = box_set, state, decode
-        self.spec = ClipSpec(cfg.rho, cfg.frames, cfg.stride, cfg.timespan_s, cfg.min_gap_s)
-        self.aug = replace(cfg.augmentation or AugmentConfig(), crop=cfg.crop)
-        self.drop_last = cfg.augment if cfg.drop_last is None else cfg.drop_last
+        self.drop_last = not cfg.evaluation if cfg.drop_last is None else cfg.drop_last
 
     def batch_counts(self) -> list[int]:
         """Batches each worker yields this epoch."""
@@ -134,19 +112,18 @@ class ClipDataset(IterableDataset):
         # (batch counts are non-increasing in the worker id, so the order stays identical).
         w = (w + consumed) % nw
         skip = worker_skips(counts, consumed)[w]
-        items = self._plans(assign(self.shards, self.cfg.seed, epoch, self.rank, self.world, w, nw, self.cfg.augment),
-                            epoch)
-        if self.cfg.augment:
+        shuffle = not self.cfg.evaluation
+        items = self._plans(assign(self.shards, self.cfg.seed, epoch, self.rank, self.world, w, nw, shuffle), epoch)
+        if shuffle:
             items = shuffle_buffer(items, self.cfg.shuffle_buffer, (self.cfg.seed, epoch, self.rank, w))
         yield from self._batches(items, skip * self.cfg.batch_size, counts[w] - skip)
 
     def _plans(self, spans, epoch):
         """(plan, slices, error) per sample of the spans, in read order (no decoding)."""
         cfg = self.cfg
-        boxes = None if cfg.boxes is None else ("random" if cfg.boxes == "random" else "store")
         for span in spans:
             shard_boxes = None
-            if boxes == "store":  # one read per shard (DESIGN.md decision 5)
+            if cfg.boxes is not None and cfg.boxes not in RANDOM_BOXES:  # one read per shard (DESIGN.md decision 5)
                 from rhovid.store.zarr_store import BoxStore
 
                 shard_boxes = BoxStore(cfg.data).load(shard_name(span.shard), self.box_set)
@@ -161,8 +138,7 @@ class ClipDataset(IterableDataset):
                     meta = sample["json"]
                     lookup = None if shard_boxes is None else functools.partial(shard_boxes.lookup, key)
                     plan = plan_sample(
-                        meta, sample_seed(cfg.seed, epoch, key), self.spec, self.aug, augment=cfg.augment,
-                        boxes=boxes, max_boxes=cfg.max_boxes, box_frame=cfg.box_frame, lookup=lookup,
+                        meta, sample_seed(cfg.seed, epoch, key), cfg, evaluation=cfg.evaluation, lookup=lookup,
                         clips_per_video=cfg.clips_per_video, spatial_crops=cfg.spatial_crops,
                     )
                     yield plan, slice_clips(sample["mp4"], meta, [c.frames for c in plan.clips]), None
@@ -252,13 +228,7 @@ def _worker_init(_worker_id: int) -> None:
 def check_loader_config(cfg: LoaderConfig) -> None:
     """Reject settings no sampler can satisfy, naming the field (a negative timespan, say, would
     otherwise surface as an epoch without batches)."""
-    minimum = {"rho": 1, "frames": 1, "stride": 1, "crop": 1, "max_boxes": 1, "batch_size": 1,
-               "clips_per_video": 1, "workers": 0, "shuffle_buffer": 0, "timespan_s": 0, "min_gap_s": 0}
-    for name, low in minimum.items():
-        if getattr(cfg, name) < low:
-            raise ValueError(f"LoaderConfig.{name} must be >= {low}, got {getattr(cfg, name)}")
-    if cfg.min_gap_s > cfg.timespan_s:
-        raise ValueError(f"LoaderConfig.min_gap_s {cfg.min_gap_s} is larger than timespan_s {cfg.timespan_s}")
+    check_data_config(cfg, {"batch_size": 1, "clips_per_video": 1, "shuffle_buffer": 0})
 
 
 class ClipLoader:
@@ -270,9 +240,9 @@ class ClipLoader:
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("LoaderConfig.device='cuda' (DALI mixed decoding) but torch sees no CUDA device; "
                              "use device='cpu' (PyAV decoding)")
-        if cfg.boxes is not None and cfg.box_frame not in ("centre", "random"):
-            raise ValueError(f"box_frame must be 'centre' or 'random', got {cfg.box_frame!r}")
         check_loader_config(cfg)
+        if not cfg.data:
+            raise ValueError("LoaderConfig.data is empty: pass the folder written by `rhovid ingest`")
         self.cfg = cfg
         paths = list_shards(cfg.data, cfg.split)
         if not paths:
@@ -282,7 +252,7 @@ class ClipLoader:
             counts[e["shard"]] = counts.get(e["shard"], 0) + 1
         self.shards = [(str(p), counts.get(p.name, 0)) for p in paths if counts.get(p.name, 0)]
         box_set = None
-        if cfg.boxes not in (None, "random"):
+        if cfg.boxes is not None and cfg.boxes not in RANDOM_BOXES:
             from rhovid.store.zarr_store import BoxStore
 
             box_set = BoxStore(cfg.data).resolve(cfg.boxes)  # KeyError listing the sets

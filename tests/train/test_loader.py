@@ -24,7 +24,7 @@ from rhovid.train.streaming import slice_clips
 
 FPS, GOP, SIDE = 15, 16, 48
 # Identity augmentation: whole (square) frame, no flip/colour/blur, so the counter stays readable.
-PLAIN = AugmentConfig(crop=SIDE, area=(1.0, 1.0), aspect=(1.0, 1.0), flip_p=0, colour_p=0, grayscale_p=0, blur_p=0)
+PLAIN = AugmentConfig(area=(1.0, 1.0), aspect=(1.0, 1.0), flip_p=0, colour_p=0, grayscale_p=0, blur_p=0)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_truncated_shard_member_is_skipped_not_fatal(counter_data, tmp_path):
     with open(shard, "r+b") as f:
         f.truncate(last.offset_data + last.size // 2)
     cfg = LoaderConfig(data=str(data), rho=2, frames=4, stride=4, timespan_s=60, crop=SIDE, batch_size=1,
-                       workers=0, augmentation=PLAIN, seed=0, drop_last=False)
+                       workers=0, augment=(PLAIN,), seed=0, drop_last=False)
     loader = ClipLoader(cfg)
     keys = [k for b in loader for k in b["key"]]
     assert victim not in keys and loader.skipped == 1
@@ -126,7 +126,7 @@ def test_truncated_shard_member_is_skipped_not_fatal(counter_data, tmp_path):
 
 def test_batches_follow_the_contract(counter_data):
     cfg = LoaderConfig(data=str(counter_data), rho=3, frames=4, stride=5, timespan_s=60, crop=SIDE,
-                       boxes="random", max_boxes=5, batch_size=2, workers=0, augmentation=PLAIN, seed=3)
+                       boxes="random", max_boxes=5, batch_size=2, workers=0, augment=(PLAIN,), seed=3)
     loader = ClipLoader(cfg)
     batches = list(loader)
     assert len(batches) == len(loader) == 4  # 8 samples, one worker, drop_last
@@ -222,7 +222,7 @@ def test_multiworker_resume_mid_epoch(counter_data):
 
 def test_eval_mode_views_and_every_sample(counter_data):
     cfg = LoaderConfig(data=str(counter_data), frames=4, stride=2, crop=SIDE, batch_size=3, workers=0,
-                       augment=False, clips_per_video=2)
+                       evaluation=True, clips_per_video=2)
     a = list(ClipLoader(cfg))
     b = list(ClipLoader(cfg))
     assert sum(len(x["key"]) for x in a) == 8 and a[-1]["video"].shape[0] == 2  # partial last batch kept
@@ -287,7 +287,7 @@ def test_store_boxes_are_looked_up_and_mapped(counter_data, tmp_path):
     shutil.copytree(counter_data, data)
     compute_box_set(data, "fh", box_fps=1.0, max_boxes=6, name="blocks", workers=0, progress=False)
     cfg = LoaderConfig(data=str(data), rho=2, frames=4, stride=4, crop=SIDE, boxes="blocks", max_boxes=4,
-                       batch_size=2, workers=0, augmentation=PLAIN, seed=0)
+                       batch_size=2, workers=0, augment=(PLAIN,), seed=0)
     store = BoxStore(data)
     shard_of = {e["key"]: e["shard"][:-4] for e in read_index(data)}
     n_boxes = 0
