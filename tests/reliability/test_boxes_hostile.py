@@ -18,6 +18,7 @@ import time
 from hostile_media import edit_sample, member_spans, tar_members, zero_frames
 
 from rhovid.ingest.shards import list_shards, shard_name
+from rhovid.store.cli import list_rows
 from rhovid.store.zarr_store import BoxStore, group_status, store_root
 
 ADDRESS_SPACE = 3 << 30
@@ -69,6 +70,7 @@ def test_bad_samples_are_skipped_counted_and_recorded(tiny_data, tmp_path):
     except KeyError as e:
         assert "was skipped by box set" in str(e)
     assert seconds < 120
+    assert [row["skipped videos"] for row in list_rows(data)] == [3]  # `rhovid boxes DATA --list`
 
 
 def test_a_cut_shard_is_not_stored_as_complete(tiny_data, tmp_path):

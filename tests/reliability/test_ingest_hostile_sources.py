@@ -56,7 +56,7 @@ def test_timescale_zero_is_bounded_by_the_probed_duration(tmp_path):
                                                                   max_gap_s=1e6))
     rec = _failures(tmp_path / "data2")["ts0.mp4"]
     assert report.failed == 1 and rec["stage"] == "check" and "but the source is 4.00 s long" in rec["reason"], rec
-    assert time.monotonic() - t0 < 20  # ffmpeg stopped at 179 frames instead of writing 15,360
+    assert time.monotonic() - t0 < 20  # ffmpeg stopped at 171 frames instead of writing 15,360
 
 
 def _make_atime_observable(path) -> bool:

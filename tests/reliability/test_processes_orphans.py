@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -23,6 +25,20 @@ GONE_S = 10.0
 START_UP_S = 60.0
 """DataLoader workers killed during start-up go when their start-up reaches ``_worker_init``
 (after importing torch: 7-9 s on the loaded 2-core VM); before, they never went."""
+
+
+def _descendants_once(proc, ready, what: str) -> dict[int, str]:
+    """``proc``'s descendants as soon as ``ready(their command lines)`` holds (within 60 s)."""
+    try:
+        assert wait_until(lambda: ready(list(descendants(proc.pid).values())), 60), f"{what} never started"
+        return descendants(proc.pid)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
+def _two_workers(commands: list[str]) -> bool:
+    return sum("spawn_main" in c for c in commands) == 2
 
 
 def _kill_parent_and_check(proc, started: dict[int, str], within: float = GONE_S) -> float:
@@ -44,13 +60,7 @@ def test_sigkilled_ingest_leaves_no_pool_worker_or_ffmpeg(tmp_path, encode_video
         encode_video(src / "a" / f"v{i}.mp4", size="320x240", seconds=12.0)
     proc = rhovid("ingest", str(src), "--out", str(tmp_path / "data"), "--workers", "2", "--no-progress")
     ffmpeg = os.path.basename(ffmpeg_exe())
-    try:
-        assert wait_until(lambda: any(ffmpeg in c for c in descendants(proc.pid).values()), 60), \
-            "ffmpeg never started"
-        started = descendants(proc.pid)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
+    started = _descendants_once(proc, lambda commands: any(ffmpeg in c for c in commands), "ffmpeg")
     workers = [c for c in started.values() if "spawn_main" in c]
     assert len(workers) == 2 and any(ffmpeg in c for c in started.values()), started
     _kill_parent_and_check(proc, started)
@@ -60,14 +70,7 @@ def test_sigkilled_boxes_leaves_no_pool_worker(tiny_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data, ignore=shutil.ignore_patterns("boxes.zarr", "features.zarr"))
     proc = rhovid("boxes", str(data), "--method", "fh", "--box-fps", "15", "--workers", "2", "--no-progress")
-    try:
-        assert wait_until(lambda: sum("spawn_main" in c for c in descendants(proc.pid).values()) == 2, 60), \
-            "the pool never started"
-        started = descendants(proc.pid)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    _kill_parent_and_check(proc, started)
+    _kill_parent_and_check(proc, _descendants_once(proc, _two_workers, "the pool"))
 
 
 LOADER_SCRIPT = textwrap.dedent("""
@@ -83,19 +86,10 @@ LOADER_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("trial", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_train_loader_killed_during_worker_start_up_leaves_no_worker(tiny_data, tmp_path, trial):
-    import subprocess
-    import sys
-
     script = tmp_path / "load.py"
     script.write_text(LOADER_SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), str(tiny_data)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        # both DataLoader workers exist: they are still importing torch when the kill lands
-        assert wait_until(lambda: sum("spawn_main" in c for c in descendants(proc.pid).values()) == 2, 60), \
-            "the DataLoader workers never started"
-        started = descendants(proc.pid)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
+    # both DataLoader workers exist: they are still importing torch when the kill lands
+    started = _descendants_once(proc, _two_workers, "the DataLoader workers")
     _kill_parent_and_check(proc, started, within=START_UP_S)
