@@ -13,10 +13,12 @@ that starts a long-lived child calls it:
 
 How: on Linux the child asks the kernel for SIGKILL when its parent dies
 (``prctl(PR_SET_PDEATHSIG)``), which holds however the parent ends, SIGKILL and OOM kills included.
-The parent may already be gone when the child asks, so the child then compares ``os.getppid()``
-with the pid it was started by and exits at once if they differ. Elsewhere (no prctl) a daemon
-thread polls ``os.getppid()`` every ``POLL_S`` seconds. Caveat of prctl: the signal follows the
-*thread* that started the child; rhovid starts pools, DataLoader workers and ffmpeg from the thread
+The parent may already be gone when the child asks, so the child then checks (multiprocessing's
+parent sentinel; for ffmpeg, its parent pid) and exits at once if it has died. The sentinel holds
+for ``spawn`` and ``forkserver`` (what rhovid uses); under ``fork`` a sibling forked later keeps
+the parent's end of the pipe open, so there only the kernel signal is reliable. Elsewhere (no
+prctl) a daemon thread polls ``os.getppid()`` every ``POLL_S`` seconds. Caveat of prctl: the
+signal follows the *thread* that started the child; rhovid starts pools, DataLoader workers and ffmpeg from the thread
 that also waits for them, so that thread lives as long as the children are needed.
 
 Dask workers are not children of rhovid (``--scheduler`` connects to a cluster someone else
@@ -57,25 +59,23 @@ if sys.platform.startswith("linux"):
     _libc.sigaddset(_SIGINT_SET, signal.SIGINT)
 
 
-def started_by() -> int:
-    """Pid of the process that started this one: the multiprocessing parent when there is one
-    (still right after the parent died), else ``os.getppid()``."""
-    parent = multiprocessing.parent_process()
-    return parent.pid if parent is not None and parent.pid else os.getppid()
+def die_with_parent() -> None:
+    """End this worker process (SIGKILL) when its parent dies; exit now if it already has.
 
-
-def die_with_parent(parent_pid: int | None = None) -> None:
-    """End this process (SIGKILL) when ``parent_pid`` (default: ``started_by()``) dies.
-
-    Call it first thing in a worker process. If the parent is already gone, exits now.
+    Call it first thing in a ``multiprocessing`` child (a pool initializer, a DataLoader
+    ``worker_init_fn``). The signal follows the kernel parent: the process that started this
+    one, or for ``forkserver`` children the fork server, which itself ends with that process.
+    Whether the starting process is already gone is read from multiprocessing's parent
+    sentinel (a pipe that reaches end-of-file when it dies), not from pids, which the
+    re-parenting to init (or a subreaper) changes and which get reused.
     """
-    parent = started_by() if parent_pid is None else parent_pid
     if _prctl is not None:
         if _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     else:
-        threading.Thread(target=_watch, args=(parent,), name="rhovid-parent-watch", daemon=True).start()
-    if os.getppid() != parent:  # died before the request above took effect
+        threading.Thread(target=_watch, args=(os.getppid(),), name="rhovid-parent-watch", daemon=True).start()
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # died before the request above took effect
         os._exit(1)
 
 

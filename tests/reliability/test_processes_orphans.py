@@ -8,6 +8,7 @@ killed during start-up watched init (pid 1) instead of their parent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -93,3 +94,60 @@ def test_train_loader_killed_during_worker_start_up_leaves_no_worker(tiny_data, 
     # both DataLoader workers exist: they are still importing torch when the kill lands
     started = _descendants_once(proc, _two_workers, "the DataLoader workers")
     _kill_parent_and_check(proc, started, within=START_UP_S)
+
+
+TIED_CHILD = textwrap.dedent("""
+    import multiprocessing as mp
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    from rhovid.lifetime import die_with_parent
+
+
+    def child(flag: str, mark: str) -> None:
+        while not os.path.exists(flag):  # the test kills our parent, then sets the flag
+            time.sleep(0.01)
+        die_with_parent()
+        Path(mark).write_text("survived")
+        time.sleep(60)
+
+
+    if __name__ == "__main__":
+        method, flag, mark = sys.argv[1:]
+        proc = mp.get_context(method).Process(target=child, args=(flag, mark))
+        proc.start()
+        print(proc.pid, flush=True)
+        proc.join()
+""")
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+@pytest.mark.parametrize("parent_dies", [False, True])
+def test_die_with_parent_reads_the_parent_not_its_pid(tmp_path, method, parent_dies):
+    """A child started while its parent lives keeps running (a forkserver child's kernel parent is
+    the fork server, so comparing pids killed every forkserver worker at start); a child whose
+    parent died before it called ``die_with_parent`` exits there and then."""
+    script, flag, mark = tmp_path / "tied.py", tmp_path / "flag", tmp_path / "mark"
+    script.write_text(TIED_CHILD)
+    proc = subprocess.Popen([sys.executable, str(script), method, str(flag), str(mark)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True, cwd=tmp_path)
+    try:
+        child = int(proc.stdout.readline())
+        if parent_dies:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        flag.touch()
+        if parent_dies:
+            left, waited = wait_gone([child], GONE_S)
+            assert not left and not mark.exists(), "the child outlived its dead parent"
+        else:
+            assert wait_until(mark.exists, 30), "die_with_parent ended a child whose parent is alive"
+            assert proc.poll() is None
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the whole group may be gone already
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
