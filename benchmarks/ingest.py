@@ -264,10 +264,10 @@ def tune_sweep(tmp: Path, sources, encodings: list[tuple], short_side: int, clip
     same way (ffmpeg's filters), the PSNR/SSIM ingest recorded from its sampled frames, and the
     loader's CPU decode time per random 8x8 clip (``decode_pyav.decode_frames``: one thread,
     unneeded non-reference frames skipped)."""
+    from rhovid.ingest.fragments import slice_clips
     from rhovid.ingest.pipeline import IngestConfig, ingest
-    from rhovid.ingest.shards import iter_shard, list_shards
+    from rhovid.ingest.reader import iter_shard, list_shards
     from rhovid.train.decode_pyav import decode_frames
-    from rhovid.train.streaming import slice_clips
 
     rows = []
     for content, src in sources:
@@ -323,7 +323,7 @@ def _sweep_one(tmp, content, src, gop, short_side, clips, timed_clips) -> dict:
     from rhovid.ingest.decode import decode_rgb
     from rhovid.ingest.fragments import clip_slice
     from rhovid.ingest.pipeline import IngestConfig, ingest
-    from rhovid.ingest.shards import iter_shard, list_shards
+    from rhovid.ingest.reader import iter_shard, list_shards
 
     data = tmp / f"gop-{content}-{gop}"
     ingest([str(src)], data, IngestConfig(short_side=short_side, gop=gop, progress=False))

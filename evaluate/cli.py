@@ -10,6 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
+from rhovid import storage
 from rhovid.cli import check_counts
 from rhovid.evaluate.linear import WEIGHT_DECAYS
 
@@ -92,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
                          args.frames, args.stride, args.crop, args.weights, args.weights_format)
     # Resolved before any work: a folder gets the default file name inside it (`--report out/`).
     default = default_report_path(args.data, src, args.evaluation)
-    path = Path(args.report) if args.report else default
-    if args.report and (args.report.endswith(("/", os.sep)) or path.is_dir()):
-        path = path / default.name
+    path = args.report or default
+    if args.report and not storage.is_remote(path) and (args.report.endswith(("/", os.sep)) or Path(path).is_dir()):
+        path = Path(path) / storage.name(default)
     progress = not args.no_progress
     if args.evaluation == "finetune":
         from rhovid.evaluate.finetune import FinetuneConfig, finetune
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         results = evaluate_stored(args.data, src.name, args.evaluation, args.train_split, args.test_split,
                                   store=args.features, **options)
     report = write_report(path, args.evaluation, src.name, results,
-                          {**src.attrs, "data": os.path.abspath(args.data), "views": src.views.views})
+                          {**src.attrs, "data": storage.absolute(args.data), "views": src.views.views})
     print(report_table([report]))
     print(f"report: {path}")
     return 0

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from rhovid.evaluate.features import ViewConfig, iter_samples, sample_views, split_rows
+from rhovid.evaluate.features import ViewConfig, iter_views, sample_views, split_rows
 from rhovid.evaluate.knn import topk_accuracy
 
 
@@ -141,8 +141,8 @@ def multiview_scores(data, model: nn.Module, views: ViewConfig, rows: list[dict]
     """Softmax averaged over the views of every test video: (N, C) scores and (N,) labels."""
     model.eval()
     out = []
-    for _, sample in tqdm(iter_samples(data, rows, skip=set()), total=len(rows), desc="finetune test",
-                          unit="video", disable=not progress, dynamic_ncols=True):
-        clips = torch.from_numpy(sample_views(sample["mp4"], sample["json"], views)).to(device)
+    for _, (meta, slices) in tqdm(iter_views(data, rows, set(), views), total=len(rows), desc="finetune test",
+                                  unit="video", disable=not progress, dynamic_ncols=True):
+        clips = torch.from_numpy(sample_views(meta, views, slices)).to(device)
         out.append(F.softmax(model(clips), dim=1).mean(0).cpu())
     return torch.stack(out), torch.tensor([int(r["label"]) for r in rows])

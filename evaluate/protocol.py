@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from rhovid import storage
 from rhovid.evaluate.feature_store import Features, read_features
 from rhovid.evaluate.features import ViewConfig, extract_split
 from rhovid.evaluate.knn import knn_eval
@@ -183,7 +184,8 @@ def default_report_path(data: str | Path, src: FeatureSource, evaluation: str) -
     if src.run_dir is not None:
         suffix = "-random-init" if src.attrs["run"] == "random-init" else ""
         return src.run_dir / "eval" / f"{evaluation}{suffix}.json"
-    return Path(data) / "eval" / src.name / f"{evaluation}.json"
+    path = storage.join(data, "eval", src.name, f"{evaluation}.json")
+    return path if storage.is_remote(path) else Path(path)
 
 
 def with_views(src: FeatureSource, **changes) -> FeatureSource:

@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from rhovid import storage
 from rhovid.ingest.pipeline import IngestConfig, ingest
 from rhovid.ingest.transcode import X264_PRESETS, X264_TUNES
 
@@ -26,7 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = __doc__.split("\n\n", 1)[1].strip()
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("sources", nargs="*", metavar="SRC", help="folder tree, Kinetics CSV, list file or video")
-    p.add_argument("--out", required=True, metavar="DATA", help="output folder (shards/, index.json, failed.jsonl)")
+    p.add_argument("--out", required=True, metavar="DATA",
+                   help="output folder (shards/, index.json, failed.jsonl), or an s3:// / gs:// URL (shards are "
+                        "built in --stage and uploaded whole)")
+    p.add_argument("--stage", default=None, metavar="DIR",
+                   help="local build folder when --out is a URL (default ~/.cache/rhovid/stage/<hash>; "
+                        "$RHOVID_STAGE sets the parent)")
     p.add_argument("--fps", type=float, default=_D.fps, help="constant output frame rate (default %(default)s)")
     p.add_argument("--short-side", type=int, default=_D.short_side,
                    help="shorter output side in pixels (default %(default)s)")
@@ -98,10 +104,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.splits or len(args.sources) != 1:
             raise ValueError(f"--dataset {args.dataset} needs exactly one SRC (the videos folder) and --splits PATH")
         sources = dataset_sources(args.dataset, args.sources[0], args.splits, args.fold)
-    report = ingest(sources, args.out, cfg)
+    report = ingest(sources, args.out, cfg, stage=args.stage)
     print(report.summary())
     if report.failures:
-        print(f"{report.failed} sources failed; reasons in {os.path.join(args.out, 'failed.jsonl')}:", file=sys.stderr)
+        print(f"{report.failed} sources failed; reasons in {storage.join(args.out, 'failed.jsonl')}:", file=sys.stderr)
         _print_head([f"{rec['source']}: [{rec['stage']}] {rec['reason']}" for rec in report.failures], 10)
     return 0
 

@@ -19,10 +19,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rhovid import storage
 from rhovid.atomic import append_jsonl, atomic_write_text, read_jsonl, sweep_temporaries
 from rhovid.config import save_config, to_dict
 from rhovid.executor import map_unordered
 from rhovid.ingest import quality
+from rhovid.ingest.manifest import manifest_name, write_manifest
 from rhovid.ingest.shards import (
     DamagedIndexError,
     ShardWriter,
@@ -135,7 +137,8 @@ class IngestReport:
         return text
 
 
-def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> IngestReport:
+def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig, on_shard=None,
+           stage: str | Path | None = None) -> IngestReport:
     """Ingest ``sources`` into ``out`` (resumable; see the module docstring).
 
     Holds ``out/.ingest.lock`` while it runs: a second ingest into the same ``out`` waits for
@@ -143,8 +146,11 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
 
     Args:
         sources: folder trees, Kinetics CSV files, list files, video files and/or ``Source``s.
-        out: the DATA folder.
+        out: the DATA folder, or an ``s3://`` / ``gs://`` URL (``rhovid.ingest.publish``: shards
+            are built in ``stage`` and uploaded whole).
         cfg: run settings.
+        on_shard: called as ``on_shard(path, metas)`` after each shard is finished and indexed.
+        stage: local build folder of a remote ``out`` (default ``publish.default_stage``).
 
     Raises:
         FileNotFoundError: a source spec does not exist.
@@ -152,7 +158,11 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     """
     t0 = time.perf_counter()
     check_config(cfg)
-    out = Path(out)
+    if storage.is_remote(out):
+        from rhovid.ingest.publish import ingest_remote
+
+        return ingest_remote(sources, str(out), cfg, stage)
+    out = storage.local_path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
     _check_config(out, cfg)
@@ -173,12 +183,12 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     with hold(out / LOCK_FILE, on_wait=waiting):
         _check_config(out, cfg)  # again: the run we waited for may have pinned other settings
         save_config(cfg, out / CONFIG_FILE)
-        return _ingest_locked(specs, out, cfg, t0)
+        return _ingest_locked(specs, out, cfg, t0, on_shard)
 
 
-def _ingest_locked(specs: list[Source], out: Path, cfg: IngestConfig, t0: float) -> IngestReport:
+def _ingest_locked(specs: list[Source], out: Path, cfg: IngestConfig, t0: float, on_shard=None) -> IngestReport:
     """The run itself, with ``out`` locked: recover, skip, transcode, write shards and index
-    (``t0``: when the run started, for its report)."""
+    (``t0``: when the run started, for its report; ``on_shard``: as ``ingest``'s)."""
     sweep_temporaries(shards_dir(out))
     sweep_temporaries(out)
     doc = recover_index(out)
@@ -224,6 +234,8 @@ def _ingest_locked(specs: list[Source], out: Path, cfg: IngestConfig, t0: float)
         if time.monotonic() - last_index_write[0] > 30:  # recover_index covers the gap after a kill
             write_index(out, samples, labels)
             last_index_write[0] = time.monotonic()
+        if on_shard is not None:
+            on_shard(path, metas)
 
     writers: dict[str, ShardWriter] = {}
     measured: list[dict] = []
@@ -309,7 +321,7 @@ def recover_index(out: Path) -> dict:
     Each shard's sample keys (its tar headers) are compared with the index's rows for it; a
     shard the index lists wrongly or not at all (a kill between rename and index write, or a
     shard replaced behind the index's back) is read back. Rows of shards that no longer exist
-    are dropped; missing ``.idx`` files are rewritten.
+    are dropped; missing ``.idx`` files and manifests are rewritten.
 
     Raises:
         ValueError: a finished shard cannot be read (named, with what to do).
@@ -332,11 +344,14 @@ def recover_index(out: Path) -> dict:
         except (tarfile.TarError, ValueError, OSError, KeyError) as e:
             raise ValueError(
                 f"finished shard {path} is damaged ({type(e).__name__}: {e}); restore it from a copy, or delete it "
-                "and its .idx to ingest its sources again (`rhovid ingest --verify` lists every problem)"
+                "with its .idx and manifest to ingest its sources again (`rhovid ingest --verify` lists every problem)"
             ) from e
         samples += rows.get(path.name, [])
         if not path.with_suffix(".idx").exists():
             write_idx(path)
+        if not path.with_name(manifest_name(path.name)).exists():
+            write_manifest(path)
+    samples.sort(key=lambda e: e["shard"])  # stable: keeps shard order within a shard
     labels = list(doc.get("labels", []))
     for e in samples:  # label names the index lost (a rebuilt index) come back from the samples
         k = e.get("label")

@@ -20,6 +20,7 @@ from rhovid.ingest import quality
 from rhovid.ingest.fmp4 import parse_fragments
 from rhovid.ingest.probe import ProbeError, probe
 from rhovid.ingest.sources import Source
+from rhovid.ingest.timestamps import start_at_zero
 from rhovid.ingest.transcode import TranscodeError, TranscodeSettings, output_size, transcode
 
 
@@ -124,6 +125,8 @@ def _ingest_one(task: Task) -> tuple[bytes, dict, dict]:
         raise _Reject("transcode", str(e)) from None
     seconds = {"transcode_s": time.perf_counter() - t0, "quality_s": 0.0}
     try:
+        # first frame presented at 0, not 1/30 s: frame i is at i / fps for every decoder
+        mp4 = start_at_zero(mp4)
         table = parse_fragments(mp4)
     except ValueError as e:
         raise _Reject("transcode", f"ffmpeg output is not a fragmented MP4 ({e})") from None

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rhovid import storage
 from rhovid.executor import map_unordered
 from rhovid.locks import hold, try_hold
 from rhovid.store.boxsets import (
@@ -84,23 +85,34 @@ DECODE_ERRORS = (ValueError, IndexError, EOFError, OSError)
 """What decoding a damaged sample raises, besides PyAV's own ``av.error.FFmpegError``."""
 
 
-def usable_samples(path, skipped: list[dict]):
-    """The samples of shard ``path`` whose json and mp4 agree: ``{"__key__", "json", "mp4": bytes}``.
+def usable_samples(reader, shard: str, skipped: list[dict], ahead: int = 4):
+    """The samples of ``shard`` whose json and mp4 agree: ``{"__key__", "json", "mp4": bytes}``,
+    the next ``ahead`` videos read meanwhile (``reader``: a ``rhovid.ingest.reader.ShardReader``).
 
     The others are appended to ``skipped`` as ``{"key", "reason"}``. Raises ``tarfile.ReadError``
-    for a cut or damaged tar (after the samples before the damage).
+    for a cut or damaged local tar (a ``strict`` reader), ``ValueError`` for a damaged manifest.
     """
     from rhovid.ingest.contract import sample_problems
     from rhovid.ingest.fmp4 import parse_fragments
-    from rhovid.ingest.shards import iter_shard_lazy
+    from rhovid.ranged import prefetch
 
-    for sample in iter_shard_lazy(path, strict=True):
-        key, meta, member = sample["__key__"], sample.get("json"), sample.get("mp4")
-        reason = sample.get("error") or (None if meta is not None and member is not None else "json or mp4 missing")
-        problems = sample_problems(meta, len(member)) if reason is None else []
-        reason = reason or "; ".join(problems) or None
+    def untrusted(sample) -> str | None:
+        if sample.error is not None:
+            return sample.error
+        if sample.meta is None or "mp4" not in sample.members:
+            return "json or mp4 missing"
+        return "; ".join(sample_problems(sample.meta, sample.members["mp4"][1])) or None
+
+    def start(sample):
+        if untrusted(sample) is not None:
+            return None
+        off, size = sample.members["mp4"]
+        return reader.fetcher.submit(shard, [(off, off + size)])
+
+    for sample, fut in prefetch(reader.manifest(shard).samples, start, ahead):
+        meta, reason = sample.meta, untrusted(sample)
         if reason is None:
-            mp4 = member.read()
+            mp4 = next(iter(fut.result().values()))
             try:
                 frames = parse_fragments(mp4).num_frames
                 if frames != meta["num_frames"]:
@@ -108,9 +120,9 @@ def usable_samples(path, skipped: list[dict]):
             except ValueError as e:
                 reason = f"mp4 does not parse ({e})"
         if reason is not None:
-            skipped.append({"key": key, "reason": reason})
+            skipped.append({"key": sample.key, "reason": reason})
             continue
-        yield {"__key__": key, "json": meta, "mp4": mp4}
+        yield {"__key__": sample.key, "json": meta, "mp4": mp4}
 
 
 def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max_boxes: int,
@@ -118,7 +130,7 @@ def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max
     """Boxes for every sample of a shard.
 
     Args:
-        samples: iterable of ``{"__key__", "mp4", "json"}`` (``usable_samples``, ``iter_shard``).
+        samples: iterable of ``{"__key__", "mp4", "json"}`` (``usable_samples``).
         method, params: the prior.
         box_fps: rate of stored frames per video second.
         max_boxes: K.
@@ -204,16 +216,23 @@ def compute_shard(task: ShardTask) -> ShardResult:
 def _compute_locked(task: ShardTask) -> ShardResult:
     import cv2
 
+    from rhovid.ingest.reader import ShardReader
+
     # Parallelism is one shard per worker; OpenCV's own thread pool on top would oversubscribe.
     cv2.setNumThreads(1)
     t0 = time.perf_counter()
-    root = Path(task.root)
+    root = task.root if storage.is_remote(task.root) else Path(task.root)
     if group_status(root, task.shard, task.set_name) == "complete":
         return ShardResult(task.shard, 0, 0, 0.0, status="complete")
     skipped: list[dict] = []
-    rows, keys, sizes, n = compute_rows(
-        usable_samples(task.shard_path, skipped), task.method, task.params, task.box_fps, task.max_boxes, skipped
-    )
+    reader = ShardReader(strict=True)  # a few whole videos read ahead: a box prior needs every GOP at box_fps
+    try:
+        rows, keys, sizes, n = compute_rows(
+            usable_samples(reader, task.shard_path, skipped), task.method, task.params, task.box_fps,
+            task.max_boxes, skipped,
+        )
+    finally:
+        reader.close()
     area = (rows.boxes[..., 2] - rows.boxes[..., 0]) * (rows.boxes[..., 3] - rows.boxes[..., 1])
     frame_area = np.repeat([w * h for w, h in sizes], np.diff(rows.video_offsets)).astype(np.float64)
     stats = {
@@ -285,7 +304,7 @@ def compute_box_set(
         ValueError: bad method/params/box_fps/max_boxes; FileNotFoundError: no shards;
         ImportError: the prior cannot run here (e.g. torchvision not importable).
     """
-    from rhovid.ingest.shards import list_shards, shard_name
+    from rhovid.ingest.reader import data_shards, shard_name
 
     p = make_params(method, params)
     if not box_fps > 0:
@@ -294,10 +313,10 @@ def compute_box_set(
         raise ValueError(f"--max-boxes must be >= 1, got {max_boxes}")
     if workers < 0:
         raise ValueError(f"--workers must be >= 0 (0 = inline), got {workers}")
-    shards = list_shards(data, split)
+    shards = data_shards(data, split)
     if not shards:
         raise FileNotFoundError(
-            f"{data}: no shards{f' of split {split!r}' if split else ''} under {data}/shards"
+            f"{data}: no shards{f' of split {split!r}' if split else ''} under {storage.join(data, 'shards')}"
         )
     set_name = box_set_name(method, p, box_fps, max_boxes)
     root = store_root(data)
@@ -319,9 +338,9 @@ def compute_box_set(
             attrs = {**entry, "set": set_name}
             todo.append(
                 ShardTask(  # absolute paths: Dask workers may run elsewhere on a shared filesystem
-                    str(Path(path).resolve()),
+                    path if storage.is_remote(path) else str(Path(path).resolve()),
                     shard,
-                    str(root.resolve()),
+                    root if storage.is_remote(root) else str(root.resolve()),
                     set_name,
                     method,
                     p,

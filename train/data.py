@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing as mp
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -32,16 +33,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from rhovid.ingest.shards import iter_shard_lazy, list_shards, read_index, shard_name
+from rhovid.ingest.fragments import ClipSlice
+from rhovid.ingest.reader import ShardReader, read_index, shard_name, shard_url, split_shards
+from rhovid.ranged import FetchStats, RangeFetcher, prefetch
 from rhovid.train.data_config import DataConfig, check_data_config
 from rhovid.train.sampler import RANDOM_BOXES, SamplePlan, plan_sample, sample_seed
 from rhovid.train.streaming import (
-    ClipSlice,
     assign,
     batches_per_worker,
     dist_position,
     shuffle_buffer,
-    slice_clips,
     worker_sizes,
     worker_skips,
 )
@@ -80,6 +81,10 @@ class LoaderConfig(DataConfig):
     """CUDA device for the DALI path."""
     dali_threads: int = 4
     """CPU threads of the DALI pipeline."""
+    io_inflight: int = 16
+    """Ranged reads in flight per worker (and samples read ahead of the decoder): hides storage latency."""
+    io_attempts: int = 6
+    """Tries per ranged read before the sample is skipped (retries back off exponentially)."""
 
     @classmethod
     def from_data(cls, data: DataConfig, **runtime) -> LoaderConfig:
@@ -118,32 +123,96 @@ class ClipDataset(IterableDataset):
             items = shuffle_buffer(items, self.cfg.shuffle_buffer, (self.cfg.seed, epoch, self.rank, w))
         yield from self._batches(items, skip * self.cfg.batch_size, counts[w] - skip)
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_shard_reader", None)  # threads and caches are per process
+        return state
+
+    def _reader(self) -> ShardReader:
+        """This process's shard reader (made in the worker, after the dataset was sent to it)."""
+        if getattr(self, "_shard_reader", None) is None:
+            fetcher = RangeFetcher(self.cfg.io_inflight, self.cfg.io_attempts)
+            self._shard_reader = ShardReader(fetcher)
+            self._published = FetchStats()
+        return self._shard_reader
+
+    def _publish_io(self) -> None:
+        """Add this process's new fetch counts to the loader's shared counters."""
+        now = self._reader().fetcher.stats
+        for name, value in now.as_dict().items():
+            delta = value - getattr(self._published, name)
+            if delta:
+                counter = self.state[f"io_{name}"]
+                with counter.get_lock():
+                    counter.value += delta
+                setattr(self._published, name, value)
+
     def _plans(self, spans, epoch):
-        """(plan, slices, error) per sample of the spans, in read order (no decoding)."""
+        """(plan, slices, error) per sample of the spans, in read order.
+
+        One manifest read per shard, then per sample one ranged read per group of overlapping
+        clips (``rhovid.ingest.reader``), ``io_inflight`` samples ahead of the consumer, so a
+        10-minute video costs what a 10-second one does and storage latency is hidden.
+        """
+        reader = self._reader()
+
+        def start(item):
+            job, err = item
+            if err is not None:
+                return None
+            plan, sample, shard = job
+            return reader.submit_clips(shard, sample, [c.frames for c in plan.clips])
+
+        try:
+            for (job, err), fut in prefetch(self._planned(spans, epoch, reader), start, self.cfg.io_inflight):
+                if err is None:
+                    plan, sample, shard = job
+                    t = time.perf_counter()
+                    try:
+                        slices = fut.result()
+                    except Exception as e:  # noqa: BLE001 - unreadable bytes: skip the sample, never the epoch
+                        err = f"{shard}:{sample.key}: {type(e).__name__}: {e}"
+                    reader.fetcher.count(wait_us=int(1e6 * (time.perf_counter() - t)))
+                self._publish_io()
+                yield (None, None, err) if err is not None else (plan, slices, None)
+        finally:
+            reader.fetcher.close()
+            self._publish_io()
+
+    def _planned(self, spans, epoch, reader: ShardReader):
+        """``((plan, manifest sample, shard), None)`` or ``(None, error)`` per sample of the spans."""
         cfg = self.cfg
         for span in spans:
+            t = time.perf_counter()
+            try:
+                samples = reader.manifest(span.shard).samples[span.start:span.stop]  # one read per shard, cached
+            except (OSError, ValueError) as e:
+                for n in range(span.start, span.stop):
+                    yield None, f"{span.shard}: sample {n}: {type(e).__name__}: {e}"
+                continue
+            finally:
+                reader.fetcher.count(wait_us=int(1e6 * (time.perf_counter() - t)))
+            for n in range(len(samples), span.stop - span.start):
+                yield None, f"{span.shard}: sample {span.start + n} is missing (the shard holds {len(samples)})"
             shard_boxes = None
             if cfg.boxes is not None and cfg.boxes not in RANDOM_BOXES:  # one read per shard (DESIGN.md decision 5)
                 from rhovid.store.zarr_store import BoxStore
 
                 shard_boxes = BoxStore(cfg.data).load(shard_name(span.shard), self.box_set)
-            # Lazy members: only headers, jsons and each clip's init + covering fragments are
-            # read, so a 10-minute video costs what a 10-second one does.
-            for sample in iter_shard_lazy(span.shard, span.start, span.stop):
-                key = sample.get("__key__", "?")
-                if "error" in sample:
-                    yield None, None, f"{span.shard}:{key}: {sample['error']}"
+            for sample in samples:
+                if sample.error is not None:
+                    yield None, f"{span.shard}:{sample.key}: {sample.error}"
                     continue
                 try:
-                    meta = sample["json"]
-                    lookup = None if shard_boxes is None else functools.partial(shard_boxes.lookup, key)
+                    meta = sample.meta
+                    lookup = None if shard_boxes is None else functools.partial(shard_boxes.lookup, sample.key)
                     plan = plan_sample(
-                        meta, sample_seed(cfg.seed, epoch, key), cfg, evaluation=cfg.evaluation, lookup=lookup,
+                        meta, sample_seed(cfg.seed, epoch, sample.key), cfg, evaluation=cfg.evaluation, lookup=lookup,
                         clips_per_video=cfg.clips_per_video, spatial_crops=cfg.spatial_crops,
                     )
-                    yield plan, slice_clips(sample["mp4"], meta, [c.frames for c in plan.clips]), None
-                except (KeyError, IndexError, ValueError, TypeError, EOFError, OSError) as e:
-                    yield None, None, f"{span.shard}:{key}: {type(e).__name__}: {e}"
+                    yield (plan, sample, span.shard), None
+                except (KeyError, IndexError, ValueError, TypeError) as e:
+                    yield None, f"{span.shard}:{sample.key}: {type(e).__name__}: {e}"
 
     def _batches(self, items, skip_samples: int, target: int):
         """Decode (or pass through) samples into ``target`` batches, skipping bad samples."""
@@ -244,13 +313,13 @@ class ClipLoader:
         if not cfg.data:
             raise ValueError("LoaderConfig.data is empty: pass the folder written by `rhovid ingest`")
         self.cfg = cfg
-        paths = list_shards(cfg.data, cfg.split)
-        if not paths:
-            raise FileNotFoundError(f"no shards of split {cfg.split!r} in {Path(cfg.data) / 'shards'}")
-        counts: dict[str, int] = {}
-        for e in read_index(cfg.data):
-            counts[e["shard"]] = counts.get(e["shard"], 0) + 1
-        self.shards = [(str(p), counts.get(p.name, 0)) for p in paths if counts.get(p.name, 0)]
+        index_fetcher = RangeFetcher(attempts=cfg.io_attempts)
+        try:
+            self.shards = split_shards(cfg.data, cfg.split, index_fetcher)  # (path or URL, samples) from index.json
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"no shards of split {cfg.split!r} in {cfg.data}: {e}") from None
+        if not self.shards:
+            raise FileNotFoundError(f"no shards of split {cfg.split!r} in {shard_url(cfg.data, '')}")
         box_set = None
         if cfg.boxes is not None and cfg.boxes not in RANDOM_BOXES:
             from rhovid.store.zarr_store import BoxStore
@@ -258,7 +327,8 @@ class ClipLoader:
             box_set = BoxStore(cfg.data).resolve(cfg.boxes)  # KeyError listing the sets
         self.rank, self.world = dist_position(cfg.rank, cfg.world_size)
         ctx = mp.get_context(cfg.start_method)
-        self._state = {"epoch": ctx.Value("q", 0), "consumed": ctx.Value("q", 0), "skipped": ctx.Value("q", 0)}
+        self._state = {name: ctx.Value("q", 0) for name in ("epoch", "consumed", "skipped")}
+        self._state.update({f"io_{name}": ctx.Value("q", v) for name, v in index_fetcher.stats.as_dict().items()})
         self.dataset = ClipDataset(cfg, self.shards, self.rank, self.world, box_set, self._state,
                                    decode=cfg.device == "cpu")
         kw = {}
@@ -274,6 +344,15 @@ class ClipLoader:
     def skipped(self) -> int:
         """Samples skipped because they could not be read or decoded (all workers, all epochs)."""
         return self._state["skipped"].value
+
+    @property
+    def io_stats(self) -> FetchStats:
+        """Bytes, requests, retries and failed reads of every worker so far (all epochs)."""
+        return FetchStats(**{name: self._state[f"io_{name}"].value for name in FetchStats().as_dict()})
+
+    def summary(self) -> str:
+        """One line for the end of a run: what was read and what was skipped."""
+        return f"{self.io_stats.summary()}; {self.skipped} skipped samples"
 
     def __len__(self) -> int:
         return sum(self.dataset.batch_counts())
@@ -323,9 +402,13 @@ def plans_and_slices(data: str | Path, key: str, plan_fn) -> tuple[SamplePlan, l
     entry = next((e for e in read_index(data) if e["key"] == key), None)
     if entry is None:
         raise KeyError(f"sample {key!r} not in {data}/index.json")
-    path = Path(data) / "shards" / entry["shard"]
-    for sample in iter_shard_lazy(path):
-        if sample["__key__"] == key:
-            plan = plan_fn(sample["json"])
-            return plan, slice_clips(sample["mp4"], sample["json"], [c.frames for c in plan.clips]), sample["json"]
-    raise KeyError(f"sample {key!r} listed in index.json but not found in {path}")
+    shard = shard_url(data, entry["shard"])
+    reader = ShardReader()
+    try:
+        sample = next((s for s in reader.manifest(shard).samples if s.key == key), None)
+        if sample is None:
+            raise KeyError(f"sample {key!r} listed in index.json but not found in {shard}")
+        plan = plan_fn(sample.meta)
+        return plan, reader.read_clips(shard, sample, [c.frames for c in plan.clips]), sample.meta
+    finally:
+        reader.close()

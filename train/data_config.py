@@ -19,7 +19,7 @@ class DataConfig:
     """What the loader samples: clips, their augmentation and their boxes."""
 
     data: str = ""
-    """Dataset folder written by ``rhovid ingest`` (holds shards/ and index.json)."""
+    """Dataset folder or URL (s3://, gs://, http(s)://) written by ``rhovid ingest`` (holds shards/ and index.json)."""
     split: str = "train"
     """Shard split to read."""
     rho: int = 2

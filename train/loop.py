@@ -170,10 +170,12 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
             times = timer.pop()
             rec = {"loss": window.pop("loss") / n, "terms": {k: v / n for k, v in window.items()}, "lr": lr,
                    "epoch": stream.epoch, **times,
-                   "clips_per_s": times["steps_per_s"] * cfg.batch_size * cfg.data.rho}
+                   "clips_per_s": times["steps_per_s"] * cfg.batch_size * cfg.data.rho, **_io_record(batches)}
             window.clear()
             metrics.log(done, rec)
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.3g}", data=f"{times['data_frac']:.0%}")
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.3g}", data=f"{times['data_frac']:.0%}",
+                            **({"read": f"{rec['io']['bytes'] / 1e6:.0f}MB/{rec['io']['retries']}r"} if "io" in rec
+                               else {}))
         bar.update(1)
         timer.mark_compute(step_done=False)  # logging is the loop's work, not data wait
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
@@ -186,7 +188,15 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
     metrics.close()
     if world > 1:
         dist.barrier()  # no rank leaves (and destroys its group) while another still checkpoints
-    return {"step": cfg.steps, "loss": loss, "checkpoint": ckpt_path, "rank": rank}
+    summary = batches.summary() if hasattr(batches, "summary") else None
+    return {"step": cfg.steps, "loss": loss, "checkpoint": ckpt_path, "rank": rank, "data": summary}
+
+
+def _io_record(batches) -> dict:
+    """The loader's running totals for metrics.jsonl: bytes, requests, retries, failed reads, skipped."""
+    if not hasattr(batches, "io_stats"):
+        return {}
+    return {"io": {**batches.io_stats.as_dict(), "skipped": batches.skipped}}
 
 
 def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from rhovid.benchmarks.counter_video import read_counter, vp9_fmp4_sample, write_counter_video
+from rhovid.ingest.fragments import slice_clips
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD, AugmentConfig, ClipAug
 from rhovid.train.dali_pipeline import DaliClipExecutor
 from rhovid.train.data_config import DataConfig
 from rhovid.train.decode_pyav import execute_plan
 from rhovid.train.sampler import ClipPlan, SamplePlan, plan_sample
-from rhovid.train.streaming import slice_clips
 
 FPS, SIDE = 15, 48
 
