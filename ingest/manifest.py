@@ -103,6 +103,8 @@ def iter_manifest_samples(f, tar_path, strict: bool = False) -> Iterator[Manifes
                     meta = parse_json(f.read(ranges["json"][1]), f"{key}.json")
                 except ValueError as e:
                     meta, error = None, str(e)
+            if error is None and not {"json", "mp4"} <= ranges.keys():  # a group cut short by the damage
+                error = f"{key}: json or mp4 member missing"
             if meta is not None and "mp4" in ranges:
                 size = meta.get("init_size")
                 if type(size) is int and 0 < size <= ranges["mp4"][1]:

@@ -127,9 +127,10 @@ class ShardReader:
             of a 1 GiB shard of 10 s clips holds ~3,500 sample jsons (tens of MB as Python
             objects), and a loader worker reads its shards one after another, so a few suffice;
             a worker whose shards all fit reads each manifest once per run instead of per epoch.
-        strict: a local tar read without its manifest (none, or stale) must be whole: a cut or
-            damaged tar raises ``tarfile.ReadError`` instead of reading as a shorter shard
-            (``rhovid boxes`` must not store a cut shard as complete; issue 13, item 11).
+        strict: a local shard is read from its tar alone (a manifest beside it is not trusted:
+            one of the same size may describe other jsons), and must be whole: a cut or damaged
+            tar raises ``tarfile.ReadError`` instead of reading as a shorter shard (``rhovid
+            boxes`` must not store a cut shard as complete; issue 13, item 11).
     """
 
     def __init__(self, fetcher: RangeFetcher | None = None, cache: int = 4, strict: bool = False):
@@ -160,6 +161,8 @@ class ShardReader:
     def _load(self, shard: str) -> Manifest:
         url = manifest_name(shard)
         local = not storage.is_remote(shard)
+        if local and self.strict:  # the tar's own headers and jsons, whatever a manifest beside it says
+            return build_manifest(storage.local_path(shard), strict=True)
         try:
             found = parse_manifest(self.fetcher.get_all(url), url)
             # a local tar changed after its manifest was written (a copy cut short, a hand edit):

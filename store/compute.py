@@ -203,6 +203,8 @@ def group_lock(root: str | Path, shard: str, set_name: str) -> Path:
 
 def compute_shard(task: ShardTask) -> ShardResult:
     """Worker: compute and write one shard's group under its lock (see the module docstring)."""
+    if storage.is_remote(task.root):  # a bucket has no flock: one writer per DATA (store/FORMAT.md)
+        return _compute_locked(task)
     lock = group_lock(task.root, task.shard, task.set_name)
     with try_hold(lock) as got:
         if got:
