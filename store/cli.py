@@ -94,6 +94,13 @@ def _compute(args: argparse.Namespace) -> int:
         f"box set {report.set_name}{alias}: computed {len(report.computed)} shards ({report.videos} videos, "
         f"{report.frames} frames, {rate:.1f} frames/s), {len(report.skipped)} already complete"
     )
+    if report.skipped_samples:
+        print(f"{len(report.skipped_samples)} samples skipped (bad json or mp4; recorded in each group's "
+              "'skipped' attribute):", file=sys.stderr)
+        for shard, key, reason in report.skipped_samples[:10]:
+            print(f"  {shard}/{key}: {reason}", file=sys.stderr)
+        if len(report.skipped_samples) > 10:
+            print(f"  ... and {len(report.skipped_samples) - 10} more", file=sys.stderr)
     for shard, err in report.failed:
         print(f"  failed {shard}: {err}", file=sys.stderr)
     if report.failed:
@@ -118,11 +125,12 @@ def list_rows(data: Path | str) -> list[dict]:
     total = len(data_shards(data))
     rows = []
     for s in store.list_sets():
-        n_rows = n_boxes = 0
+        n_rows = n_boxes = skipped = 0
         area = 0.0
         for shard in s["shards_done"]:
             st = store.attrs(shard, s["name"])["stats"]
             n_rows, n_boxes, area = n_rows + st["rows"], n_boxes + st["boxes"], area + st["area_fraction_sum"]
+            skipped += st.get("skipped", 0)
         params = ",".join(f"{k}={v}" for k, v in s["params_hashed"].items())
         rows.append(
             {
@@ -132,6 +140,7 @@ def list_rows(data: Path | str) -> list[dict]:
                 "shards": f"{len(s['shards_done'])}/{total}",
                 "boxes/frame": f"{n_boxes / n_rows:.1f}" if n_rows else "-",
                 "box area": f"{area / n_boxes:.3f}" if n_boxes else "-",
+                "skipped videos": skipped,
             }
         )
     return rows

@@ -5,12 +5,23 @@ rest to ``rhovid.executor.map_unordered`` (local process pool or Dask, DESIGN.md
 6). A worker reads its shard's samples, decodes the frames at ``--box-fps``, runs the prior,
 post-processes, and writes the shard's group in one go, ``complete`` last; so an interrupted
 run leaves partial groups that the rerun recomputes, and complete groups are never rewritten.
+
+Concurrent runs of one set (issue 13, item 3): a worker holds the group's lock file
+(``boxes.zarr/.locks/<shard>.<set>.lock``, ``rhovid.locks``) while it checks, computes and
+writes the group. A first pass skips groups another run holds; a second pass waits for them
+and finds them complete (or computes them, if that run died: the kernel dropped its lock).
+
+Bad samples (issue 13, items 8 and 9): a sample whose json a reader cannot trust
+(``rhovid.ingest.contract``), whose mp4 does not parse or disagrees with its json's frame
+count, or that does not decode is skipped and recorded in the group (``skipped``), so one bad
+sample costs its own boxes, not the shard's; frame counts come from the fragment table, never
+from the json alone. A shard whose tar is cut or damaged fails whole and is not stored.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +29,7 @@ import numpy as np
 from rhovid import storage
 from rhovid.errors import NotFoundError, UsageError
 from rhovid.executor import map_unordered
+from rhovid.locks import hold, try_hold
 from rhovid.store.boxsets import (
     box_set_name,
     code_version,
@@ -54,6 +66,8 @@ class ShardTask:
     max_boxes: int
     attrs: dict = field(default_factory=dict)
     crash: bool = False
+    wait: bool = False
+    """Wait for a group another run holds (second pass) instead of leaving it (first pass)."""
 
 
 @dataclass(frozen=True)
@@ -62,20 +76,73 @@ class ShardResult:
     videos: int
     frames: int
     seconds: float
+    status: str = "computed"
+    """``computed``; ``complete`` (another run completed it); ``busy`` (another run holds it)."""
+    skipped: tuple = ()
+    """``{"key", "reason"}`` of the samples left out of the group."""
 
 
-def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max_boxes: int):
+DECODE_ERRORS = (ValueError, IndexError, EOFError, OSError)
+"""What decoding a damaged sample raises, besides PyAV's own ``av.error.FFmpegError``."""
+
+
+def usable_samples(reader, shard: str, skipped: list[dict], ahead: int = 4):
+    """The samples of ``shard`` whose json and mp4 agree: ``{"__key__", "json", "mp4": bytes}``,
+    the next ``ahead`` videos read meanwhile (``reader``: a ``rhovid.ingest.reader.ShardReader``).
+
+    The others are appended to ``skipped`` as ``{"key", "reason"}``. Raises ``tarfile.ReadError``
+    for a cut or damaged local tar (a ``strict`` reader), ``ValueError`` for a damaged manifest.
+    """
+    from rhovid.ingest.contract import sample_problems
+    from rhovid.ingest.fmp4 import parse_fragments
+    from rhovid.ranged import prefetch
+
+    def untrusted(sample) -> str | None:
+        if sample.error is not None:
+            return sample.error
+        if sample.meta is None or "mp4" not in sample.members:
+            return "json or mp4 missing"
+        return "; ".join(sample_problems(sample.meta, sample.members["mp4"][1])) or None
+
+    def start(sample):
+        if untrusted(sample) is not None:
+            return None
+        off, size = sample.members["mp4"]
+        return reader.fetcher.submit(shard, [(off, off + size)])
+
+    for sample, fut in prefetch(reader.manifest(shard).samples, start, ahead):
+        meta, reason = sample.meta, untrusted(sample)
+        if reason is None:
+            mp4 = next(iter(fut.result().values()))
+            try:
+                frames = parse_fragments(mp4).num_frames
+                if frames != meta["num_frames"]:
+                    reason = f"json says {meta['num_frames']} frames, its mp4's fragments hold {frames}"
+            except ValueError as e:
+                reason = f"mp4 does not parse ({e})"
+        if reason is not None:
+            skipped.append({"key": sample.key, "reason": reason})
+            continue
+        yield {"__key__": sample.key, "json": meta, "mp4": mp4}
+
+
+def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max_boxes: int,
+                 skipped: list[dict] | None = None):
     """Boxes for every sample of a shard.
 
     Args:
-        samples: iterable of ``{"__key__", "mp4", "json"}`` (``rhovid.ingest.reader.ShardReader.iter_samples``).
+        samples: iterable of ``{"__key__", "mp4", "json"}`` (``usable_samples``).
         method, params: the prior.
         box_fps: rate of stored frames per video second.
         max_boxes: K.
+        skipped: a sample that does not decode is appended here as ``{"key", "reason"}`` and left
+            out; None = its error propagates.
 
     Returns:
         (ShardRows, keys, frame_sizes [[W, H], ...], frames processed).
     """
+    import av
+
     from rhovid.ingest.decode import decode_rgb
     from rhovid.store.priors.motion import decode_motion_vectors
 
@@ -92,10 +159,16 @@ def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max
             gap = params.gap
             ref = np.where(idx >= gap, idx - gap, np.minimum(idx + gap, n_frames - 1))
             need = np.union1d(idx, ref)
-        if "vectors" in extra_names:
-            decoded, extra["vectors"] = decode_motion_vectors(sample["mp4"], idx)
-        else:
-            decoded = decode_rgb(sample["mp4"], need) if len(need) else np.zeros((0, 1, 1, 3), np.uint8)
+        try:
+            if "vectors" in extra_names:
+                decoded, extra["vectors"] = decode_motion_vectors(sample["mp4"], idx)
+            else:
+                decoded = decode_rgb(sample["mp4"], need) if len(need) else np.zeros((0, 1, 1, 3), np.uint8)
+        except (*DECODE_ERRORS, av.error.FFmpegError) as e:
+            if skipped is None:
+                raise
+            skipped.append({"key": key, "reason": f"does not decode ({type(e).__name__}: {e})"})
+            continue
         rgb = decoded[np.searchsorted(need, idx)]
         if "previous" in extra_names:
             extra["previous"] = decoded[np.searchsorted(need, ref)]
@@ -124,8 +197,26 @@ def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max
     return rows, keys, sizes, len(frames)
 
 
+def group_lock(root: str | Path, shard: str, set_name: str) -> Path:
+    """The lock file of one (shard, box set) group."""
+    return Path(root) / ".locks" / f"{shard}.{set_name}.lock"
+
+
 def compute_shard(task: ShardTask) -> ShardResult:
-    """Worker: compute and write one shard's group (no-op if another run completed it)."""
+    """Worker: compute and write one shard's group under its lock (see the module docstring)."""
+    if storage.is_remote(task.root):  # a bucket has no flock: one writer per DATA (store/FORMAT.md)
+        return _compute_locked(task)
+    lock = group_lock(task.root, task.shard, task.set_name)
+    with try_hold(lock) as got:
+        if got:
+            return _compute_locked(task)
+    if not task.wait:
+        return ShardResult(task.shard, 0, 0, 0.0, status="busy")
+    with hold(lock):
+        return _compute_locked(task)
+
+
+def _compute_locked(task: ShardTask) -> ShardResult:
     import cv2
 
     from rhovid.ingest.reader import ShardReader
@@ -135,11 +226,13 @@ def compute_shard(task: ShardTask) -> ShardResult:
     t0 = time.perf_counter()
     root = task.root if storage.is_remote(task.root) else Path(task.root)
     if group_status(root, task.shard, task.set_name) == "complete":
-        return ShardResult(task.shard, 0, 0, 0.0)
-    reader = ShardReader()  # a few whole videos read ahead: a box prior needs every GOP at box_fps
+        return ShardResult(task.shard, 0, 0, 0.0, status="complete")
+    skipped: list[dict] = []
+    reader = ShardReader(strict=True)  # a few whole videos read ahead: a box prior needs every GOP at box_fps
     try:
         rows, keys, sizes, n = compute_rows(
-            reader.iter_samples(task.shard_path), task.method, task.params, task.box_fps, task.max_boxes
+            usable_samples(reader, task.shard_path, skipped), task.method, task.params, task.box_fps,
+            task.max_boxes, skipped,
         )
     finally:
         reader.close()
@@ -149,10 +242,12 @@ def compute_shard(task: ShardTask) -> ShardResult:
         "rows": int(len(rows.count)),
         "boxes": int(rows.count.sum()),
         "area_fraction_sum": float((area.sum(1) / np.maximum(frame_area, 1.0)).sum()),
+        "skipped": len(skipped),
     }
-    attrs = {**task.attrs, "shard": task.shard, "keys": keys, "frame_sizes": sizes, "stats": stats}
+    attrs = {**task.attrs, "shard": task.shard, "keys": keys, "frame_sizes": sizes, "stats": stats,
+             "skipped": skipped}
     write_shard_set(root, task.shard, task.set_name, rows, attrs, crash_before_complete=task.crash)
-    return ShardResult(task.shard, len(keys), n, time.perf_counter() - t0)
+    return ShardResult(task.shard, len(keys), n, time.perf_counter() - t0, skipped=tuple(skipped))
 
 
 @dataclass
@@ -163,10 +258,12 @@ class ComputeReport:
     method: str
     shards_total: int
     skipped: list[str] = field(default_factory=list)
-    """Shards whose group was already complete (not recomputed)."""
+    """Shards whose group was already complete (not recomputed), or completed meanwhile by a concurrent run."""
     computed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     """(shard, error message) for shards that raised; rerun to retry them."""
+    skipped_samples: list[tuple[str, str, str]] = field(default_factory=list)
+    """(shard, key, reason) of the samples left out of the groups this call computed."""
     frames: int = 0
     """Frames processed by this call: the work counter (0 for a no-op)."""
     videos: int = 0
@@ -263,20 +360,24 @@ def compute_box_set(
     if not todo:
         return report
     t0 = time.perf_counter()
-    for res in map_unordered(
-        compute_shard,
-        todo,
-        workers=workers,
-        scheduler=scheduler,
-        desc=f"boxes {set_name}",
-        unit="shard",
-        progress=progress,
-    ):
-        if res.ok:
-            report.computed.append(res.task.shard)
-            report.frames += res.value.frames
-            report.videos += res.value.videos
-        else:
-            report.failed.append((res.task.shard, f"{type(res.error).__name__}: {res.error}"))
+    # first pass: groups another run holds are left for the second pass, which waits for them
+    for _pass in range(2):
+        busy = []
+        for res in map_unordered(compute_shard, todo, workers=workers, scheduler=scheduler,
+                                 desc=f"boxes {set_name}", unit="shard", progress=progress):
+            if not res.ok:
+                report.failed.append((res.task.shard, f"{type(res.error).__name__}: {res.error}"))
+            elif res.value.status == "busy":
+                busy.append(replace(res.task, wait=True))
+            elif res.value.status == "complete":
+                report.skipped.append(res.task.shard)
+            else:
+                report.computed.append(res.task.shard)
+                report.frames += res.value.frames
+                report.videos += res.value.videos
+                report.skipped_samples += [(res.task.shard, s["key"], s["reason"]) for s in res.value.skipped]
+        todo = busy
+        if not todo:
+            break
     report.seconds = time.perf_counter() - t0
     return report

@@ -118,6 +118,9 @@ class ShardBoxes:
     def stored_frames(self, key: str) -> np.ndarray:
         """(R,) frame indices of video ``key`` that have stored boxes, increasing (R >= 1)."""
         if key not in self._frames:
+            why = next((s["reason"] for s in self.attrs.get("skipped", []) if s["key"] == key), None)
+            if why is not None:
+                raise KeyError(f"video {key!r} of shard {self.shard} was skipped by box set {self.set_name}: {why}")
             raise KeyError(f"video {key!r} is not in shard {self.shard} (box set {self.set_name})")
         return self._frames[key]
 
