@@ -103,6 +103,7 @@ def _compute(args: argparse.Namespace) -> int:
 def list_rows(data: Path) -> list[dict]:
     """One row per box set: name, method, params, shards done/total, mean boxes, mean box area."""
     from rhovid.ingest.shards import list_shards
+    from rhovid.store.boxsets import param_text
     from rhovid.store.zarr_store import BoxStore
 
     store = BoxStore(data)
@@ -114,7 +115,7 @@ def list_rows(data: Path) -> list[dict]:
         for shard in s["shards_done"]:
             st = store.attrs(shard, s["name"])["stats"]
             n_rows, n_boxes, area = n_rows + st["rows"], n_boxes + st["boxes"], area + st["area_fraction_sum"]
-        params = ",".join(f"{k}={v}" for k, v in s["params_hashed"].items())
+        params = " ".join(f"{k}={param_text(v)}" for k, v in s["params_hashed"].items())
         rows.append(
             {
                 "set": s["name"] + (f" ({', '.join(s['aliases'])})" if s["aliases"] else ""),

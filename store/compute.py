@@ -5,12 +5,18 @@ rest to ``rhovid.executor.map_unordered`` (local process pool or Dask, DESIGN.md
 6). A worker reads its shard's samples, decodes the frames at ``--box-fps``, runs the prior,
 post-processes, and writes the shard's group in one go, ``complete`` last; so an interrupted
 run leaves partial groups that the rerun recomputes, and complete groups are never rewritten.
+
+With fewer unfinished shards than local workers, each shard is split into video ranges
+(``split_ranges``) so every worker has work: range workers return their rows, and the driver
+writes the shard's group once, from the rows in shard order, through the same ``write_group``
+as a whole-shard worker, so the arrays and attributes are byte for byte the per-shard ones.
+A shard whose ranges are not all done gets no group (a rerun computes it again).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +30,7 @@ from rhovid.store.boxsets import (
     params_dict,
     register_set,
 )
-from rhovid.store.regions import SelectParams, select_boxes
+from rhovid.store.regions import SelectParams
 from rhovid.store.zarr_store import ShardRows, ensure_root, group_status, store_root, write_shard_set
 
 
@@ -52,6 +58,19 @@ class ShardTask:
     max_boxes: int
     attrs: dict = field(default_factory=dict)
     crash: bool = False
+    videos: tuple[int, int] | None = None
+    """Below-shard split: videos ``[start, stop)`` in shard order; the worker returns their rows
+    and the driver writes the group. None = the whole shard, written by the worker."""
+
+
+@dataclass(frozen=True)
+class ShardPart:
+    """Rows of one video range of a shard (a range worker's answer)."""
+
+    start: int
+    rows: ShardRows
+    keys: list
+    sizes: list
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,9 @@ class ShardResult:
     videos: int
     frames: int
     seconds: float
+    prior_seconds: float = 0.0
+    """CPU seconds spent in the prior itself (its library call and post-processing)."""
+    part: ShardPart | None = None
 
 
 def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max_boxes: int):
@@ -72,14 +94,15 @@ def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max
         max_boxes: K.
 
     Returns:
-        (ShardRows, keys, frame_sizes [[W, H], ...], frames processed).
+        (ShardRows, keys, frame_sizes [[W, H], ...], frames processed, CPU seconds in the prior).
     """
     from rhovid.ingest.decode import decode_rgb
-    from rhovid.store.priors.motion import decode_motion_vectors
+    from rhovid.store.priors.motion import decode_motion_vectors, reference_gap
 
     _, fn = method_entry(method)
     extra_names = params.extra_inputs()
     boxes, scores, counts, frames, offsets, keys, sizes = [], [], [], [], [0], [], []
+    prior_s = 0.0
     for sample in samples:
         meta, key = sample["json"], sample["__key__"]
         n_frames = int(meta["num_frames"])
@@ -87,19 +110,22 @@ def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max
         need, extra = idx, {}
         if "previous" in extra_names:
             # the frame `gap` before; frames with none before them compare with the one after
-            gap = params.gap
+            gap = reference_gap(meta, params.gap)
             ref = np.where(idx >= gap, idx - gap, np.minimum(idx + gap, n_frames - 1))
             need = np.union1d(idx, ref)
         if "vectors" in extra_names:
-            decoded, extra["vectors"] = decode_motion_vectors(sample["mp4"], idx)
+            decoded, extra["vectors"] = decode_motion_vectors(sample["mp4"], idx, params.compensate != "none")
         else:
             decoded = decode_rgb(sample["mp4"], need) if len(need) else np.zeros((0, 1, 1, 3), np.uint8)
         rgb = decoded[np.searchsorted(need, idx)]
         if "previous" in extra_names:
             extra["previous"] = decoded[np.searchsorted(need, ref)]
         h, w = (decoded.shape[1], decoded.shape[2]) if len(idx) else (int(meta["height"]), int(meta["width"]))
-        for cand, cand_scores in fn(rgb, params, **extra) if len(idx) else []:
-            b, s = select_boxes(cand, w, h, max_boxes, params.min_size, params.max_area, cand_scores)
+        t0 = time.process_time()
+        found = fn(rgb, params, **extra) if len(idx) else []
+        selected = [params.select(cand, w, h, max_boxes, cand_scores) for cand, cand_scores in found]
+        prior_s += time.process_time() - t0
+        for b, s in selected:
             row = np.zeros((max_boxes, 4), np.float32)
             row[: len(b)] = b
             boxes.append(row)
@@ -119,24 +145,66 @@ def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max
         video_offsets=np.asarray(offsets, np.int64),
         score=np.asarray(scores, np.float32).reshape(-1, max_boxes) if params.scored else None,
     )
-    return rows, keys, sizes, len(frames)
+    return rows, keys, sizes, len(frames), prior_s
 
 
 def compute_shard(task: ShardTask) -> ShardResult:
-    """Worker: compute and write one shard's group (no-op if another run completed it)."""
+    """Worker: compute and write one shard's group (no-op if another run completed it), or
+    compute the rows of one video range (``task.videos``) and return them."""
     import cv2
 
     from rhovid.ingest.shards import iter_shard
 
-    # Parallelism is one shard per worker; OpenCV's own thread pool on top would oversubscribe.
+    # Parallelism is one task per worker; OpenCV's own thread pool on top would oversubscribe.
     cv2.setNumThreads(1)
     t0 = time.perf_counter()
     root = Path(task.root)
     if group_status(root, task.shard, task.set_name) == "complete":
         return ShardResult(task.shard, 0, 0, 0.0)
-    rows, keys, sizes, n = compute_rows(
-        iter_shard(task.shard_path), task.method, task.params, task.box_fps, task.max_boxes
+    samples = iter_shard(task.shard_path) if task.videos is None else _range_samples(task.shard_path, *task.videos)
+    rows, keys, sizes, n, prior_s = compute_rows(samples, task.method, task.params, task.box_fps, task.max_boxes)
+    if task.videos is not None:
+        part = ShardPart(task.videos[0], rows, keys, sizes)
+        return ShardResult(task.shard, len(keys), n, time.perf_counter() - t0, prior_s, part)
+    write_group(task, rows, keys, sizes)
+    return ShardResult(task.shard, len(keys), n, time.perf_counter() - t0, prior_s)
+
+
+def _range_samples(path: str, start: int, stop: int):
+    """Samples ``start..stop-1`` of a shard as ``iter_shard`` gives them (headers skipped past, not decoded)."""
+    from rhovid.ingest.shards import iter_shard_lazy
+
+    for s in iter_shard_lazy(path, start, stop):
+        if "error" in s:
+            raise ValueError(f"{path}: sample {s['__key__']}: {s['error']}")
+        yield {"__key__": s["__key__"], "json": s["json"], "mp4": s["mp4"][:]}
+
+
+def split_ranges(count: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous, near-equal ``[start, stop)`` ranges of ``count`` videos (fewer if count < parts)."""
+    edges = np.linspace(0, count, min(parts, count) + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def merge_parts(parts: list[ShardPart]) -> tuple[ShardRows, list, list]:
+    """One shard's rows, keys and frame sizes from its range parts (any order)."""
+    parts = sorted(parts, key=lambda p: p.start)
+    rows = [p.rows for p in parts]
+    lengths = [len(r.count) for r in rows]
+    starts = np.cumsum([0, *lengths[:-1]])
+    offsets = np.concatenate([[0], *[r.video_offsets[1:] + s for r, s in zip(rows, starts)]]).astype(np.int64)
+    merged = ShardRows(
+        boxes=np.concatenate([r.boxes for r in rows]),
+        count=np.concatenate([r.count for r in rows]),
+        frame=np.concatenate([r.frame for r in rows]),
+        video_offsets=offsets,
+        score=None if rows[0].score is None else np.concatenate([r.score for r in rows]),
     )
+    return merged, [k for p in parts for k in p.keys], [s for p in parts for s in p.sizes]
+
+
+def write_group(task: ShardTask, rows: ShardRows, keys: list, sizes: list) -> None:
+    """Write a shard's group with its attributes and stats (whole-shard worker or the driver)."""
     area = (rows.boxes[..., 2] - rows.boxes[..., 0]) * (rows.boxes[..., 3] - rows.boxes[..., 1])
     frame_area = np.repeat([w * h for w, h in sizes], np.diff(rows.video_offsets)).astype(np.float64)
     stats = {
@@ -145,8 +213,7 @@ def compute_shard(task: ShardTask) -> ShardResult:
         "area_fraction_sum": float((area.sum(1) / np.maximum(frame_area, 1.0)).sum()),
     }
     attrs = {**task.attrs, "shard": task.shard, "keys": keys, "frame_sizes": sizes, "stats": stats}
-    write_shard_set(root, task.shard, task.set_name, rows, attrs, crash_before_complete=task.crash)
-    return ShardResult(task.shard, len(keys), n, time.perf_counter() - t0)
+    write_shard_set(Path(task.root), task.shard, task.set_name, rows, attrs, crash_before_complete=task.crash)
 
 
 @dataclass
@@ -165,6 +232,10 @@ class ComputeReport:
     """Frames processed by this call: the work counter (0 for a no-op)."""
     videos: int = 0
     seconds: float = 0.0
+    prior_seconds: float = 0.0
+    """CPU seconds in the prior itself, summed over workers (``/ frames``: its cost per frame)."""
+    tasks: int = 0
+    """Tasks handed to the executor: shards, or video ranges of shards when they were split."""
 
     @property
     def noop(self) -> bool:
@@ -257,20 +328,55 @@ def compute_box_set(
     if not todo:
         return report
     t0 = time.perf_counter()
+    tasks = split_tasks(todo, workers if not scheduler else 0)
+    report.tasks = len(tasks)
+    expected = {t.shard: sum(u.shard == t.shard for u in tasks) for t in todo}
+    parts: dict[str, list[ShardPart]] = {t.shard: [] for t in todo}
+    failed: set[str] = set()
     for res in map_unordered(
         compute_shard,
-        todo,
+        tasks,
         workers=workers,
         scheduler=scheduler,
         desc=f"boxes {set_name}",
-        unit="shard",
+        unit="shard" if len(tasks) == len(todo) else "range",
         progress=progress,
     ):
-        if res.ok:
-            report.computed.append(res.task.shard)
-            report.frames += res.value.frames
-            report.videos += res.value.videos
-        else:
-            report.failed.append((res.task.shard, f"{type(res.error).__name__}: {res.error}"))
+        shard = res.task.shard
+        if not res.ok:
+            if shard not in failed:
+                failed.add(shard)
+                report.failed.append((shard, f"{type(res.error).__name__}: {res.error}"))
+            continue
+        report.frames += res.value.frames
+        report.videos += res.value.videos
+        report.prior_seconds += res.value.prior_seconds
+        if res.value.part is None:
+            report.computed.append(shard)
+            continue
+        parts[shard].append(res.value.part)
+        if len(parts[shard]) == expected[shard] and shard not in failed:
+            try:  # the driver writes a split shard's group once, from every range's rows
+                write_group(res.task, *merge_parts(parts.pop(shard)))
+                report.computed.append(shard)
+            except Exception as e:  # noqa: BLE001 - reported like a worker's failure
+                failed.add(shard)
+                report.failed.append((shard, f"{type(e).__name__}: {e}"))
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def split_tasks(todo: list[ShardTask], workers: int) -> list[ShardTask]:
+    """``todo`` as is, or, with fewer shards than local ``workers``, each shard as
+    ``ceil(workers / shards)`` video ranges (never more ranges than videos)."""
+    from rhovid.ingest.shards import iter_shard_lazy
+
+    if workers <= len(todo):
+        return todo
+    per_shard = -(-workers // len(todo))
+    out = []
+    for t in todo:
+        count = sum(1 for _ in iter_shard_lazy(t.shard_path))  # tar headers and jsons only
+        ranges = split_ranges(count, per_shard)
+        out += [t] if len(ranges) <= 1 else [replace(t, videos=r) for r in ranges]
+    return out

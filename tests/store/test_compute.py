@@ -37,7 +37,7 @@ def test_box_frame_indices():
 
 
 def test_compute_round_trip_then_noop(data, capsys):
-    report = compute_box_set(data, "slic", {"region_size": "16"}, box_fps=2.0, max_boxes=8, progress=False)
+    report = compute_box_set(data, "slic", {"segments": "30"}, box_fps=2.0, max_boxes=8, progress=False)
     assert not report.failed and sorted(report.computed) == shards_of(data) and report.frames > 0
     store = BoxStore(data)
     index = read_index(data)
@@ -46,7 +46,7 @@ def test_compute_round_trip_then_noop(data, capsys):
         sb = store.load(shard, report.set_name)
         entries = [e for e in index if e["shard"] == f"{shard}.tar"]
         assert sb.keys == [e["key"] for e in entries]
-        assert sb.attrs["method"] == "slic" and sb.attrs["params"]["region_size"] == 16
+        assert sb.attrs["method"] == "slic" and sb.attrs["params"]["segments"] == 30
         assert sb.attrs["box_fps"] == 2.0 and sb.attrs["max_boxes"] == 8 and sb.attrs["code_version"]
         assert sb.rows.boxes.shape[1:] == (8, 4) and sb.rows.score is None
         for e in entries:
@@ -64,7 +64,7 @@ def test_compute_round_trip_then_noop(data, capsys):
         rows += len(sb.rows.count)
     assert rows == report.frames
     # the same request again computes nothing, through the API and the CLI
-    again = compute_box_set(data, "slic", {"region_size": 16}, box_fps=2.0, max_boxes=8, progress=False)
+    again = compute_box_set(data, "slic", {"segments": 30}, box_fps=2.0, max_boxes=8, progress=False)
     assert again.noop and again.frames == 0 and sorted(again.skipped) == shards_of(data)
     capsys.readouterr()
     assert (
@@ -75,7 +75,7 @@ def test_compute_round_trip_then_noop(data, capsys):
                 "--method",
                 "slic",
                 "--param",
-                "region_size=16",
+                "segments=30",
                 "--max-boxes",
                 "8",
                 "--name",
@@ -93,7 +93,7 @@ def test_compute_round_trip_then_noop(data, capsys):
     assert main(["boxes", str(data), "--list"]) == 0
     table = capsys.readouterr().out
     line = next(x for x in table.splitlines() if x.startswith(report.set_name))
-    assert "(sp16)" in line and "region_size=16" in line and " 2/2 " in line
+    assert "(sp16)" in line and "segments=30" in line and " 2/2 " in line
 
 
 def test_two_workers_write_different_shards_concurrently(data, tmp_path):
@@ -174,8 +174,8 @@ def test_cli_error_messages(data, tmp_path, capsys):
         rc = main(["boxes", *map(str, argv)])
         return rc, capsys.readouterr().err
 
-    rc, msg = err(data, "--method", "slic", "--param", "region_size")
-    assert rc == 1 and "--param 'region_size': expected KEY=VALUE" in msg
+    rc, msg = err(data, "--method", "slic", "--param", "segments")
+    assert rc == 1 and "--param 'segments': expected KEY=VALUE" in msg
     rc, msg = err(data, "--method", "slic", "--param", "colour=1")
     assert rc == 1 and "method slic has no parameter 'colour'" in msg
     with pytest.raises(SystemExit):

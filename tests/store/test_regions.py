@@ -93,7 +93,8 @@ def test_opencv_and_skimage_paths_both_give_valid_boxes(method):
     params_cls, fn = METHODS[method]
     counts = {}
     for impl in ("opencv", "skimage"):
-        p = make_params(method, {"impl": impl})
+        # a 128x96 scene: SLIC at 60 superpixels (16 px) so some superpixel fits inside the 30-px rectangle
+        p = make_params(method, {"impl": impl, **({"segments": 60} if method == "slic" else {})})
         per_frame = fn(frames, p)
         assert len(per_frame) == len(frames)
         kept = [assert_valid(r, 96, 128) for r in per_frame]
@@ -108,9 +109,8 @@ def test_opencv_and_skimage_paths_both_give_valid_boxes(method):
             assert inside.any()
         if method == "fh":
             assert (np.abs(cand - red).max(1) <= 2).any(), impl
-    labels = (slic_labels if method == "slic" else fh_labels)(
-        frames[0], make_params(method, {"impl": "skimage"})
-    )
+    p = make_params(method, {"impl": "skimage"})
+    labels = slic_labels(frames[0], p) if method == "slic" else fh_labels(frames[0], p, p.scales[0])
     assert labels.shape == (96, 128)
 
 
