@@ -39,6 +39,14 @@ CASES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rhovid.benchmarks import boxes_quality
+
+    parser.add_argument(
+        "--quality", action="store_true",
+        help="measure box quality instead of speed: recall against ground-truth boxes (synthetic static and "
+             "panning camera, OpenCV's vtest.avi pedestrians); see benchmarks/boxes_quality.py",
+    )
+    boxes_quality.add_arguments(parser)
     parser.add_argument("--data", type=Path, help="existing DATA to use (default: build a synthetic one)")
     parser.add_argument(
         "--cases", nargs="+", default=list(CASES), choices=list(CASES), help="methods to time"
@@ -62,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.quality:
+        from rhovid.benchmarks.boxes_quality import run_quality
+
+        return run_quality(args)
     with tempfile.TemporaryDirectory(prefix="rhovid-bench-boxes-") as tmp:
         data = args.data or build_data(Path(tmp), args.videos, args.seconds)
         frames, prev = bench_frames(data, args.frames)
@@ -142,7 +154,7 @@ def bare_call(kind: str, params):
     if kind == "slic":
         return lambda f, p: slic_labels(f, params)
     if kind == "fh":
-        return lambda f, p: fh_labels(f, params)
+        return lambda f, p: [fh_labels(f, params, k) for k in params.scales]
     if kind == "hog":
         return lambda f, p: hog_detect(hog_upscale(f, params.min_side)[0], params)
     return lambda f, p: cv2.connectedComponentsWithStats(
@@ -155,7 +167,6 @@ def time_case(name: str, frames: np.ndarray, prev: np.ndarray, repeats: int) -> 
 
     from rhovid.store.boxsets import make_params
     from rhovid.store.priors import METHODS
-    from rhovid.store.regions import select_boxes
 
     cv2.setNumThreads(1)
     method, overrides, kind = CASES[name]
@@ -168,7 +179,7 @@ def time_case(name: str, frames: np.ndarray, prev: np.ndarray, repeats: int) -> 
     def full(i):
         sub = {k: v[i : i + 1] for k, v in extra.items()}
         for b, s in fn(frames[i : i + 1], params, **sub):
-            select_boxes(b, w, h, 16, params.min_size, params.max_area, s)
+            params.select(b, w, h, 16, s)
 
     n = len(frames)
     full(0)  # warm-up: imports, detector construction

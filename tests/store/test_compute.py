@@ -208,3 +208,60 @@ def test_cli_error_messages(data, tmp_path, capsys):
             data, "--method", "detectron2", "--param", f"weights={weights}", "--param", f"config={weights}"
         )
         assert rc == 1 and "detectron2 is not installed here" in msg
+
+
+def _group_files(data, set_name):
+    root = store_root(data)
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for shard in shards_of(data)
+        for p in sorted((root / shard / set_name).rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_fewer_shards_than_workers_splits_into_video_ranges_byte_identical(data, tmp_path):
+    """2 shards of 3 videos, 3 workers: each shard runs as 2 video ranges in parallel and the
+    driver writes its group once, byte for byte what the per-shard path writes."""
+    other = tmp_path / "per-shard"
+    shutil.copytree(data, other)
+    split = compute_box_set(data, "hog", {"min_side": "224"}, workers=3, progress=False)
+    whole = compute_box_set(other, "hog", {"min_side": "224"}, workers=0, progress=False)
+    assert split.tasks == 4 and whole.tasks == 2  # 2 ranges per shard vs one task per shard
+    assert not split.failed and sorted(split.computed) == shards_of(data) == sorted(whole.computed)
+    assert split.frames == whole.frames and split.videos == whole.videos == 6
+    a, b = _group_files(data, split.set_name), _group_files(other, whole.set_name)
+    assert a.keys() == b.keys() and any(k.endswith("/score/c/0/0") for k in a)  # every array + zarr.json
+    assert all(a[k] == b[k] for k in a)
+    assert compute_box_set(data, "hog", {"min_side": "224"}, workers=3, progress=False).noop
+
+
+def test_a_split_shard_is_written_only_when_every_range_is_done(data):
+    first = shards_of(data)[0]
+    crashed = compute_box_set(data, "motion", workers=3, crash_in=(first,), progress=False)
+    assert crashed.tasks == 4 and [s for s, _ in crashed.failed] == [first] and crashed.computed == shards_of(data)[1:]
+    assert group_status(store_root(data), first, crashed.set_name) == "partial"
+    resumed = compute_box_set(data, "motion", workers=3, progress=False)
+    assert resumed.computed == [first] and resumed.tasks == 3 and not resumed.failed  # 1 shard of 3 videos, 3 workers: 3 ranges
+
+
+def test_show_sheet_has_a_legend_and_detector_scores(data, tmp_path):
+    import cv2
+
+    from rhovid.store.show import LEGEND_LINE, legend_lines
+
+    report = compute_box_set(data, "hog", {"min_side": "224", "hit_threshold": "-0.5"}, progress=False)
+    key = read_index(data)[0]["key"]
+    sb = BoxStore(data).load(shards_of(data)[0], report.set_name)
+    _, count, score = sb.lookup(key, sb.stored_frames(key))
+    lines = legend_lines(report.set_name, sb.attrs, key, float(count.mean()), len(count), score is not None)
+    assert lines[0].startswith(f"set {report.set_name}   method hog")
+    assert any("detector=daimler" in x and "min_side=224" in x for x in lines)
+    assert lines[-1] == (f"video {key}: {count.mean():.1f} boxes per frame over {len(count)} stored frames; "
+                         "detector score at each box")
+    out = tmp_path / "sheet.png"
+    assert main(["boxes", str(data), "--show", key, "--set", report.set_name, "-o", str(out), "--frames", "4"]) == 0
+    img = cv2.imread(str(out))
+    tile = max(1, round(240 / 112)) * 112
+    assert img.shape[0] == LEGEND_LINE * len(lines) + 6 + tile  # the legend band above one row of tiles
+    assert (img[: LEGEND_LINE * len(lines)] < 128).any()  # legend text drawn
