@@ -80,7 +80,8 @@ def run_quality(args: argparse.Namespace) -> int:
                       f"boxes/frame {row['boxes_per_frame']:.1f} on nothing {row['on_nothing']:.2f} "
                       f"ms {row['ms_per_frame']:.1f}", flush=True)
                 if args.sheets and method != "random":
-                    _sheet(data, row["set_name"], args.sheets / f"{set_name.split()[-1]}-{prior.replace(', ', '-')}.png")
+                    slug = f"{set_name.split()[0 if set_name.startswith('vtest') else 1]}-{prior}"
+                    _sheet(data, row["set_name"], args.sheets / (slug.replace(", ", "-").replace("=", "-") + ".png"))
     text = render(rows, notes)
     text += f"\n\nload average during the run (1/5/15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     text += f" on {os.cpu_count()} cores"
