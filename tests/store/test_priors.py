@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
 
 import cv2
 import numpy as np
@@ -12,12 +13,13 @@ import pytest
 
 from rhovid.cli import main
 from rhovid.config import field_docs
+from rhovid.ffmpeg import ffmpeg_exe
 from rhovid.ingest.shards import list_shards, shard_name
 from rhovid.store.boxsets import box_set_name, make_params, param_text, params_dict, read_registry
 from rhovid.store.compute import compute_box_set
 from rhovid.store.priors import METHODS
 from rhovid.store.priors.camera_motion import align_previous, estimate_camera_motion
-from rhovid.store.priors.motion import motion_boxes, motion_mask, reference_gap
+from rhovid.store.priors.motion import decode_motion_vectors, motion_boxes, motion_mask, reference_gap
 from rhovid.store.zarr_store import BoxStore, store_root
 
 # one valid non-default value per parameter a test changes (the rest keep their defaults)
@@ -149,3 +151,26 @@ def test_motion_gap_counts_source_frames():
     assert reference_gap({"fps": 30.0, "source_info": {"fps": 12.0}}, 1) == 3  # 2.5 repeats -> 3
     assert reference_gap({"fps": 30.0, "source_info": {"fps": 30.0}}, 1) == 1
     assert reference_gap({"fps": 30.0}, 1) == 1  # unknown source rate
+
+
+def test_motion_vector_compensation_removes_a_pan_and_keeps_a_moving_object():
+    """A real H.264 encode of a texture panning 4 px per frame with a white square moving
+    8 px per frame across it: raw motion vectors move everywhere; minus the median vector,
+    only the square moves."""
+    h, w, n = 240, 320, 12
+    big = _texture(h + 80, w + 4 * n, seed=1)
+    frames = np.ascontiguousarray(np.stack([big[40 : 40 + h, 4 * i : 4 * i + w] for i in range(n)]))
+    for i in range(n):
+        frames[i, 100:140, 60 + 8 * i : 100 + 8 * i] = 255
+    argv = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+            "-s", f"{w}x{h}", "-framerate", "30", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast",
+            "-pix_fmt", "yuv420p", "-bf", "0", "-f", "mp4", "-movflags", "frag_keyframe+empty_moov", "-"]
+    mp4 = subprocess.run(argv, input=frames.tobytes(), capture_output=True, check=True).stdout
+    idx = np.arange(1, n)  # frame 0 is the I-frame
+    _, raw = decode_motion_vectors(mp4, idx)
+    _, comp = decode_motion_vectors(mp4, idx, compensate=True)
+    assert np.median(raw) == pytest.approx(4.0, abs=0.5) and (raw > 0.5).mean() > 0.9  # the pan everywhere
+    square = np.zeros(raw.shape[1:], bool)
+    square[96 // 8 : 144 // 8, 60 // 8 : (100 + 8 * n) // 8 + 1] = True  # the cells the square crosses
+    assert (comp[:, ~square] > 0.5).mean() < 0.02  # the scene is still once the camera is removed
+    assert (comp[:, square].max(axis=1) > 4).all()  # the square moves 12 px per frame relative to it
