@@ -79,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
         frames, prev = bench_frames(data, args.frames)
         rows = [time_case(name, frames, prev, args.repeats) for name in args.cases]
         scaling = [time_workers(data, m, Path(tmp), args.box_fps) for m in args.workers_methods]
+        # one shard holding every video: 2 workers split it into video ranges (below-shard split)
+        one = build_data(Path(tmp), args.videos, args.seconds, shards=args.videos, name="one-shard")
+        scaling += [{**time_workers(one, m, Path(tmp), args.box_fps), "shards": 1} for m in args.workers_methods]
         reader = time_reader(data, Path(tmp))
     text = render(rows, scaling, reader, frames.shape)
     text += f"\n\nload average during the run (1/5/15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
@@ -99,12 +102,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_data(tmp: Path, videos: int, seconds: float) -> Path:
+def build_data(tmp: Path, videos: int, seconds: float, shards: int | None = None, name: str = "data") -> Path:
     from rhovid.ingest.pipeline import IngestConfig, ingest
     from rhovid.ingest.synth import SynthConfig, synthesize
 
     classes = max(1, min(4, videos))
-    synthesize(
+    synthesize(  # a rerun with the same config keeps the files: one synthesis for every DATA
         tmp / "src",
         SynthConfig(
             classes=classes,
@@ -118,10 +121,10 @@ def build_data(tmp: Path, videos: int, seconds: float) -> Path:
     )
     ingest(
         [str(tmp / "src")],
-        tmp / "data",
-        IngestConfig(short_side=240, shard_count=max(1, videos // 4), workers=0, progress=False),
+        tmp / name,
+        IngestConfig(short_side=240, shard_count=shards or max(1, videos // 4), workers=0, progress=False),
     )
-    return tmp / "data"
+    return tmp / name
 
 
 def bench_frames(data: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,9 +199,10 @@ def time_case(name: str, frames: np.ndarray, prev: np.ndarray, repeats: int) -> 
 
 
 def time_workers(data: Path, method: str, tmp: Path, box_fps: float) -> dict:
+    from rhovid.ingest.shards import list_shards
     from rhovid.store.compute import compute_box_set
 
-    out = {"method": method, "box_fps": box_fps}
+    out = {"method": method, "box_fps": box_fps, "shards": len(list_shards(data))}
     for workers in (1, 2):
         copy = tmp / f"w{workers}-{method}"
         shutil.copytree(data, copy, ignore=shutil.ignore_patterns("boxes.zarr"))
@@ -271,12 +275,12 @@ def render(rows: list[dict], scaling: list[dict], reader: dict, shape) -> str:
     ]
     lines += [
         "",
-        "| end to end (shards -> decode -> prior -> zarr, incl. pool start), wall clock | box fps | frames "
+        "| end to end (shards -> decode -> prior -> zarr, incl. pool start), wall clock | shards | box fps | frames "
         "| frames/s, 1 worker | frames/s, 2 workers | speed-up | CPU s, 1 / 2 workers |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {s['method']} | {s['box_fps']:g} | {s['frames']} | {s['fps_1']:.1f} | {s['fps_2']:.1f} | "
+        f"| {s['method']} | {s['shards']} | {s['box_fps']:g} | {s['frames']} | {s['fps_1']:.1f} | {s['fps_2']:.1f} | "
         f"{s['speedup']:.2f}x | {s['cpu_s_1']:.1f} / {s['cpu_s_2']:.1f} |"
         for s in scaling
     ]
