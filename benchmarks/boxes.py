@@ -130,7 +130,7 @@ def build_data(tmp: Path, videos: int, seconds: float, shards: int | None = None
 def bench_frames(data: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """n frames at 2 fps from the shards, and the frame before each (for motion)."""
     from rhovid.ingest.decode import decode_rgb
-    from rhovid.ingest.shards import iter_shard, list_shards
+    from rhovid.ingest.reader import iter_shard, list_shards
     from rhovid.store.compute import box_frame_indices
 
     frames, prev = [], []

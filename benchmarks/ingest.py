@@ -12,7 +12,12 @@ Measured side by side in one run on the same generated sources (testsrc2 / mande
   per random 8x8 clip (8 frames, stride 8 = a 57-frame span) when the loader slices the
   covering fragments; waste = decoded - span;
 - the encoding sweep (``--tune`` and fixed ``--bframes`` against the default encoding): bytes
-  per video second, PSNR against the source, and the loader's decode time per 8x8 clip.
+  per video second, PSNR against the source, and the loader's decode time per 8x8 clip;
+- the quality sweep (``--crf`` x ``--preset``) on grainy 320x240 sources at 2 Mbps (film-grain
+  noise on a ``rhovid synth`` scene and on mandelbrot): the same columns plus SSIM over every
+  frame and the PSNR/SSIM that ingest records from 4 sampled frames (ingest/quality.py), and
+  what recording them costs: transcode with the reference tap + the comparison, against the
+  plain transcode (median of paired runs).
 
 Each timing is the fastest of ``--repeats`` runs (the machine is shared).
 """
@@ -51,6 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bframes", default="7,15",
                    help="fixed B-frame counts (ingest --bframes) compared in the same table as the tunes, "
                         "'' = none (default 7,15)")
+    p.add_argument("--crfs", default="18,23,28", help="x264 CRFs of the quality sweep ('' to skip; default 18,23,28)")
+    p.add_argument("--presets", default="veryfast,medium",
+                   help="x264 presets of the quality sweep, each with every --crfs (default veryfast,medium)")
+    p.add_argument("--grain-seconds", type=float, default=10.0, help="length of the grainy quality-sweep sources")
     p.add_argument("--clips", type=int, default=2000, help="random 8x8 clips per GOP for the waste (default 2000)")
     p.add_argument("--timed-clips", type=int, default=60, help="of which decoded and timed (default 60)")
     p.add_argument("--out", type=Path, default=None, help="markdown result file "
@@ -71,11 +80,17 @@ def run(args: argparse.Namespace) -> int:
         sources = sweep_sources(tmp, args.gop_seconds) if gops or encodings else []
         sweep = gop_sweep(tmp, sources, gops, args.short_side, args.clips, args.timed_clips) if gops else []
         tune_rows = tune_sweep(tmp, sources, encodings, args.short_side, args.timed_clips) if encodings else []
-    text = render(speed, sweep, args, tune_rows)
+        crfs = [int(c) for c in args.crfs.split(",") if c.strip()]
+        grainy = grainy_sources(tmp, args.grain_seconds) if crfs else []
+        quality_rows = tune_sweep(tmp, grainy, [(None, None, c, p) for p in args.presets.split(",") for c in crfs],
+                                  args.short_side, args.timed_clips) if crfs else []
+        cost = quality_cost(tmp, grainy, args.short_side, args.repeats) if crfs else None
+    text = render(speed, sweep, args, tune_rows, quality_rows, cost)
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# rhovid bench ingest ({date.today().isoformat()}, CPU)\n\n{text}\n")
     out.with_suffix(".json").write_text(json.dumps({"speed": speed, "gop_sweep": sweep, "tune_sweep": tune_rows,
+                                                    "quality_sweep": quality_rows, "quality_cost": cost,
                                                     "args": {k: str(v) for k, v in vars(args).items()}},
                                                    indent=2))
     print(f"\nwrote {out} and {out.with_suffix('.json')}")
@@ -186,28 +201,82 @@ def sweep_sources(tmp: Path, seconds: float) -> list[tuple[str, Path]]:
     return [("synth", synth), ("mandelbrot", mandel)]
 
 
+def grainy_sources(tmp: Path, seconds: float) -> list[tuple[str, Path]]:
+    """Grainy 320x240 30 fps sources at 2 Mbps (camera-like: temporal film-grain noise, the
+    hard case for x264): a ``rhovid synth`` scene and mandelbrot, each + ffmpeg ``noise``."""
+    from rhovid.ffmpeg import ffmpeg_exe
+    from rhovid.ingest.synth import SynthConfig, synthesize
+
+    (synth,) = synthesize(tmp / "grain-synth", SynthConfig(classes=1, per_class=1, seconds=seconds, width=320,
+                                                           height=240))
+    inputs = {"grainy synth": ["-i", str(synth)],
+              "grainy mandelbrot": ["-f", "lavfi", "-i", "mandelbrot=size=320x240:rate=30"]}
+    out = []
+    for name, args in inputs.items():
+        path = tmp / f"{name.replace(' ', '-')}.mp4"
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *args, "-t", f"{seconds}",
+                        "-vf", "noise=alls=20:allf=t+u", "-c:v", "libx264", "-preset", "medium", "-b:v", "2M",
+                        "-maxrate", "2M", "-bufsize", "4M", "-pix_fmt", "yuv420p", str(path)], check=True)
+        out.append((name, path))
+    return out
+
+
+def quality_cost(tmp: Path, sources, short_side: int, repeats: int) -> dict:
+    """Wall time of recording the quality (transcode with the reference tap + ``quality.compare``)
+    against the plain transcode, same settings, back to back; median of the paired ratios."""
+    from rhovid.ingest import quality
+    from rhovid.ingest.fmp4 import parse_fragments
+    from rhovid.ingest.probe import probe
+    from rhovid.ingest.transcode import TranscodeSettings, transcode
+
+    settings = TranscodeSettings(short_side=short_side, threads=1)
+    ratios, compare_s, plain_s = [], [], []
+    for _ in range(repeats):
+        for _, src in sources:
+            info = probe(src)
+            t0 = time.perf_counter()
+            transcode(str(src), info, settings)
+            t1 = time.perf_counter()
+            frames = quality.sample_frames(round(info.duration_s * settings.fps), 4)
+            mp4, kept, ref = quality.transcode_with_reference(str(src), info, settings, None, frames)
+            t2 = time.perf_counter()
+            table = parse_fragments(mp4)
+            meta = {"num_frames": table.num_frames, "init_size": table.init_size,
+                    "fragments": [[f.byte_offset, f.first_frame, f.num_frames] for f in table.fragments]}
+            quality.compare(ref, kept, mp4[: table.data_end], meta)
+            t3 = time.perf_counter()
+            ratios.append((t3 - t1) / (t1 - t0))
+            compare_s.append(t3 - t2)
+            plain_s.append(t1 - t0)
+    return {"ratio": float(np.median(ratios)), "compare_s": float(np.median(compare_s)),
+            "transcode_s": float(np.median(plain_s)), "pairs": len(ratios)}
+
+
 def gop_sweep(tmp: Path, sources, gops: list[int], short_side: int, clips: int, timed_clips: int) -> list[dict]:
     """Per content and GOP: bytes per second of video and decode waste of random 8x8 clips."""
     return [_sweep_one(tmp, content, src, gop, short_side, clips, timed_clips)
             for content, src in sources for gop in gops]
 
 
-def tune_sweep(tmp: Path, sources, encodings: list[tuple[str | None, int | None]], short_side: int,
-               clips: int) -> list[dict]:
-    """Per content and encoding ``(tune, bframes)`` (default GOP; None = ingest's default):
-    bytes per video second, PSNR against the source
-    scaled the same way, and the loader's CPU decode time per random 8x8 clip
-    (``decode_pyav.decode_frames``: one thread, unneeded non-reference frames skipped)."""
+def tune_sweep(tmp: Path, sources, encodings: list[tuple], short_side: int, clips: int) -> list[dict]:
+    """Per content and encoding ``(tune, bframes[, crf, preset])`` (default GOP; None = ingest's
+    default): bytes per video second, PSNR and SSIM over every frame against the source scaled the
+    same way (ffmpeg's filters), the PSNR/SSIM ingest recorded from its sampled frames, and the
+    loader's CPU decode time per random 8x8 clip (``decode_pyav.decode_frames``: one thread,
+    unneeded non-reference frames skipped)."""
+    from rhovid.ingest.fragments import slice_clips
     from rhovid.ingest.pipeline import IngestConfig, ingest
-    from rhovid.ingest.shards import iter_shard, list_shards
+    from rhovid.ingest.reader import iter_shard, list_shards
     from rhovid.train.decode_pyav import decode_frames
-    from rhovid.train.streaming import slice_clips
 
     rows = []
     for content, src in sources:
-        for tune, bframes in encodings:
-            data = tmp / f"tune-{content}-{tune or 'none'}-b{bframes}"
-            ingest([str(src)], data, IngestConfig(short_side=short_side, tune=tune, bframes=bframes, progress=False))
+        for tune, bframes, *rate in encodings:
+            crf, preset = rate or (None, None)
+            data = tmp / f"enc-{content.replace(' ', '-')}-{tune or 'none'}-b{bframes}-crf{crf}-{preset}"
+            x264 = {k: v for k, v in (("crf", crf), ("preset", preset)) if v is not None}
+            ingest([str(src)], data, IngestConfig(short_side=short_side, tune=tune, bframes=bframes, progress=False,
+                                                  **x264))
             (sample,) = iter_shard(list_shards(data)[0])
             meta, mp4 = sample["json"], sample["mp4"]
             rng = random.Random(0)
@@ -220,37 +289,41 @@ def tune_sweep(tmp: Path, sources, encodings: list[tuple[str | None, int | None]
                 for sl in slices:
                     decode_frames(sl.data, sl.indices, stats=stats)
                 best = min(best, time.process_time() - c0)
+            full = _psnr_ssim(tmp / f"{data.name}.mp4", mp4, src, meta)
             rows.append({
-                "content": content, "tune": tune, "bframes": bframes, "gop": meta["gop"],
+                "content": content, "tune": tune, "bframes": bframes, "crf": meta["encoder"]["crf"],
+                "preset": meta["encoder"]["preset"], "gop": meta["gop"],
                 "kbytes_per_video_s": len(mp4) / 1000 / meta["duration_s"],
-                "psnr_db": _psnr(tmp / f"{data.name}.mp4", mp4, src, meta),
+                "psnr_db": full["psnr_db"], "ssim": full["ssim"],
+                "recorded_psnr_db": meta["quality"]["psnr_db_mean"], "recorded_ssim": meta["quality"]["ssim_mean"],
                 "decode_ms_per_clip": best * 1000 / clips,
                 "decoded_frames_per_clip": stats["decoded"] / clips,
             })
     return rows
 
 
-def _psnr(path: Path, mp4: bytes, src: Path, meta: dict) -> float:
-    """Average PSNR (dB, Y/U/V weighted as ffmpeg's psnr filter) of ``mp4`` against ``src``
-    resampled to its frame rate and size the way ingest does."""
+def _psnr_ssim(path: Path, mp4: bytes, src: Path, meta: dict) -> dict:
+    """Average PSNR (dB, Y/U/V weighted as ffmpeg's psnr filter) and SSIM (ffmpeg's ``ssim``
+    filter, "All") of every frame of ``mp4`` against ``src`` resampled the way ingest does."""
     from rhovid.ffmpeg import ffmpeg_exe
 
     path.write_bytes(mp4)
     ref = f"fps={meta['fps']:g},scale={meta['width']}:{meta['height']}:out_range=tv,format=yuv420p"
+    graph = f"[1:v]{ref},split[r1][r2];[0:v]split[s1][s2];[s1][r1]psnr;[s2][r2]ssim"
     r = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path), "-i", str(src),
-                        "-lavfi", f"[1:v]{ref}[ref];[0:v][ref]psnr", "-f", "null", "-"],
-                       capture_output=True, text=True, check=True)
-    m = re.search(r"PSNR .* average:([0-9.]+|inf)", r.stderr)
-    if m is None:
-        raise RuntimeError(f"no PSNR in ffmpeg's output for {src}: {r.stderr[-500:]}")
-    return float(m.group(1))
+                        "-lavfi", graph, "-f", "null", "-"], capture_output=True, text=True, check=True)
+    p = re.search(r"PSNR .* average:([0-9.]+|inf)", r.stderr)
+    q = re.search(r"SSIM .* All:([0-9.]+)", r.stderr)
+    if p is None or q is None:
+        raise RuntimeError(f"no PSNR/SSIM in ffmpeg's output for {src}: {r.stderr[-500:]}")
+    return {"psnr_db": float(p.group(1)), "ssim": float(q.group(1))}
 
 
 def _sweep_one(tmp, content, src, gop, short_side, clips, timed_clips) -> dict:
     from rhovid.ingest.decode import decode_rgb
     from rhovid.ingest.fragments import clip_slice
     from rhovid.ingest.pipeline import IngestConfig, ingest
-    from rhovid.ingest.shards import iter_shard, list_shards
+    from rhovid.ingest.reader import iter_shard, list_shards
 
     data = tmp / f"gop-{content}-{gop}"
     ingest([str(src)], data, IngestConfig(short_side=short_side, gop=gop, progress=False))
@@ -282,7 +355,8 @@ def _sweep_one(tmp, content, src, gop, short_side, clips, timed_clips) -> dict:
     }
 
 
-def render(speed: dict, sweep: list[dict], args, tune_rows: list[dict] = ()) -> str:
+def render(speed: dict, sweep: list[dict], args, tune_rows: list[dict] = (), quality_rows: list[dict] = (),
+           cost: dict | None = None) -> str:
     s = speed["seconds"]
     lines = [
         f"{speed['videos']} sources of {args.seconds:g} s at {args.size} -> short side {args.short_side}, "
@@ -357,6 +431,29 @@ def render(speed: dict, sweep: list[dict], args, tune_rows: list[dict] = ()) -> 
                 f"{r['kbytes_per_video_s'] / ref['kbytes_per_video_s']:.2f} | {r['psnr_db']:.2f} | "
                 f"{r['decode_ms_per_clip']:.2f} | {r['decode_ms_per_clip'] / ref['decode_ms_per_clip']:.2f} | "
                 f"{r['decoded_frames_per_clip']:.1f} |")
+    if quality_rows:
+        lines += [
+            "",
+            f"x264 rate settings (`rhovid ingest --crf` / `--preset`) on grainy 320x240 30 fps sources at 2 Mbps "
+            f"({args.grain_seconds:g} s) -> short side {args.short_side}, GOP {quality_rows[0]['gop']}: PSNR (Y/U/V) "
+            "and SSIM over every frame (ffmpeg's filters), PSNR/SSIM (luma) that ingest recorded from 4 sampled "
+            f"frames, the loader's CPU decode of {args.timed_clips} random 8x8 clips",
+            "",
+            "| content | encoding | KB per video s | bytes vs default | PSNR dB | SSIM | recorded PSNR dB | "
+            "recorded SSIM | decode ms / clip |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in quality_rows:
+            ref = next((x for x in quality_rows if x["content"] == r["content"] and x["crf"] == 23
+                        and x["preset"] == "veryfast"), r)
+            lines.append(
+                f"| {r['content']} | `--crf {r['crf']} --preset {r['preset']}` | {r['kbytes_per_video_s']:.1f} | "
+                f"{r['kbytes_per_video_s'] / ref['kbytes_per_video_s']:.2f} | {r['psnr_db']:.2f} | {r['ssim']:.4f} | "
+                f"{r['recorded_psnr_db']:.2f} | {r['recorded_ssim']:.4f} | {r['decode_ms_per_clip']:.2f} |")
+    if cost:
+        lines += ["", f"- recording the quality (reference tap + comparing 4 frames) costs **{cost['ratio']:.3f}x** the "
+                      f"plain transcode (median of {cost['pairs']} back-to-back pairs; transcode "
+                      f"{cost['transcode_s']:.2f} s, comparison {cost['compare_s'] * 1000:.0f} ms per video)"]
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+from rhovid.benchmarks import loader_remote
 from rhovid.benchmarks.ingest import encoding_flags
 from rhovid.benchmarks.loader_baselines import (
     baseline_dali_whole,
@@ -72,9 +73,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-batches", type=int, default=20, help="timed batches of the --gpu measurement")
     p.add_argument("--out", type=Path, default=None,
                    help="markdown result file (default benchmarks/results/loader-<date>-cpu.md; .json beside it)")
+    loader_remote.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.remote:
+        return loader_remote.run(args)
     lengths = [float(x) for x in args.lengths.split(",") if x.strip()]
     spans = [float(x) for x in args.timespans.split(",") if x.strip()]
     width, height = (int(v) for v in args.size.split("x"))
@@ -126,7 +130,7 @@ def prepare(root: Path, seconds: float, videos: int, fps: float, width: int, hei
     """Synth sources -> shards (ingest) + original files + whole-video VP9 buffers."""
     from rhovid.ffmpeg import ffmpeg_exe
     from rhovid.ingest.pipeline import IngestConfig, ingest
-    from rhovid.ingest.shards import read_index
+    from rhovid.ingest.reader import read_index
     from rhovid.ingest.sources import Source
     from rhovid.ingest.synth import SynthConfig, synthesize
 
@@ -161,16 +165,14 @@ def loader_config(data: Path, span: float, args, **kw):
 
 def plans_for(data: Path, cfg, epochs: int):
     """The exact plans the loader runs in ``epochs`` epochs: [(plan, meta, mp4 bytes)]."""
-    from rhovid.ingest.shards import iter_shard, list_shards
-    from rhovid.train.data import ClipDataset
+    from rhovid.ingest.reader import iter_shard, list_shards
     from rhovid.train.sampler import plan_sample, sample_seed
 
-    ds = ClipDataset(cfg, [], 0, 1, None, {})
     samples = [s for p in list_shards(data) for s in iter_shard(p)]
     out = []
     for e in range(epochs):
         for s in samples:
-            plan = plan_sample(s["json"], sample_seed(cfg.seed, e, s["__key__"]), ds.spec, ds.aug)
+            plan = plan_sample(s["json"], sample_seed(cfg.seed, e, s["__key__"]), cfg)
             out.append((plan, s["json"], s["mp4"]))
     return out
 
@@ -188,6 +190,7 @@ def timed(fn, repeats: int):
 
 
 def measure_cell(data, originals, vp9, length, span, args) -> dict:
+    from rhovid.ingest.fragments import slice_clips
     from rhovid.train.data import ClipLoader
     from rhovid.train.decode_pyav import (
         decode_clips,
@@ -197,7 +200,6 @@ def measure_cell(data, originals, vp9, length, span, args) -> dict:
         decoded_frames,
         execute_plan,
     )
-    from rhovid.train.streaming import slice_clips
 
     cfg = loader_config(data, span, args)
     epochs = -(-args.samples // len(originals))
@@ -258,7 +260,7 @@ def time_gpu_loader(data: Path, length: float, span: float, args) -> dict:
     timing covers finished work."""
     import torch
 
-    from rhovid.ingest.shards import read_index
+    from rhovid.ingest.reader import read_index
     from rhovid.train.data import ClipLoader, LoaderConfig
 
     n = len(read_index(data))
@@ -293,7 +295,7 @@ def box_lookup_share(data: Path, row: dict, args) -> dict:
     shard: reported as run here (few videos per shard) and for 100 samples per shard (default
     1 GiB shards of real video hold hundreds).
     """
-    from rhovid.ingest.shards import list_shards, read_index, shard_name
+    from rhovid.ingest.reader import list_shards, read_index, shard_name
     from rhovid.store.compute import compute_box_set
     from rhovid.store.zarr_store import BoxStore
 

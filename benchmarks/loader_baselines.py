@@ -77,8 +77,8 @@ def baseline_slowfast_span(plans, originals) -> int:
 
 def dali_executor(plans, vp9, args):
     """The DALI CPU pipeline, built and warmed up outside the timed region."""
+    from rhovid.ingest.fragments import ClipSlice
     from rhovid.train.dali_pipeline import DaliClipExecutor
-    from rhovid.train.streaming import ClipSlice
 
     ex = DaliClipExecutor(args.rho, args.frames, args.crop, device_id=None, num_threads=1)
     warm = plans[0][0]
@@ -88,7 +88,7 @@ def dali_executor(plans, vp9, args):
 
 def baseline_dali_whole(plans, vp9, ex) -> int:
     """(c): whole-video VP9 buffers through the DALI graph on CPU (the pipeline of the GPU path)."""
-    from rhovid.train.streaming import ClipSlice
+    from rhovid.ingest.fragments import ClipSlice
 
     decoded = 0
     for plan, _, _ in plans:

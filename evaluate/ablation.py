@@ -18,8 +18,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rhovid import storage
 from rhovid.atomic import atomic_path, atomic_write_json, atomic_write_text
 from rhovid.evaluate.report import markdown_table
+from rhovid.train.sampler import RANDOM_BOXES
 
 # metric columns of the ablation table: (evaluation, result key, column title)
 METRICS = {
@@ -120,9 +122,9 @@ def train_config(variant: Variant, data: str | Path, budget: Budget, box_set: st
 
 
 def _train_shards(data: str | Path) -> set[str]:
-    from rhovid.ingest.shards import list_shards, shard_name
+    from rhovid.ingest.reader import data_shards, shard_name
 
-    return {shard_name(p) for p in list_shards(data, "train")}
+    return {shard_name(storage.name(p)) for p in data_shards(data, "train")}
 
 
 def resolve_box_sets(data: str | Path, names: list[str | None], workers: int = 2, log=print) -> dict:
@@ -139,9 +141,9 @@ def resolve_box_sets(data: str | Path, names: list[str | None], workers: int = 2
     out: dict = {}
     need = _train_shards(data)
     for name in names:
-        if name in (None, "random"):
-            if name == "random":
-                log("box set random: drawn on the fly (seeded), nothing stored")
+        if name is None or name in RANDOM_BOXES:
+            if name is not None:
+                log(f"box set {name}: drawn on the fly (seeded), nothing stored")
             out[name] = name
             continue
         store = BoxStore(data)
@@ -214,7 +216,6 @@ def evaluate_run(data: str | Path, run_dir: Path | None, budget: Budget, random_
     Each evaluation also writes its report where ``rhovid eval`` would
     (``RUN/eval/<evaluation>.json``, ``-random-init`` for the baseline).
     """
-    import os
 
     from rhovid.evaluate.features import parse_views
     from rhovid.evaluate.protocol import default_report_path, ensure_features, evaluate_stored, feature_source
@@ -228,7 +229,7 @@ def evaluate_run(data: str | Path, run_dir: Path | None, budget: Budget, random_
     for e in budget.evaluations:
         results[e] = evaluate_stored(data, src.name, e, store=budget.features)
         write_report(default_report_path(data, src, e), e, src.name, results[e],
-                     {**src.attrs, "data": os.path.abspath(data), "views": src.views.views})
+                     {**src.attrs, "data": storage.absolute(data), "views": src.views.views})
     return src.name, results
 
 
@@ -254,7 +255,7 @@ def run_ablation(data: str | Path, out: str | Path, variants: list[Variant], bud
     name, results = evaluate_run(data, out / variants[0].name, budget, random_init=True, log=log)
     rows.append({"run": name, "label": "random init", "box_set": None, "rho": None, "timespan_s": None,
                  "status": "baseline", "results": results, "path": None})
-    summary = {"title": title, "data": str(Path(data).resolve()), "command": command,
+    summary = {"title": title, "data": storage.absolute(data), "command": command,
                "budget": dataclasses.asdict(budget), "rows": rows}
     atomic_write_json(out / "ablation.json", summary)
     atomic_write_text(out / "ablation.md", ablation_markdown(summary))

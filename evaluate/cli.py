@@ -10,6 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
+from rhovid import storage
 from rhovid.cli import check_counts
 from rhovid.evaluate.linear import WEIGHT_DECAYS
 
@@ -25,6 +26,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="DATA", help="dataset folder (shards with train/test splits)")
     p.add_argument("--run", metavar="RUN", help="training run folder (config.json + checkpoints/)")
     p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    p.add_argument("--weights", metavar="FILE", help="a backbone file instead of --run: `rhovid export` output or a "
+                   "PySlowFast Slow-R50 checkpoint (.pyth, e.g. the authors' rho-BYOL / rho-MoCo weights)")
+    p.add_argument("--weights-format", choices=["rhovid", "slowfast"], default=None,
+                   help="format of --weights (default: slowfast for .pyth, else rhovid)")
     p.add_argument("--random-init", action="store_true",
                    help="baseline: the run's (or --arch's) backbone with random weights")
     p.add_argument("--arch", help="backbone for --random-init without --run")
@@ -78,17 +83,19 @@ def run(args: argparse.Namespace) -> int:
     from rhovid.evaluate.protocol import default_report_path, ensure_features, evaluate_stored, feature_source
     from rhovid.evaluate.report import report_table, write_report
 
-    if args.run is None and not args.random_init:
-        raise ValueError("give --run RUN, or --random-init --arch ARCH for the baseline")
+    if args.run is None and not args.random_init and args.weights is None:
+        raise ValueError("give --run RUN, --weights FILE, or --random-init --arch ARCH for the baseline")
+    if args.weights is not None and (args.run is not None or args.random_init):
+        raise ValueError("--weights replaces --run and --random-init: give one of them")
     check_options(args)
     temporal, spatial = parse_views(args.views)
     src = feature_source(args.run, args.step, args.random_init, args.arch, args.seed, temporal, spatial,
-                         args.frames, args.stride, args.crop)
+                         args.frames, args.stride, args.crop, args.weights, args.weights_format)
     # Resolved before any work: a folder gets the default file name inside it (`--report out/`).
     default = default_report_path(args.data, src, args.evaluation)
-    path = Path(args.report) if args.report else default
-    if args.report and (args.report.endswith(("/", os.sep)) or path.is_dir()):
-        path = path / default.name
+    path = args.report or default
+    if args.report and not storage.is_remote(path) and (args.report.endswith(("/", os.sep)) or Path(path).is_dir()):
+        path = Path(path) / storage.name(default)
     progress = not args.no_progress
     if args.evaluation == "finetune":
         from rhovid.evaluate.finetune import FinetuneConfig, finetune
@@ -108,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         results = evaluate_stored(args.data, src.name, args.evaluation, args.train_split, args.test_split,
                                   store=args.features, **options)
     report = write_report(path, args.evaluation, src.name, results,
-                          {**src.attrs, "data": os.path.abspath(args.data), "views": src.views.views})
+                          {**src.attrs, "data": storage.absolute(args.data), "views": src.views.views})
     print(report_table([report]))
     print(f"report: {path}")
     return 0

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rhovid import storage
+
 FORMAT_VERSION = 1
 STORE_NAME = "features.zarr"
 
@@ -63,17 +65,21 @@ def _split_path(run_name: str, split: str) -> str:
     return f"{run_name}/{split}"
 
 
-def store_path(data: str | Path, store: str | Path | None = None) -> Path:
-    """The feature store: ``store`` when given (a dataset on a read-only disk), else ``DATA/features.zarr``."""
-    return Path(store) if store is not None else Path(data) / STORE_NAME
+def store_path(data: str | Path, store: str | Path | None = None) -> Path | str:
+    """The feature store: ``store`` when given (a dataset on a read-only disk), else ``DATA/features.zarr``;
+    a URL string when it is remote (written through zarr's fsspec store, like the box store)."""
+    where = store if store is not None else storage.join(data, STORE_NAME)
+    return where if storage.is_remote(where) else Path(where)
 
 
-def _open_root(path: Path, mode: str):
-    import zarr
+def _exists(path: Path | str) -> bool:
+    return storage.exists(storage.join(path, "zarr.json")) if storage.is_remote(path) else Path(path).exists()
 
-    if mode == "r" and not path.exists():
+
+def _open_root(path: Path | str, mode: str):
+    if mode == "r" and not _exists(path):
         raise FileNotFoundError(f"no feature store at {path}; run `rhovid eval ...` to extract features first")
-    return zarr.open_group(str(path), mode=mode)
+    return storage.open_zarr_group(path, mode=mode)
 
 
 def write_features(
@@ -174,7 +180,7 @@ def is_complete(data: str | Path, run_name: str, split: str, fp: str | None = No
                 store: str | Path | None = None) -> bool:
     """True when ``<run_name>/<split>`` is fully written (and matches ``fp`` if given)."""
     path = store_path(data, store)
-    if not path.exists():
+    if not _exists(path):
         return False
     root = _open_root(path, "r")
     key = _split_path(run_name, split)
@@ -206,14 +212,14 @@ def read_features(data: str | Path, run_name: str, split: str, store: str | Path
     except Exception as e:  # a chunk damaged on disk; the features are a cache, so recomputing mends it
         raise ValueError(
             f"features {key!r} in {path} are damaged ({type(e).__name__}: {e}); delete "
-            f"{path / key} and rerun the eval to recompute them"
+            f"{storage.join(path, key)} and rerun the eval to recompute them"
         ) from e
 
 
 def list_features(data: str | Path, store: str | Path | None = None) -> list[dict]:
     """One dict per stored split: ``{"run": name, "split": s, **attrs}``."""
     path = store_path(data, store)
-    if not path.exists():
+    if not _exists(path):
         return []
     root = _open_root(path, "r")
     out = []

@@ -4,18 +4,20 @@ Multi-view test (Feichtenhofer et al. CVPR 2021, Sec. 4 / PySlowFast ``TEST.NUM_
 x ``NUM_SPATIAL_CROPS``): ``temporal`` evenly spaced clips times ``spatial`` fixed square
 crops (left/centre/right) per video; the pooled backbone features of the views are averaged
 into one row. The views are planned by the trainer's sampler in evaluation mode
-(``plan_sample(augment=False)``) and executed with its CPU ops (``apply_clip``), so the
+(``plan_sample(evaluation=True)``) and executed with its CPU ops (``apply_clip``), so the
 frames, resize and normalisation are exactly those the backbone was trained on.
 
-Rows are the split's videos in shard order; extraction streams each shard once and skips
-(without decoding) the blocks the store already holds (see ``feature_store``).
+Rows are the split's videos in shard order; extraction reads, through the loader's lazy
+range-reading path, only the fragments the view clips cover (one manifest read per shard, from a
+folder or a URL) and skips (without reading) the blocks the store already holds (see
+``feature_store``).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,7 +65,7 @@ def parse_views(text: str) -> tuple[int, int]:
 
 def split_rows(data: str | Path, split: str) -> list[dict]:
     """Index entries of ``split`` in shard order (the feature store's row order)."""
-    from rhovid.ingest.shards import read_index
+    from rhovid.ingest.reader import read_index
 
     index = read_index(data)
     rows = [e for e in index if e["split"] == split]
@@ -73,75 +75,88 @@ def split_rows(data: str | Path, split: str) -> list[dict]:
     return sorted(rows, key=lambda e: e["shard"])  # stable: shard order within a shard
 
 
-def iter_samples(data: str | Path, rows: list[dict], skip: set[int]) -> Iterator[tuple[int, dict | None]]:
-    """``(row, sample)`` for every row in order, reading each shard once.
+def view_plan(meta: dict, views: ViewConfig):
+    """The multi-view test plan of one video: ``temporal`` x ``spatial`` clips (temporal-major)."""
+    from rhovid.train.data_config import DataConfig
+    from rhovid.train.sampler import plan_sample
 
-    Rows in ``skip`` come back as ``(row, None)`` without being decoded. Samples are matched
-    by key, so a shard whose order differs from the index still works (it is buffered).
+    return plan_sample(
+        meta, 0, DataConfig(rho=1, frames=views.frames, stride=views.stride, crop=views.crop), evaluation=True,
+        clips_per_video=views.temporal, spatial_crops=SPATIAL_CROPS[views.spatial],
+    )
+
+
+def view_frames(meta: dict, views: ViewConfig) -> list[tuple[int, ...]]:
+    """The distinct frame sets of a video's views (one per temporal clip; its crops share it)."""
+    return list(dict.fromkeys(c.frames for c in view_plan(meta, views).clips))
+
+
+def iter_views(data: str | Path, rows: list[dict], skip: set[int], views: ViewConfig,
+               ahead: int = 8) -> Iterator[tuple[int, tuple[dict, list] | None]]:
+    """``(row, (meta, slices))`` for every row in order: the clip slices of its test views.
+
+    Reads go through the loader's lazy path (``rhovid.ingest.reader``): one manifest read per
+    shard, then per video only the fragments its view clips cover (overlapping clips share one
+    read), ``ahead`` videos in flight; so evaluating 10-minute videos reads the evaluated clips,
+    not the videos, from a folder or a URL. ``slices`` holds one ``ClipSlice`` per
+    ``view_frames`` entry. Rows in ``skip`` come back as ``(row, None)`` without being read.
+
+    Raises:
+        KeyError: a row's sample is not in its shard. FileNotFoundError: a shard is missing.
     """
-    from rhovid.ingest.shards import iter_shard
+    from rhovid.ingest.reader import ShardReader, shard_url
+    from rhovid.ranged import prefetch
 
-    shard_dir = Path(data) / "shards"
-    i = 0
-    while i < len(rows):
-        shard = rows[i]["shard"]
-        j = i
-        while j < len(rows) and rows[j]["shard"] == shard:
-            j += 1
-        wanted = {rows[r]["key"]: r for r in range(i, j) if r not in skip}
-        pending: dict[int, dict] = {}
-        nxt = i
-        if wanted:
-            path = shard_dir / shard
-            if not path.exists():
-                raise FileNotFoundError(f"{path} listed in {data}/index.json does not exist")
-            for sample in iter_shard(path):
-                r = wanted.get(sample["__key__"])
-                if r is not None:
-                    pending[r] = sample
-                while nxt < j and (nxt in skip or nxt in pending):
-                    yield nxt, pending.pop(nxt, None)
-                    nxt += 1
-                if nxt == j:
-                    break
-        while nxt < j:
-            if nxt not in skip and nxt not in pending:
-                raise KeyError(f"sample {rows[nxt]['key']!r} is not in {shard_dir / shard}")
-            yield nxt, pending.pop(nxt, None)
-            nxt += 1
-        i = j
+    reader = ShardReader()
+
+    def start(r: int):
+        if r in skip:
+            return None
+        shard = shard_url(data, rows[r]["shard"])
+        sample = reader.manifest(shard).by_key.get(rows[r]["key"])
+        if sample is None or sample.meta is None:
+            raise KeyError(f"sample {rows[r]['key']!r} is not in {shard}"
+                           + (f" ({sample.error})" if sample is not None else ""))
+        frames = view_frames(sample.meta, views)
+        fut = reader.submit_clips(shard, sample, [list(f) for f in frames])
+        return sample.meta, fut
+
+    try:
+        for r, job in prefetch(range(len(rows)), start, ahead):
+            if r in skip:
+                yield r, None
+                continue
+            if isinstance(job, Future):
+                job.result()  # start() raised: raise it here, in row order
+            meta, fut = job
+            yield r, (meta, fut.result())
+    finally:
+        reader.close()
 
 
-def sample_views(mp4: bytes, meta: dict, views: ViewConfig) -> np.ndarray:
-    """Decode the test views of one sample.
+def sample_views(meta: dict, views: ViewConfig, slices: list) -> np.ndarray:
+    """Decode the test views of one video from its slices (``iter_views``).
 
     Returns:
         (V, 3, T, S, S) float32 normalised, V = temporal x spatial (temporal-major).
     """
-    from rhovid.train.augment import AugmentConfig, apply_clip
+    from rhovid.train.augment import apply_clip
     from rhovid.train.decode_pyav import decode_frames
-    from rhovid.train.sampler import ClipSpec, plan_sample
-    from rhovid.train.streaming import slice_clips
 
-    spec = ClipSpec(rho=1, frames=views.frames, stride=views.stride)
-    plan = plan_sample(
-        meta, 0, spec, AugmentConfig(crop=views.crop), augment=False,
-        clips_per_video=views.temporal, spatial_crops=SPATIAL_CROPS[views.spatial],
-    )
     # The spatial crops of one temporal clip share its frames: decode each frame set once
     # (the trainer's execute_plan would decode it once per crop). The trainer's decoder, so test
     # frames get the same YUV->RGB conversion as the frames the model was trained on.
+    piece = dict(zip(view_frames(meta, views), slices))
     decoded: dict[tuple[int, ...], np.ndarray] = {}
     out = []
-    for clip in plan.clips:
+    for clip in view_plan(meta, views).clips:
         if clip.frames not in decoded:
-            (piece,) = slice_clips(mp4, meta, [clip.frames])
-            decoded[clip.frames] = decode_frames(piece.data, piece.indices)
+            decoded[clip.frames] = decode_frames(piece[clip.frames].data, piece[clip.frames].indices)
         out.append(apply_clip(decoded[clip.frames], clip.aug))
     return np.stack(out)
 
 
-def _views_task(args: tuple[bytes, dict, ViewConfig]) -> np.ndarray:
+def _views_task(args: tuple[dict, ViewConfig, list]) -> np.ndarray:
     return sample_views(*args)
 
 
@@ -208,11 +223,11 @@ def extract_split(
 
     def compute(lo: int, hi: int) -> np.ndarray:
         if state["it"] is None:  # first block that needs work: rows before it are skipped
-            state["it"] = iter_samples(data, rows, skip=set(range(lo)))
+            state["it"] = iter_views(data, rows, set(range(lo)), views)
         samples = []
-        for r, sample in state["it"]:
+        for r, got in state["it"]:
             if r >= lo:
-                samples.append((sample["mp4"], sample["json"], views))
+                samples.append((got[0], views, got[1]))
             if r == hi - 1:
                 break
         tasks = pool.map(_views_task, samples) if pool else map(_views_task, samples)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from rhovid.evaluate.features import ViewConfig, iter_samples, sample_views, split_rows
+from rhovid.evaluate.features import ViewConfig, iter_views, sample_views, split_rows
 from rhovid.evaluate.knn import topk_accuracy
 
 
@@ -96,10 +96,10 @@ def finetune(
         {"params": list(model.head.parameters()), "scale": 1.0},
     ]
     opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    aug = AugmentConfig(crop=views.crop, area=(0.25, 1.0), colour_p=0.0, grayscale_p=0.0, blur_p=0.0)
+    aug = AugmentConfig(area=(0.25, 1.0), colour_p=0.0, grayscale_p=0.0, blur_p=0.0)
     loader = ClipLoader(LoaderConfig(
         data=str(data), split=train_split, rho=1, frames=views.frames, stride=views.stride, crop=views.crop,
-        batch_size=cfg.batch_size, workers=cfg.workers, device=device, seed=cfg.seed, augmentation=aug,
+        batch_size=cfg.batch_size, workers=cfg.workers, device=device, seed=cfg.seed, augment=(aug,),
         drop_last=False,
     ))
     bar = tqdm(total=cfg.steps, desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)
@@ -141,8 +141,8 @@ def multiview_scores(data, model: nn.Module, views: ViewConfig, rows: list[dict]
     """Softmax averaged over the views of every test video: (N, C) scores and (N,) labels."""
     model.eval()
     out = []
-    for _, sample in tqdm(iter_samples(data, rows, skip=set()), total=len(rows), desc="finetune test",
-                          unit="video", disable=not progress, dynamic_ncols=True):
-        clips = torch.from_numpy(sample_views(sample["mp4"], sample["json"], views)).to(device)
+    for _, (meta, slices) in tqdm(iter_views(data, rows, set(), views), total=len(rows), desc="finetune test",
+                                  unit="video", disable=not progress, dynamic_ncols=True):
+        clips = torch.from_numpy(sample_views(meta, views, slices)).to(device)
         out.append(F.softmax(model(clips), dim=1).mean(0).cpu())
     return torch.stack(out), torch.tensor([int(r["label"]) for r in rows])

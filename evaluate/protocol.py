@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from rhovid import storage
 from rhovid.evaluate.feature_store import Features, read_features
 from rhovid.evaluate.features import ViewConfig, extract_split
 from rhovid.evaluate.knn import knn_eval
@@ -49,6 +50,8 @@ def feature_source(
     frames: int | None = None,
     stride: int | None = None,
     crop: int | None = None,
+    weights: str | Path | None = None,
+    weights_format: str | None = None,
 ) -> FeatureSource:
     """The backbone to evaluate.
 
@@ -60,6 +63,10 @@ def feature_source(
         seed: init seed of the random backbone.
         temporal, spatial: views per video (multi-view test).
         frames, stride, crop: clip geometry; None = the run's (8, 8, 224 without a run).
+        weights: a backbone file instead of a run: ``rhovid export`` output (``weights_format``
+            "rhovid") or a PySlowFast Slow-R50 checkpoint such as the authors' released rho-BYOL /
+            rho-MoCo ``.pyth`` ("slowfast"; train/slowfast_checkpoint.py).
+        weights_format: "rhovid" or "slowfast"; None = "slowfast" for ``.pyth``, else "rhovid".
     """
     import json
 
@@ -68,6 +75,8 @@ def feature_source(
     from rhovid.train.checkpoint import checkpoint_step, find_checkpoint, load_backbone
     from rhovid.train.models import build_backbone
 
+    if weights is not None:
+        return _weights_source(Path(weights), weights_format, temporal, spatial, frames, stride, crop)
     config: dict = {}
     if run is not None:
         run = Path(run)
@@ -98,6 +107,32 @@ def feature_source(
     attrs = {"run": str(run.resolve()), "step": checkpoint_step(ckpt),
              "config": {"arch": config.get("arch"), "method": config.get("method")}}
     return FeatureSource(run.name, model, attrs, views, run)
+
+
+def _weights_source(path: Path, fmt: str | None, temporal: int, spatial: int, frames: int | None,
+                    stride: int | None, crop: int | None) -> FeatureSource:
+    import hashlib
+
+    from rhovid.train.export import load_exported
+    from rhovid.train.slowfast_checkpoint import load_slowfast_backbone
+
+    fmt = fmt or ("slowfast" if path.suffix == ".pyth" else "rhovid")
+    if not path.is_file():
+        raise FileNotFoundError(f"--weights {path} does not exist")
+    if fmt == "slowfast":
+        model, info = load_slowfast_backbone(path)
+        geometry, attrs = {}, {"arch": "slow_r50", "format": "slowfast", "epoch": info["epoch"]}
+    elif fmt == "rhovid":
+        model, meta = load_exported(path)
+        geometry, attrs = meta["input"], {"arch": meta["arch"], "format": "rhovid", "method": meta["method"]}
+    else:
+        raise ValueError(f"--weights-format {fmt!r}: choose rhovid or slowfast")
+    views = ViewConfig(frames=frames or geometry.get("frames") or 8, stride=stride or geometry.get("stride") or 8,
+                       crop=crop or geometry.get("crop") or 224, temporal=temporal, spatial=spatial)
+    st = path.stat()  # the file's identity: another file of the same name never reuses these features
+    tag = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:8]
+    return FeatureSource(f"weights-{path.stem}-{tag}", model,
+                         {"run": str(path.resolve()), "step": None, "config": attrs}, views, None)
 
 
 def ensure_features(
@@ -149,7 +184,8 @@ def default_report_path(data: str | Path, src: FeatureSource, evaluation: str) -
     if src.run_dir is not None:
         suffix = "-random-init" if src.attrs["run"] == "random-init" else ""
         return src.run_dir / "eval" / f"{evaluation}{suffix}.json"
-    return Path(data) / "eval" / src.name / f"{evaluation}.json"
+    path = storage.join(data, "eval", src.name, f"{evaluation}.json")
+    return path if storage.is_remote(path) else Path(path)
 
 
 def with_views(src: FeatureSource, **changes) -> FeatureSource:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from pathlib import Path
 
+from rhovid import storage
 from rhovid.atomic import atomic_write_json
 
 # metric columns shown per evaluation, in table order
@@ -25,7 +27,10 @@ def write_report(path: str | Path, evaluation: str, features: str, results: dict
         "provenance": provenance,
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_json(path, report)
+    if storage.is_remote(path):  # DATA/eval/... of a remote DATA: one whole object
+        storage.write_bytes(path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+    else:
+        atomic_write_json(path, report)
     return report
 
 

@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from rhovid import storage
 from rhovid.ingest.pipeline import IngestConfig, ingest
 from rhovid.ingest.transcode import X264_PRESETS, X264_TUNES
 
@@ -26,7 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = __doc__.split("\n\n", 1)[1].strip()
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("sources", nargs="*", metavar="SRC", help="folder tree, Kinetics CSV, list file or video")
-    p.add_argument("--out", required=True, metavar="DATA", help="output folder (shards/, index.json, failed.jsonl)")
+    p.add_argument("--out", required=True, metavar="DATA",
+                   help="output folder (shards/, index.json, failed.jsonl), or an s3:// / gs:// URL (shards are "
+                        "built in --stage and uploaded whole)")
+    p.add_argument("--stage", default=None, metavar="DIR",
+                   help="local build folder when --out is a URL (default ~/.cache/rhovid/stage/<hash>; "
+                        "$RHOVID_STAGE sets the parent)")
     p.add_argument("--fps", type=float, default=_D.fps, help="constant output frame rate (default %(default)s)")
     p.add_argument("--short-side", type=int, default=_D.short_side,
                    help="shorter output side in pixels (default %(default)s)")
@@ -57,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fixed x264 B-frames between references, 0-16 (default: the preset's adaptive choice); "
                         "more = fewer frames decoded per clip")
     p.add_argument("--timeout", type=float, default=None, help="seconds before one video's ffmpeg is killed")
+    p.add_argument("--quality-frames", type=int, default=4, metavar="N",
+                   help="frames per video compared with the source: PSNR/SSIM in the sample json and the run "
+                        "summary (default 4; 0 = off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verify", action="store_true",
                    help="check DATA (--out) instead of ingesting: every tar, .idx, sample json and fragment table "
@@ -81,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         keep_audio=args.keep_audio, progress=not args.no_progress, split=args.split,
         videos_root=args.videos_root, min_frames=args.min_frames, max_pixels=args.max_pixels,
         crf=args.crf, preset=args.preset, tune=args.tune, bframes=args.bframes, timeout_s=args.timeout,
+        quality_frames=args.quality_frames,
     )
     sources = args.sources
     if args.dataset:
@@ -89,10 +99,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.splits or len(args.sources) != 1:
             raise ValueError(f"--dataset {args.dataset} needs exactly one SRC (the videos folder) and --splits PATH")
         sources = dataset_sources(args.dataset, args.sources[0], args.splits, args.fold)
-    report = ingest(sources, args.out, cfg)
+    report = ingest(sources, args.out, cfg, stage=args.stage)
     print(report.summary())
     if report.failures:
-        print(f"{report.failed} sources failed; reasons in {os.path.join(args.out, 'failed.jsonl')}:", file=sys.stderr)
+        print(f"{report.failed} sources failed; reasons in {storage.join(args.out, 'failed.jsonl')}:", file=sys.stderr)
         _print_head([f"{rec['source']}: [{rec['stage']}] {rec['reason']}" for rec in report.failures], 10)
     return 0
 

@@ -16,9 +16,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rhovid import storage
 from rhovid.atomic import append_jsonl, atomic_write_text, read_jsonl, sweep_temporaries
 from rhovid.config import save_config, to_dict
 from rhovid.executor import map_unordered
+from rhovid.ingest import quality
+from rhovid.ingest.manifest import manifest_name, write_manifest
 from rhovid.ingest.shards import (
     DamagedIndexError,
     ShardWriter,
@@ -35,6 +38,7 @@ from rhovid.ingest.transcode import X264_MAX_BFRAMES, X264_PRESETS, X264_TUNES, 
 from rhovid.ingest.worker import Task, run_task
 
 FAILED_FILE = "failed.jsonl"
+RUNS_FILE = "ingest-runs.jsonl"
 log = logging.getLogger(__name__)
 _SPLIT_RE = re.compile(r"[A-Za-z0-9_]+")
 CONFIG_FILE = "ingest.json"
@@ -88,6 +92,8 @@ class IngestConfig:
     """ffmpeg threads per video; None = 1 in a pool/cluster (it supplies parallelism), else auto."""
     timeout_s: float | None = None
     """Kill one video's ffmpeg after this many seconds (None = no limit)."""
+    quality_frames: int = 4
+    """Frames per video compared with the source (PSNR/SSIM in the sample json); 0 = none."""
 
 
 @dataclass
@@ -102,23 +108,36 @@ class IngestReport:
     input_bytes: int = 0
     output_bytes: int = 0
     failures: list[dict] = field(default_factory=list)
+    quality: dict | None = None
+    """``quality.summarise`` of this run's new samples (None when none were measured)."""
 
     def summary(self) -> str:
         rate = self.ingested / self.seconds if self.seconds > 0 else 0.0
-        return (
+        text = (
             f"ingested {self.ingested}, skipped {self.skipped} (already in shards), failed {self.failed}; "
             f"{len(self.shards)} new shards; {self.input_bytes / 1e6:.1f} MB in -> "
             f"{self.output_bytes / 1e6:.1f} MB out in {self.seconds:.1f} s ({rate:.2f} videos/s)"
         )
+        q = self.quality
+        if q:
+            cost = q["seconds"] / q["transcode_seconds"] if q["transcode_seconds"] > 0 else 0.0
+            text += (f"\ntranscode quality vs source ({q['samples']} videos, luma): PSNR mean {q['psnr_db_mean']:.2f} dB, "
+                     f"min {q['psnr_db_min']:.2f} dB; SSIM mean {q['ssim_mean']:.4f}, min {q['ssim_min']:.4f} "
+                     f"(measuring cost {100 * cost:.1f} % of the transcode time)")
+        return text
 
 
-def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> IngestReport:
+def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig, on_shard=None,
+           stage: str | Path | None = None) -> IngestReport:
     """Ingest ``sources`` into ``out`` (resumable; see the module docstring).
 
     Args:
         sources: folder trees, Kinetics CSV files, list files, video files and/or ``Source``s.
-        out: the DATA folder.
+        out: the DATA folder, or an ``s3://`` / ``gs://`` URL (``rhovid.ingest.publish``: shards
+            are built in ``stage`` and uploaded whole).
         cfg: run settings.
+        on_shard: called as ``on_shard(path, metas)`` after each shard is finished and indexed.
+        stage: local build folder of a remote ``out`` (default ``publish.default_stage``).
 
     Raises:
         FileNotFoundError: a source spec does not exist.
@@ -126,7 +145,11 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
     """
     t0 = time.perf_counter()
     check_config(cfg)
-    out = Path(out)
+    if storage.is_remote(out):
+        from rhovid.ingest.publish import ingest_remote
+
+        return ingest_remote(sources, str(out), cfg, stage)
+    out = storage.local_path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
     _check_config(out, cfg)
@@ -170,7 +193,8 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
         tune=cfg.tune, bframes=cfg.bframes, keep_audio=cfg.keep_audio, threads=threads,
     )
     tasks = [
-        Task(s, sample_key(s), settings, cfg.min_frames, cfg.max_pixels, cfg.min_coverage, cfg.timeout_s)
+        Task(s, sample_key(s), settings, cfg.min_frames, cfg.max_pixels, cfg.min_coverage, cfg.timeout_s,
+             cfg.quality_frames)
         for s in todo
     ]
     last_index_write = [time.monotonic()]
@@ -181,8 +205,12 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
         if time.monotonic() - last_index_write[0] > 30:  # recover_index covers the gap after a kill
             write_index(out, samples, labels)
             last_index_write[0] = time.monotonic()
+        if on_shard is not None:
+            on_shard(path, metas)
 
     writers: dict[str, ShardWriter] = {}
+    measured: list[dict] = []
+    seconds = {"transcode_s": 0.0, "quality_s": 0.0}
     results = map_unordered(
         run_task, tasks, workers=cfg.workers, scheduler=cfg.scheduler, desc="ingest", unit="video",
         nbytes=lambda v: v["source_bytes"], progress=cfg.progress,
@@ -198,6 +226,9 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
                 writers[split].add(value["key"], value["mp4"], value["meta"])
                 report.ingested += 1
                 report.output_bytes += len(value["mp4"])
+                if "psnr_db_mean" in value["meta"].get("quality", {}):
+                    measured.append(value["meta"]["quality"])
+                    seconds = {k: seconds[k] + value[k] for k in seconds}
             else:
                 record = _failure_record(res)
                 append_jsonl(out / FAILED_FILE, record)
@@ -217,6 +248,10 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig) -> I
         w.close()
     write_index(out, samples, labels)
     report.seconds = time.perf_counter() - t0
+    report.quality = quality.summarise(measured, seconds["quality_s"], seconds["transcode_s"])
+    append_jsonl(out / RUNS_FILE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ingested": report.ingested,
+                                   "skipped": report.skipped, "failed": report.failed, "shards": report.shards,
+                                   "seconds": round(report.seconds, 3), "quality": report.quality})
     return report
 
 
@@ -229,6 +264,8 @@ def check_config(cfg: IngestConfig) -> None:
             raise ValueError(f"{name} must be > {low}, got {getattr(cfg, name)}")
     if cfg.shard_count is not None and cfg.shard_count < 1:
         raise ValueError(f"shard_count must be >= 1 (or unset), got {cfg.shard_count}")
+    if cfg.quality_frames < 0:
+        raise ValueError(f"quality_frames must be >= 0 (0 = off), got {cfg.quality_frames}")
     if cfg.workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = inline), got {cfg.workers}")
     if not 0 <= cfg.crf <= 51:
@@ -249,8 +286,8 @@ def recover_index(out: Path) -> dict:
     """index.json reconciled with the finished shards on disk.
 
     Entries of shards that no longer exist are dropped; finished shards the index does not
-    list (a kill between rename and index write) are read back; missing ``.idx`` files are
-    rewritten.
+    list (a kill between rename and index write) are read back; missing ``.idx`` files and
+    manifests are rewritten.
     """
     try:
         doc = read_index_file(out)
@@ -267,6 +304,8 @@ def recover_index(out: Path) -> dict:
             samples.extend(index_entry(s["json"], path.name) for s in iter_shard(path))
         if not path.with_suffix(".idx").exists():
             write_idx(path)
+        if not path.with_name(manifest_name(path.name)).exists():
+            write_manifest(path)
     samples.sort(key=lambda e: e["shard"])  # stable: keeps shard order within a shard
     labels = list(doc.get("labels", []))
     for e in samples:  # label names the index lost (a rebuilt index) come back from the samples

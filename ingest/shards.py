@@ -1,13 +1,14 @@
-"""Write and read the shard set: ``DATA/shards/<split>-NNNNNN.tar`` (+ ``.idx``) and ``DATA/index.json``.
+"""Write the shard set: ``DATA/shards/<split>-NNNNNN.tar`` (+ ``.idx``, manifest) and ``DATA/index.json``.
 
-This module is the one reader/writer of the on-disk format described in ingest/FORMAT.md;
-later stages import only the readers (``list_shards``, ``iter_shard``, ``iter_shard_lazy``,
-``read_index``, ``shard_name``).
+The writer of the on-disk format described in ingest/FORMAT.md, plus the tar-level walks it
+shares with the reader (``list_shards``, ``_member_groups``, ``iter_shard``, ``read_index_file``).
+Later stages read through ``rhovid.ingest.reader`` (folders and URLs, one manifest read per
+shard, clips by byte ranges), which builds on those walks.
 
 Writes are atomic: a shard is written under a ``.tmp-`` name and renamed when complete, so
 a reader (or a rerun after SIGKILL) sees finished shards only. The DALI ``.idx`` (the
-``wds2idx`` format) is written after the rename. Ctrl-C is held back while a sample or a
-shard's close is being written, so an interrupted run finishes the open shard whole.
+``wds2idx`` format) and the manifest are written after the rename. Ctrl-C is held back while a
+sample or a shard's close is being written, so an interrupted run finishes the open shard whole.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rhovid.atomic import TMP_PREFIX, atomic_path, atomic_write_json
+from rhovid.ingest.manifest import write_manifest
 
 SHARDS_DIR = "shards"
 INDEX_FILE = "index.json"
@@ -101,7 +103,8 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
 
     ``json`` members are parsed, others are returned as bytes under their extension. Strict
     (ingest's resume scan and the tests rely on it): a truncated shard raises
-    ``tarfile.ReadError``, a damaged json ``ValueError``. The loader uses ``iter_shard_lazy``.
+    ``tarfile.ReadError``, a damaged json ``ValueError``. The loader reads clips by byte ranges
+    instead (``rhovid.ingest.reader.ShardReader``).
     """
     with tarfile.open(path, mode="r:") as tar:
         for key, members in _member_groups(tar, path):
@@ -110,67 +113,6 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
                 ext = m.name.partition(".")[2]
                 payload = tar.extractfile(m).read()
                 sample[ext] = json.loads(payload) if ext == "json" else payload
-            yield sample
-
-
-class MemberBytes:
-    """A tar member's payload, read lazily: ``len(m)`` and ``m[a:b]`` (one seek + read each).
-
-    The loader slices a clip's init segment and covering fragments out of a sample with it, so
-    a 10-minute video costs the few fragments a clip needs, not the whole file (issue 4: clip
-    rate independent of video length). Valid while the shard file it was made from is open.
-    """
-
-    def __init__(self, file, offset: int, size: int):
-        self._file, self._offset, self._size = file, offset, size
-        self.bytes_read = 0
-        """Payload bytes read so far (tests check that nothing outside the slices is read)."""
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __getitem__(self, item: slice) -> bytes:
-        if not isinstance(item, slice):
-            raise TypeError(f"MemberBytes supports slices only, got {type(item).__name__}")
-        a, b, step = item.indices(self._size)
-        if step != 1:
-            raise ValueError("MemberBytes slices must be contiguous (step 1)")
-        if b <= a:
-            return b""
-        self._file.seek(self._offset + a)
-        data = self._file.read(b - a)
-        if len(data) != b - a:
-            raise EOFError(f"{getattr(self._file, 'name', 'shard')}: member truncated at byte {a + len(data)}")
-        self.bytes_read += len(data)
-        return data
-
-    def read(self) -> bytes:
-        """The whole payload."""
-        return self[0:self._size]
-
-
-def iter_shard_lazy(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> Iterator[dict]:
-    """Samples ``start..stop-1`` of a shard: ``json`` parsed, every other member a ``MemberBytes``.
-
-    Only tar headers and the json members are read here; the video bytes are read on demand
-    by slicing. Yielded samples are valid until the next one is requested (the file is shared).
-    A json member that does not parse gives ``"error"`` (a message) instead of ``"json"``.
-    """
-    with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-        for n, (key, members) in enumerate(_member_groups(tar, path, stop, tolerant=True)):
-            if n < start:
-                continue
-            sample: dict = {"__key__": key}
-            for m in members:
-                ext = m.name.partition(".")[2]
-                payload = MemberBytes(f, m.offset_data, m.size)
-                if ext != "json":
-                    sample[ext] = payload
-                    continue
-                try:
-                    sample["json"] = json.loads(payload.read())
-                except ValueError as e:  # a damaged sample must not end the shard for the others
-                    sample["error"] = f"{m.name}: invalid JSON: {e}"
             yield sample
 
 
@@ -337,7 +279,7 @@ class ShardWriter:
                 self._close()
 
     def close(self) -> Path | None:
-        """Finish the open shard (if any): close, fsync, rename, write the ``.idx``."""
+        """Finish the open shard (if any): close, fsync, rename, write the ``.idx`` and the manifest."""
         with _ctrl_c_held():
             return self._close()
 
@@ -351,6 +293,7 @@ class ShardWriter:
         final = self.folder / f"{self.split}-{self._number:06d}.tar"
         os.replace(self._tmp, final)
         write_idx(final)
+        write_manifest(final)
         metas, self._metas = self._metas, []
         self._tar = self._file = self._tmp = None
         self._number += 1

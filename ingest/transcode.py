@@ -85,6 +85,7 @@ def ffmpeg_args(
     settings: TranscodeSettings,
     trim: tuple[float, float] | None = None,
     output: str = "pipe:1",
+    reference: tuple[list[int], str] | None = None,
 ) -> list[str]:
     """The full ffmpeg argv (binary first) that transcodes ``src`` to fMP4 at ``output``.
 
@@ -94,6 +95,8 @@ def ffmpeg_args(
         settings: output encoding parameters.
         trim: ``(start_s, end_s)`` to cut from the source, or None for all of it.
         output: ``pipe:1`` (bytes on stdout) or a file URL.
+        reference: ``(frames, path)``: also write output frames ``frames`` as the encoder
+            received them (raw yuv420p) to ``path``, for ``ingest/quality.py``.
     """
     width, height = output_size(*probe.display_size, settings.short_side)
     in_kwargs = {}
@@ -115,6 +118,14 @@ def ffmpeg_args(
         .filter("setsar", "1")
         .filter("format", "yuv420p")
     )
+    raw = None
+    if reference is not None:
+        # the very frames the encoder gets (one filter chain, split): no second decode of the source
+        split = video.split()
+        video, tap = split[0], split[1]
+        frames, path = reference
+        raw = ffmpeg.output(tap.filter("select", "+".join(f"eq(n,{i})" for i in frames)), path, f="rawvideo",
+                            pix_fmt="yuv420p", fps_mode="passthrough")
     streams = [video]
     out_kwargs = {
         "c:v": "libx264",
@@ -145,6 +156,8 @@ def ffmpeg_args(
         out_kwargs["an"] = None
     out_kwargs.update({"sn": None, "dn": None})
     stream = ffmpeg.output(*streams, output, **out_kwargs)
+    if raw is not None:
+        stream = ffmpeg.merge_outputs(stream, raw)
     args = ffmpeg.compile(stream, cmd=ffmpeg_exe(), overwrite_output=True)
     # Quiet, never read stdin (a worker has none); errors still reach stderr.
     quiet = ["-nostdin", "-hide_banner", "-loglevel", "error"]

@@ -17,8 +17,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rhovid import storage
 from rhovid.ingest.fmp4 import parse_fragments
-from rhovid.ingest.shards import idx_text, iter_shard, list_shards, read_index
+from rhovid.ingest.manifest import build_manifest, manifest_bytes, manifest_name
+from rhovid.ingest.reader import data_shards, local_copy, read_index
+from rhovid.ingest.shards import idx_text, iter_shard
 
 CONTRACT_FIELDS = ("key", "split", "label", "num_frames", "fps", "width", "height", "init_size", "fragments")
 """Sample json fields the loader and the box store read (ingest/FORMAT.md)."""
@@ -41,36 +44,50 @@ def verify(data: str | os.PathLike, decode: bool = False, progress: bool = True)
     Raises:
         FileNotFoundError: ``data`` has no shards or no index.json.
     """
-    data = Path(data)
-    paths = list_shards(data)
-    if not paths:
-        raise FileNotFoundError(f"{data}: no shards under {data / 'shards'}")
+    urls = data_shards(data)
+    if not urls:
+        raise FileNotFoundError(f"{data}: no shards under {storage.join(data, 'shards')}")
     listed = {e["key"]: e for e in read_index(data)}
-    report = VerifyReport(shards=len(paths))
+    report = VerifyReport(shards=len(urls))
     seen: set[str] = set()
-    for path in tqdm(paths, desc="verify", unit="shard", disable=not progress, dynamic_ncols=True):
-        name = path.name
-        try:
-            expected = idx_text(path)
-        except Exception as e:  # noqa: BLE001 - a broken tar is a finding, not a crash
-            report.problems.append(f"{name}: unreadable tar ({type(e).__name__}: {e})")
-            continue
-        idx = path.with_suffix(".idx")
-        if not idx.exists():
-            report.problems.append(f"{idx.name}: missing (DALI's reader needs it)")
-        elif idx.read_text(encoding="utf-8") != expected:
-            report.problems.append(f"{idx.name}: does not describe {name} (stale or damaged)")
-        try:
-            for sample in iter_shard(path):
-                report.samples += 1
-                key = sample["__key__"]
-                seen.add(key)
-                report.problems += [f"{name}/{key}: {p}" for p in _sample_problems(sample, name, listed, decode)]
-        except Exception as e:  # noqa: BLE001
-            report.problems.append(f"{name}: cut off after {report.samples} samples ({type(e).__name__}: {e})")
+    for url in tqdm(urls, desc="verify", unit="shard", disable=not progress, dynamic_ncols=True):
+        with local_copy(url) as path:  # a remote shard is read once, whole (one at a time on disk)
+            name = storage.name(url)
+            try:
+                expected = idx_text(path)
+            except Exception as e:  # noqa: BLE001 - a broken tar is a finding, not a crash
+                report.problems.append(f"{name}: unreadable tar ({type(e).__name__}: {e})")
+                continue
+            report.problems += _companion_problems(url, path, expected)
+            try:
+                for sample in iter_shard(path):
+                    report.samples += 1
+                    key = sample["__key__"]
+                    seen.add(key)
+                    report.problems += [f"{name}/{key}: {p}" for p in _sample_problems(sample, name, listed, decode)]
+            except Exception as e:  # noqa: BLE001
+                report.problems.append(f"{name}: cut off after {report.samples} samples ({type(e).__name__}: {e})")
     for key in sorted(listed.keys() - seen):
         report.problems.append(f"index.json: {key} is listed in {listed[key]['shard']} but no shard holds it")
     return report
+
+
+def _companion_problems(url: str, path: Path, expected_idx: str) -> list[str]:
+    """The shard's ``.idx`` and manifest against its tar (local copy at ``path``)."""
+    out = []
+    idx, manifest = url[: -len(".tar")] + ".idx", manifest_name(url)
+    try:
+        if storage.read_bytes(idx).decode("utf-8") != expected_idx:
+            out.append(f"{storage.name(idx)}: does not describe {storage.name(url)} (stale or damaged)")
+    except FileNotFoundError:
+        out.append(f"{storage.name(idx)}: missing (DALI's reader needs it)")
+    try:
+        if storage.read_bytes(manifest) != manifest_bytes(build_manifest(path)):
+            out.append(f"{storage.name(manifest)}: does not describe {storage.name(url)} (stale or damaged)")
+    except FileNotFoundError:
+        if storage.is_remote(url):  # locally the reader walks the tar instead, at no extra cost
+            out.append(f"{storage.name(manifest)}: missing (remote readers then pay one read per sample)")
+    return out
 
 
 def _sample_problems(sample: dict, shard: str, listed: dict, decode: bool) -> list[str]:
@@ -98,8 +115,8 @@ def _sample_problems(sample: dict, shard: str, listed: dict, decode: bool) -> li
     elif entry["shard"] != shard or entry["num_frames"] != meta["num_frames"]:
         out.append(f"index.json row ({entry['shard']}, {entry['num_frames']} frames) differs from the shard")
     if decode and not out:
+        from rhovid.ingest.fragments import slice_clips
         from rhovid.train.decode_pyav import decode_clips
-        from rhovid.train.streaming import slice_clips
 
         try:
             decode_clips(slice_clips(mp4, meta, [[0], [meta["num_frames"] - 1]]))

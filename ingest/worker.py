@@ -9,12 +9,17 @@ writes shards, so a shard is never shared between processes.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass
 
+import av
+
 from rhovid import __version__
+from rhovid.ingest import quality
 from rhovid.ingest.fmp4 import parse_fragments
 from rhovid.ingest.probe import ProbeError, probe
 from rhovid.ingest.sources import Source
+from rhovid.ingest.timestamps import start_at_zero
 from rhovid.ingest.transcode import TranscodeError, TranscodeSettings, output_size, transcode
 
 
@@ -36,6 +41,8 @@ class Task:
     """Reject outputs covering less than this fraction of the probed duration (truncated files)."""
     timeout_s: float | None = None
     """Kill ffmpeg after this many seconds (None = no limit)."""
+    quality_frames: int = 4
+    """Frames compared with the source for the sample's ``quality`` record (0 = none; ingest/quality.py)."""
 
 
 class _Reject(Exception):
@@ -48,21 +55,23 @@ def run_task(task: Task) -> dict:
     """Ingest one source.
 
     Returns:
-        On success ``{"ok": True, "key", "mp4": bytes, "meta": dict, "source_bytes": int}``;
+        On success ``{"ok": True, "key", "mp4": bytes, "meta": dict, "source_bytes": int,
+        "transcode_s": float, "quality_s": float}`` (wall seconds of the transcode and of the
+        quality measurement);
         on a bad source ``{"ok": False, "key", "source", "stage", "reason", "source_bytes"}``
         with ``stage`` one of ``probe``, ``transcode``, ``check``.
     """
     src = task.source
     size = os.path.getsize(src.path) if os.path.isfile(src.path) else 0
     try:
-        mp4, meta = _ingest_one(task)
+        mp4, meta, seconds = _ingest_one(task)
     except _Reject as e:
         return {"ok": False, "key": task.key, "source": src.path, "stage": e.stage, "reason": e.reason,
                 "source_bytes": size}
-    return {"ok": True, "key": task.key, "mp4": mp4, "meta": meta, "source_bytes": size}
+    return {"ok": True, "key": task.key, "mp4": mp4, "meta": meta, "source_bytes": size, **seconds}
 
 
-def _ingest_one(task: Task) -> tuple[bytes, dict]:
+def _ingest_one(task: Task) -> tuple[bytes, dict, dict]:
     src, settings = task.source, task.settings
     try:
         info = probe(src.path)
@@ -78,11 +87,21 @@ def _ingest_one(task: Task) -> tuple[bytes, dict]:
         if expected is not None and start >= expected:
             raise _Reject("probe", f"trim starts at {start:.2f} s, after the end of the video ({expected:.2f} s)")
         expected = (min(end, expected) if expected is not None else end) - start
+    t0 = time.perf_counter()
     try:
-        mp4 = transcode(src.path, info, settings, src.trim, task.timeout_s)
+        if task.quality_frames > 0:
+            # sample frames spread over the expected output; ones past a shorter real end drop out
+            guess = round((expected or 10.0) * settings.fps)
+            mp4, frames, reference = quality.transcode_with_reference(
+                src.path, info, settings, src.trim, quality.sample_frames(guess, task.quality_frames), task.timeout_s)
+        else:
+            mp4 = transcode(src.path, info, settings, src.trim, task.timeout_s)
     except TranscodeError as e:
         raise _Reject("transcode", str(e)) from None
+    seconds = {"transcode_s": time.perf_counter() - t0, "quality_s": 0.0}
     try:
+        # first frame presented at 0, not 1/30 s: frame i is at i / fps for every decoder
+        mp4 = start_at_zero(mp4)
         table = parse_fragments(mp4)
     except ValueError as e:
         raise _Reject("transcode", f"ffmpeg output is not a fragmented MP4 ({e})") from None
@@ -127,5 +146,13 @@ def _ingest_one(task: Task) -> tuple[bytes, dict]:
         "encoder": {"crf": settings.crf, "preset": settings.preset, "tune": settings.tune, "bframes": settings.bframes,
                     "rhovid": __version__},
     }
-    return mp4, meta
+    if task.quality_frames > 0:
+        t0 = time.perf_counter()
+        try:
+            meta["quality"] = quality.compare(reference, frames, mp4, meta)
+        except (ValueError, IndexError, av.FFmpegError) as e:
+            # the stored video passed every check; only the comparison failed: keep the sample, say why
+            meta["quality"] = {"error": f"{type(e).__name__}: {e}"}
+        seconds["quality_s"] = time.perf_counter() - t0
+    return mp4, meta, seconds
 

@@ -64,7 +64,8 @@ def apply_overrides(cfg: T, overrides: list[str] | None) -> T:
     """Return ``cfg`` with ``key=value`` overrides applied (``a.b=1`` reaches nested fields).
 
     Values are parsed as JSON when possible (``3``, ``0.1``, ``true``, ``[1,2]``), else taken
-    as strings, then coerced to the field's declared type.
+    as strings, then coerced to the field's declared type. In a tuple of configs (per-view
+    augmentation), ``data.augment.1.blur_p=0.1`` sets one item and ``data.augment.hue=0`` all.
     """
     for item in overrides or []:
         if "=" not in item:
@@ -82,6 +83,18 @@ def _set_path(cfg, parts: list[str], value, full_key: str):
     hints = typing.get_type_hints(type(cfg))
     if len(parts) > 1:
         sub = getattr(cfg, head)
+        if isinstance(sub, tuple) and sub and all(dataclasses.is_dataclass(x) for x in sub):
+            # a tuple of configs (e.g. per-view augmentation): ``a.1.b=v`` sets item 1,
+            # ``a.b=v`` sets every item
+            if parts[1].isdigit():
+                i = int(parts[1])
+                if i >= len(sub):
+                    raise KeyError(f"{full_key!r}: {head} has {len(sub)} items")
+                items = list(sub)
+                items[i] = _set_path(sub[i], parts[2:], value, full_key) if len(parts) > 2 else \
+                    _coerce(type(sub[i]), value, full_key)
+                return dataclasses.replace(cfg, **{head: tuple(items)})
+            return dataclasses.replace(cfg, **{head: tuple(_set_path(x, parts[1:], value, full_key) for x in sub)})
         if not dataclasses.is_dataclass(sub):
             raise KeyError(f"{full_key!r}: {head} is not a nested config")
         return dataclasses.replace(cfg, **{head: _set_path(sub, parts[1:], value, full_key)})

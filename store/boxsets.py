@@ -19,7 +19,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from rhovid.atomic import atomic_write_json
+from rhovid import storage
 from rhovid.store.priors import METHODS
 from rhovid.store.regions import SelectParams
 
@@ -132,14 +132,16 @@ def box_set_name(method: str, params: SelectParams, box_fps: float, max_boxes: i
     return f"{method}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
-def read_registry(root: Path) -> dict:
+def read_registry(root: Path | str) -> dict:
     """``{"sets": {name: entry}, "aliases": {alias: name}}`` from ROOT/sets.json (empty if none)."""
-    path = Path(root) / REGISTRY
-    if not path.exists():
+    path = storage.join(root, REGISTRY)
+    try:
+        raw = storage.read_bytes(path)
+    except FileNotFoundError:
         return {"sets": {}, "aliases": {}}
     try:
-        reg = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        reg = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     reg.setdefault("sets", {})
     reg.setdefault("aliases", {})
@@ -147,7 +149,13 @@ def read_registry(root: Path) -> dict:
 
 
 @contextlib.contextmanager
-def _locked(root: Path):
+def _locked(root: Path | str):
+    """An exclusive lock on a local registry; a remote one has none (one `rhovid boxes` writer per
+    DATA at a time: an object store offers no lock to hold)."""
+    if storage.is_remote(root):
+        yield
+        return
+    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".sets.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -157,13 +165,12 @@ def _locked(root: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def register_set(root: Path, name: str, entry: dict, alias: str | None = None) -> None:
-    """Record a set (and optionally an alias for it) in ROOT/sets.json, atomically.
+def register_set(root: Path | str, name: str, entry: dict, alias: str | None = None) -> None:
+    """Record a set (and optionally an alias for it) in ROOT/sets.json, atomically (a whole object remotely).
 
     Raises:
         ValueError: the alias already names a different set, or equals another set's name.
     """
-    root = Path(root)
     with _locked(root):
         reg = read_registry(root)
         if alias:
@@ -176,7 +183,7 @@ def register_set(root: Path, name: str, entry: dict, alias: str | None = None) -
                 )
             reg["aliases"][alias] = name
         reg["sets"][name] = entry
-        atomic_write_json(root / REGISTRY, reg)
+        storage.write_bytes(storage.join(root, REGISTRY), (json.dumps(reg, indent=2) + "\n").encode("utf-8"))
 
 
 def resolve_set(reg: dict, name: str) -> str:

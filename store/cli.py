@@ -51,7 +51,8 @@ def prior_help(method: str | None = None) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-h", "--help", action=_PriorHelp,
                         help="show this help and every prior's parameters (after --method M: that prior's)")
-    parser.add_argument("data", type=Path, help="dataset folder (DATA/shards/*.tar)")
+    parser.add_argument("data", type=_data_arg,
+                        help="dataset folder (DATA/shards/*.tar) or URL (s3://, gs://: boxes.zarr is written there)")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--method", choices=list(METHODS), help="box prior to compute")
     what.add_argument("--list", action="store_true", help="table of the box sets in DATA/boxes.zarr")
@@ -136,14 +137,21 @@ def _compute(args: argparse.Namespace) -> int:
     return 0
 
 
-def list_rows(data: Path) -> list[dict]:
+def _data_arg(text: str) -> Path | str:
+    """DATA as given: a URL stays a string, a folder becomes a Path."""
+    from rhovid import storage
+
+    return text if storage.is_remote(text) else Path(text)
+
+
+def list_rows(data: Path | str) -> list[dict]:
     """One row per box set: name, method, params, shards done/total, mean boxes, mean box area."""
-    from rhovid.ingest.shards import list_shards
+    from rhovid.ingest.reader import data_shards
     from rhovid.store.boxsets import param_text
     from rhovid.store.zarr_store import BoxStore
 
     store = BoxStore(data)
-    total = len(list_shards(data))
+    total = len(data_shards(data))
     rows = []
     for s in store.list_sets():
         n_rows = n_boxes = 0

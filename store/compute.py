@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rhovid import storage
 from rhovid.executor import map_unordered
 from rhovid.store.boxsets import (
     box_set_name,
@@ -88,7 +89,7 @@ def compute_rows(samples, method: str, params: SelectParams, box_fps: float, max
     """Boxes for every sample of a shard.
 
     Args:
-        samples: iterable of ``{"__key__", "mp4", "json"}`` (``rhovid.ingest.shards.iter_shard``).
+        samples: iterable of ``{"__key__", "mp4", "json"}`` (``rhovid.ingest.reader.ShardReader.iter_samples``).
         method, params: the prior.
         box_fps: rate of stored frames per video second.
         max_boxes: K.
@@ -153,16 +154,22 @@ def compute_shard(task: ShardTask) -> ShardResult:
     compute the rows of one video range (``task.videos``) and return them."""
     import cv2
 
-    from rhovid.ingest.shards import iter_shard
+    from rhovid.ingest.reader import ShardReader
 
     # Parallelism is one task per worker; OpenCV's own thread pool on top would oversubscribe.
     cv2.setNumThreads(1)
     t0 = time.perf_counter()
-    root = Path(task.root)
+    root = _root(task)
     if group_status(root, task.shard, task.set_name) == "complete":
         return ShardResult(task.shard, 0, 0, 0.0)
-    samples = iter_shard(task.shard_path) if task.videos is None else _range_samples(task.shard_path, *task.videos)
-    rows, keys, sizes, n, prior_s = compute_rows(samples, task.method, task.params, task.box_fps, task.max_boxes)
+    reader = ShardReader()  # a few whole videos read ahead: a box prior needs every GOP at box_fps
+    try:
+        rows, keys, sizes, n, prior_s = compute_rows(
+            reader.iter_samples(task.shard_path, videos=task.videos), task.method, task.params, task.box_fps,
+            task.max_boxes,
+        )
+    finally:
+        reader.close()
     if task.videos is not None:
         part = ShardPart(task.videos[0], rows, keys, sizes)
         return ShardResult(task.shard, len(keys), n, time.perf_counter() - t0, prior_s, part)
@@ -170,14 +177,10 @@ def compute_shard(task: ShardTask) -> ShardResult:
     return ShardResult(task.shard, len(keys), n, time.perf_counter() - t0, prior_s)
 
 
-def _range_samples(path: str, start: int, stop: int):
-    """Samples ``start..stop-1`` of a shard as ``iter_shard`` gives them (headers skipped past, not decoded)."""
-    from rhovid.ingest.shards import iter_shard_lazy
 
-    for s in iter_shard_lazy(path, start, stop):
-        if "error" in s:
-            raise ValueError(f"{path}: sample {s['__key__']}: {s['error']}")
-        yield {"__key__": s["__key__"], "json": s["json"], "mp4": s["mp4"][:]}
+def _root(task: ShardTask) -> Path | str:
+    """The task's boxes.zarr: a folder, or a URL string for a remote DATA."""
+    return task.root if storage.is_remote(task.root) else Path(task.root)
 
 
 def split_ranges(count: int, parts: int) -> list[tuple[int, int]]:
@@ -213,7 +216,7 @@ def write_group(task: ShardTask, rows: ShardRows, keys: list, sizes: list) -> No
         "area_fraction_sum": float((area.sum(1) / np.maximum(frame_area, 1.0)).sum()),
     }
     attrs = {**task.attrs, "shard": task.shard, "keys": keys, "frame_sizes": sizes, "stats": stats}
-    write_shard_set(Path(task.root), task.shard, task.set_name, rows, attrs, crash_before_complete=task.crash)
+    write_shard_set(_root(task), task.shard, task.set_name, rows, attrs, crash_before_complete=task.crash)
 
 
 @dataclass
@@ -275,7 +278,7 @@ def compute_box_set(
         ValueError: bad method/params/box_fps/max_boxes; FileNotFoundError: no shards;
         ImportError: the prior cannot run here (e.g. torchvision not importable).
     """
-    from rhovid.ingest.shards import list_shards, shard_name
+    from rhovid.ingest.reader import data_shards, shard_name
 
     p = make_params(method, params)
     if not box_fps > 0:
@@ -284,10 +287,10 @@ def compute_box_set(
         raise ValueError(f"--max-boxes must be >= 1, got {max_boxes}")
     if workers < 0:
         raise ValueError(f"--workers must be >= 0 (0 = inline), got {workers}")
-    shards = list_shards(data, split)
+    shards = data_shards(data, split)
     if not shards:
         raise FileNotFoundError(
-            f"{data}: no shards{f' of split {split!r}' if split else ''} under {data}/shards"
+            f"{data}: no shards{f' of split {split!r}' if split else ''} under {storage.join(data, 'shards')}"
         )
     set_name = box_set_name(method, p, box_fps, max_boxes)
     root = store_root(data)
@@ -309,9 +312,9 @@ def compute_box_set(
             attrs = {**entry, "set": set_name}
             todo.append(
                 ShardTask(  # absolute paths: Dask workers may run elsewhere on a shared filesystem
-                    str(Path(path).resolve()),
+                    path if storage.is_remote(path) else str(Path(path).resolve()),
                     shard,
-                    str(root.resolve()),
+                    root if storage.is_remote(root) else str(root.resolve()),
                     set_name,
                     method,
                     p,
@@ -369,14 +372,18 @@ def compute_box_set(
 def split_tasks(todo: list[ShardTask], workers: int) -> list[ShardTask]:
     """``todo`` as is, or, with fewer shards than local ``workers``, each shard as
     ``ceil(workers / shards)`` video ranges (never more ranges than videos)."""
-    from rhovid.ingest.shards import iter_shard_lazy
+    from rhovid.ingest.reader import ShardReader
 
     if workers <= len(todo):
         return todo
     per_shard = -(-workers // len(todo))
     out = []
-    for t in todo:
-        count = sum(1 for _ in iter_shard_lazy(t.shard_path))  # tar headers and jsons only
-        ranges = split_ranges(count, per_shard)
-        out += [t] if len(ranges) <= 1 else [replace(t, videos=r) for r in ranges]
+    reader = ShardReader()
+    try:
+        for t in todo:
+            count = len(reader.manifest(t.shard_path).samples)  # one manifest read per shard
+            ranges = split_ranges(count, per_shard)
+            out += [t] if len(ranges) <= 1 else [replace(t, videos=r) for r in ranges]
+    finally:
+        reader.close()
     return out

@@ -38,7 +38,7 @@ def contact_sheet(data: str | Path, key: str, set_name: str, out: str | Path, ma
     import cv2
 
     from rhovid.ingest.decode import decode_rgb
-    from rhovid.ingest.shards import iter_shard, list_shards, read_index
+    from rhovid.ingest.reader import ShardReader, read_index, shard_url
     from rhovid.store.zarr_store import BoxStore
 
     entry = next((e for e in read_index(data) if e["key"] == key), None)
@@ -48,8 +48,11 @@ def contact_sheet(data: str | Path, key: str, set_name: str, out: str | Path, ma
     boxes = BoxStore(data).load(shard, set_name)
     stored = boxes.stored_frames(key)
     pick = np.unique(np.linspace(0, len(stored) - 1, min(max_frames, len(stored))).round().astype(int))
-    path = next(p for p in list_shards(data) if p.name == f"{shard}.tar")
-    mp4 = next(s["mp4"] for s in iter_shard(path) if s["__key__"] == key)
+    reader = ShardReader()
+    url = shard_url(data, entry["shard"])
+    sample = next(s for s in reader.manifest(url).samples if s.key == key)
+    mp4 = reader.read_member(url, sample)
+    reader.close()
     frames = decode_rgb(mp4, stored[pick])
     b, count, score = boxes.lookup(key, stored[pick])
     tiles = [

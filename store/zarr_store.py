@@ -8,29 +8,35 @@ per array and ``ShardBoxes.lookup`` answers from memory in microseconds.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import zarr
 
+from rhovid import storage
 from rhovid.store.boxsets import param_text, read_registry, resolve_set
 
 ZARR_DIR = "boxes.zarr"
 ARRAYS = ("boxes", "count", "frame", "video_offsets")
 
 
-def store_root(data: str | Path) -> Path:
-    """DATA/boxes.zarr."""
-    return Path(data) / ZARR_DIR
+def store_root(data: str | Path) -> Path | str:
+    """DATA/boxes.zarr: a Path for a local DATA, a URL string for a remote one (s3://, gs://)."""
+    if storage.is_remote(data):
+        return storage.join(data, ZARR_DIR)
+    return storage.local_path(data) / ZARR_DIR
 
 
-def ensure_root(data: str | Path) -> Path:
+def open_group(root: Path | str, path: str = "", mode: str = "r"):
+    """A zarr 3 group under ``root`` (a folder, or a URL through zarr's fsspec store)."""
+    return storage.open_zarr_group(root, path, mode)
+
+
+def ensure_root(data: str | Path) -> Path | str:
     """Create the root group DATA/boxes.zarr if needed (driver only, before workers start)."""
     root = store_root(data)
-    if not (root / "zarr.json").exists():
-        zarr.open_group(str(root), mode="a", zarr_format=3)
+    if not storage.exists(storage.join(root, "zarr.json")):
+        open_group(root, mode="a")
     return root
 
 
@@ -50,12 +56,16 @@ class ShardRows:
     """(N, K) float32 detector scores (rows past count are 0), None for segmenters."""
 
 
-def group_status(root: Path, shard: str, set_name: str) -> str | None:
+def group_status(root: Path | str, shard: str, set_name: str) -> str | None:
     """None (no group), "partial" (interrupted or unreadable) or "complete"."""
-    if not (Path(root) / shard / set_name).exists():
+    if storage.is_remote(root):
+        # an object store has no folders: a group exists once its zarr.json does (written first)
+        if not storage.exists(storage.join(root, shard, set_name, "zarr.json")):
+            return None
+    elif not (Path(root) / shard / set_name).exists():
         return None
     try:
-        g = zarr.open_group(str(root), path=f"{shard}/{set_name}", mode="r")
+        g = open_group(root, f"{shard}/{set_name}", mode="r")
         return "complete" if g.attrs.get("complete") is True else "partial"
     except Exception:  # torn metadata from a killed writer counts as partial: recompute
         return "partial"
@@ -75,10 +85,8 @@ def write_shard_set(
     """
     if group_status(root, shard, set_name) == "complete":
         raise FileExistsError(f"{root}/{shard}/{set_name} is complete; box sets are never overwritten")
-    path = Path(root) / shard / set_name
-    if path.exists():
-        shutil.rmtree(path)  # leftover of an interrupted writer
-    g = zarr.open_group(str(root), path=f"{shard}/{set_name}", mode="w", zarr_format=3)
+    storage.remove_tree(storage.join(root, shard, set_name))  # leftover of an interrupted writer
+    g = open_group(root, f"{shard}/{set_name}", mode="w")
     arrays = {name: getattr(rows, name) for name in ARRAYS}
     if rows.score is not None:
         arrays["score"] = rows.score
@@ -137,7 +145,7 @@ class BoxStore:
     """Reader of DATA/boxes.zarr."""
 
     def __init__(self, data: str | Path):
-        self.data = Path(data)
+        self.data = data if storage.is_remote(data) else Path(data)
         self.root = store_root(data)
 
     def registry(self) -> dict:
@@ -158,9 +166,8 @@ class BoxStore:
         return out
 
     def _shard_groups(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / "zarr.json").exists())
+        return [name for name in storage.list_dirs(self.root)
+                if storage.exists(storage.join(self.root, name, "zarr.json"))]
 
     def attrs(self, shard: str, set_name: str) -> dict:
         """Attributes of one complete shard group (see ``load`` for errors)."""
@@ -184,7 +191,7 @@ class BoxStore:
             name = g.attrs["set"]
             raise ValueError(
                 f"box set {name} of shard {shard} is damaged ({type(e).__name__}: {e}); delete "
-                f"{self.root / shard / name} and recompute it with: {self._compute_command(name)}"
+                f"{storage.join(self.root, shard, name)} and recompute it with: {self._compute_command(name)}"
             ) from e
         return ShardBoxes(shard, g.attrs["set"], ShardRows(**arrays), g.attrs.asdict())
 
@@ -201,4 +208,4 @@ class BoxStore:
         if status != "complete":
             what = "has an interrupted (partial) write of" if status == "partial" else "has no"
             raise KeyError(f"shard {shard} {what} box set {name}; compute it with: {self._compute_command(name)}")
-        return zarr.open_group(str(self.root), path=f"{shard}/{name}", mode="r")
+        return open_group(self.root, f"{shard}/{name}", mode="r")

@@ -34,3 +34,50 @@ def tiny_data(tiny_src, tmp_path_factory):
     data = tmp_path_factory.mktemp("tiny-data")
     ingest([str(tiny_src)], data, IngestConfig(short_side=112, gop=16, shard_count=3, workers=0, progress=False))
     return data
+
+
+@pytest.fixture(scope="session")
+def nginx(tmp_path_factory):
+    """A real nginx on 127.0.0.1 serving the folder ``nginx.root`` at ``nginx.url`` (Range requests)."""
+    from rhovid.benchmarks.servers import Nginx, ServerUnavailable
+
+    server = Nginx(tmp_path_factory.mktemp("www"))
+    try:
+        server.start()
+    except ServerUnavailable as e:
+        pytest.skip(f"no HTTP server: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """moto's S3 server on 127.0.0.1; the AWS_* variables point s3fs at it for the session."""
+    import os
+
+    from rhovid.benchmarks.servers import MotoS3, ServerUnavailable
+
+    server = MotoS3()
+    try:
+        server.start()
+    except ServerUnavailable as e:
+        pytest.skip(f"no S3 server: {e}")
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    yield server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3, request):
+    """A new, empty bucket for one test: its ``s3://`` URL."""
+    import re
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-b"
+    s3.make_bucket(name)
+    return f"s3://{name}"

@@ -41,8 +41,6 @@ _YIQ2RGB = np.linalg.inv(_RGB2YIQ)
 class AugmentConfig:
     """Spatial and colour augmentation ranges (per clip)."""
 
-    crop: int = 224
-    """Output side in pixels (square crops)."""
     crop_mode: str = "rrc"
     """'rrc' = random resized crop (area/aspect), 'jitter' = short-side jitter + random square crop."""
     area: tuple[float, float] = (0.08, 1.0)
@@ -89,13 +87,13 @@ class ClipAug:
     """Gaussian blur sigma in output pixels; 0 = no blur."""
 
 
-def draw_clip_aug(rng: np.random.Generator, width: int, height: int, cfg: AugmentConfig) -> ClipAug:
-    """Draw one clip's augmentation for a ``width`` x ``height`` video."""
+def draw_clip_aug(rng: np.random.Generator, width: int, height: int, cfg: AugmentConfig, size: int) -> ClipAug:
+    """Draw one clip's augmentation for a ``width`` x ``height`` video, output ``size`` x ``size``."""
     if cfg.crop_mode == "rrc":
         crop = _random_resized_crop(rng, width, height, cfg.area, cfg.aspect)
     elif cfg.crop_mode == "jitter":
         short = rng.uniform(cfg.short_side[0], cfg.short_side[1])
-        side = max(1, min(width, height, round(cfg.crop * min(width, height) / short)))
+        side = max(1, min(width, height, round(size * min(width, height) / short)))
         crop = (int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1)), side, side)
     else:
         raise ValueError(f"crop_mode must be 'rrc' or 'jitter', got {cfg.crop_mode!r}")
@@ -115,7 +113,7 @@ def draw_clip_aug(rng: np.random.Generator, width: int, height: int, cfg: Augmen
             ops.append((names[i], float(rng.uniform(lo, hi))))
     grayscale = bool(rng.random() < cfg.grayscale_p)
     blur = float(rng.uniform(*cfg.blur_sigma)) if rng.random() < cfg.blur_p else 0.0
-    return ClipAug(crop=crop, size=cfg.crop, flip=flip, colour_ops=tuple(ops), grayscale=grayscale, blur_sigma=blur)
+    return ClipAug(crop=crop, size=size, flip=flip, colour_ops=tuple(ops), grayscale=grayscale, blur_sigma=blur)
 
 
 def _random_resized_crop(rng, width, height, area, aspect) -> tuple[int, int, int, int]:

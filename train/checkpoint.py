@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rhovid.atomic import atomic_path, atomic_write_text, sweep_temporaries
+from rhovid.train.methods.protocol import Method
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step-(\d{7,})\.pt$")
@@ -92,14 +93,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+def save_checkpoint(run_dir: str | Path, step: int, model: Method, optimizer: torch.optim.Optimizer,
                     config: dict, ranks: list[dict], keep: int = 0) -> Path:
     """Write ``step-NNNNNNN.pt`` atomically, then point ``latest`` at it.
 
     Args:
         run_dir: The run folder.
         step: Updates taken so far (the schedule resumes at this step).
-        model: The unwrapped method module (backbone, heads, momentum encoders, queues).
+        model: The unwrapped method (``Method``: backbone, heads, momentum encoders, queues).
         optimizer: Its optimizer.
         config: The resolved config dict (as in RUN/config.json).
         ranks: Per-rank state in rank order: ``{"rng": rng_state(), "data": loader position}``.
@@ -172,7 +173,7 @@ def load_backbone(run_dir: str | Path, step: int | None = None, map_location="cp
         raise FileNotFoundError(f"{run_dir} is not a training run: {cfg_path} is missing")
     config = json.loads(cfg_path.read_text())
     ckpt = load_checkpoint(find_checkpoint(run_dir, step), map_location=map_location)
-    method = build_method(config["method"], arch=config["arch"], **config.get("method_kwargs", {}))
+    method: Method = build_method(config["method"], arch=config["arch"], **config.get("method_kwargs", {}))
     method.load_state_dict(ckpt["model"])
     return method.backbone.eval(), config
 

@@ -24,7 +24,8 @@ _DATA = {"data": "data", "rho": "rho", "frames": "frames", "stride": "stride", "
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", metavar="DATA", help="dataset folder written by `rhovid ingest`")
+    p.add_argument("--data", metavar="DATA",
+                   help="dataset folder or URL (s3://, gs://, http(s)://) written by `rhovid ingest`")
     p.add_argument("--method", choices=["simclr", "moco", "byol", "swav", "constcl"])
     p.add_argument("--arch", choices=["tiny", "r3d18", "r3d50", "slow_r50"])
     p.add_argument("--rho", type=int, metavar="R", help="clips per video (positives)")
@@ -34,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, metavar="B", help="global batch (videos), split over processes")
     p.add_argument("--steps", type=int, metavar="N", help="optimizer steps in the run (schedule length)")
     p.add_argument("--checkpoint-every", type=int, metavar="K", help="checkpoint every K steps")
-    p.add_argument("--boxes", metavar="SET", help='box set for ConST-CL: "random", a stored set name, or "none"')
+    p.add_argument("--boxes", metavar="SET", help='box set for ConST-CL: "random" (the authors\' generator), "random-independent", a stored set name, or "none"')
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--seed", type=int, metavar="S")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder (must be empty unless --resume)")
@@ -83,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if result["rank"] == 0:
         print(f"trained {cfg.method}/{cfg.arch} for {result['step']} steps, final loss {result['loss']:.4f}; "
               f"checkpoint {result['checkpoint']}")
+        if result.get("data"):
+            print(f"data: {result['data']}")  # bytes fetched, requests, retries, skipped samples
     return 0
 
 

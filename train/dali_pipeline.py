@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from rhovid.ingest.fragments import ClipSlice
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD, blur_window, colour_affine
 from rhovid.train.sampler import SamplePlan
-from rhovid.train.streaming import ClipSlice
 
 INPUTS = ("encoded", "frames", "roi_start", "roi_end", "flip", "colour_m", "colour_t", "sigma", "window")
 

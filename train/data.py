@@ -15,7 +15,7 @@ the slices in a bounded buffer, then either decode + augment them (``device="cpu
 ``train/decode_pyav.py``) or hand plans + slices to the DALI pipeline in the main process
 (``device="cuda"``, ``train/dali_pipeline.py``). Both executors run the same plans.
 
-Evaluation (``augment=False``): no shard shuffling, no buffer, no colour/flip/blur,
+Evaluation (``evaluation=True``): no shard shuffling, no buffer, no colour/flip/blur,
 ``clips_per_video`` evenly spaced clips x ``spatial_crops`` fixed crops per video, returned in
 the rho dimension (``video`` is (B, views, 3, T, S, S)); every sample is returned once.
 """
@@ -25,23 +25,24 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing as mp
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from rhovid.ingest.shards import iter_shard_lazy, list_shards, read_index, shard_name
-from rhovid.train.augment import AugmentConfig
-from rhovid.train.sampler import ClipSpec, SamplePlan, plan_sample, sample_seed
+from rhovid.ingest.fragments import ClipSlice
+from rhovid.ingest.reader import ShardReader, read_index, shard_name, shard_url, split_shards
+from rhovid.ranged import FetchStats, RangeFetcher, prefetch
+from rhovid.train.data_config import DataConfig, check_data_config
+from rhovid.train.sampler import RANDOM_BOXES, SamplePlan, plan_sample, sample_seed
 from rhovid.train.streaming import (
-    ClipSlice,
     assign,
     batches_per_worker,
     dist_position,
     shuffle_buffer,
-    slice_clips,
     worker_sizes,
     worker_skips,
 )
@@ -50,51 +51,26 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class LoaderConfig:
-    """Everything the clip loader needs."""
+class LoaderConfig(DataConfig):
+    """Everything one clip loader needs: the ``DataConfig`` (what is sampled, inherited field by
+    field) plus where and how this loader runs."""
 
-    data: str
-    """Dataset folder (with shards/ and index.json from `rhovid ingest`)."""
-    split: str = "train"
-    """Shard split to read."""
-    rho: int = 2
-    """Clips per video (positives); ignored when augment=False (views come from clips_per_video)."""
-    frames: int = 8
-    """Frames per clip (T)."""
-    stride: int = 8
-    """Frame stride (tau) in stored frames."""
-    timespan_s: float = 60.0
-    """Maximum distance between the starts of a video's clips, seconds."""
-    min_gap_s: float = 0.0
-    """Minimum distance between clip starts, seconds (clamped for short videos)."""
-    crop: int = 224
-    """Output crop side in pixels."""
-    boxes: str | None = None
-    """None, "random" (ConST-CL random boxes) or a box set name/alias of DATA/boxes.zarr."""
-    max_boxes: int = 8
-    """K: box slots per clip."""
-    box_frame: str = "centre"
-    """Frame of a clip whose boxes are returned: "centre" or "random"."""
     batch_size: int = 16
     """Videos per batch (B)."""
-    workers: int = 8
-    """DataLoader worker processes (0 = decode in the main process)."""
     device: str = "cpu"
     """"cpu" (PyAV in workers) or "cuda" (DALI mixed decode + GPU augmentation)."""
     seed: int = 0
     """Seed of shard order, shuffle buffer and every plan."""
-    augment: bool = True
-    """False = evaluation: deterministic centre/fixed crops, no colour/flip/blur, no shuffling."""
+    evaluation: bool = False
+    """True = evaluation: deterministic centre/fixed crops, no colour/flip/blur, no shuffling."""
     clips_per_video: int = 1
     """Evaluation: evenly spaced clips per video (multi-view test)."""
     spatial_crops: tuple[str, ...] = ("centre",)
     """Evaluation: fixed square crops per clip ("left", "centre", "right")."""
-    augmentation: AugmentConfig | None = None
-    """Augmentation ranges (None = rho-methods defaults); its crop is replaced by `crop`."""
     shuffle_buffer: int = 32
     """Samples (as clip slices, not whole videos) in each worker's shuffle buffer."""
     drop_last: bool | None = None
-    """Drop each worker's last partial batch (None = drop when augment)."""
+    """Drop each worker's last partial batch (None = drop unless evaluation)."""
     rank: int | None = None
     """Distributed rank (None = torch.distributed's, or 0)."""
     world_size: int | None = None
@@ -105,6 +81,15 @@ class LoaderConfig:
     """CUDA device for the DALI path."""
     dali_threads: int = 4
     """CPU threads of the DALI pipeline."""
+    io_inflight: int = 16
+    """Ranged reads in flight per worker (and samples read ahead of the decoder): hides storage latency."""
+    io_attempts: int = 6
+    """Tries per ranged read before the sample is skipped (retries back off exponentially)."""
+
+    @classmethod
+    def from_data(cls, data: DataConfig, **runtime) -> LoaderConfig:
+        """A loader for ``data`` (every ``DataConfig`` field copied) with the run-time fields ``runtime``."""
+        return cls(**{f.name: getattr(data, f.name) for f in fields(DataConfig)}, **runtime)
 
 
 class ClipDataset(IterableDataset):
@@ -114,9 +99,7 @@ class ClipDataset(IterableDataset):
                  box_set: str | None, state, decode: bool = True):
         self.cfg, self.shards, self.rank, self.world = cfg, shards, rank, world
         self.box_set, self.state, self.decode = box_set, state, decode
-        self.spec = ClipSpec(cfg.rho, cfg.frames, cfg.stride, cfg.timespan_s, cfg.min_gap_s)
-        self.aug = replace(cfg.augmentation or AugmentConfig(), crop=cfg.crop)
-        self.drop_last = cfg.augment if cfg.drop_last is None else cfg.drop_last
+        self.drop_last = not cfg.evaluation if cfg.drop_last is None else cfg.drop_last
 
     def batch_counts(self) -> list[int]:
         """Batches each worker yields this epoch."""
@@ -134,40 +117,102 @@ class ClipDataset(IterableDataset):
         # (batch counts are non-increasing in the worker id, so the order stays identical).
         w = (w + consumed) % nw
         skip = worker_skips(counts, consumed)[w]
-        items = self._plans(assign(self.shards, self.cfg.seed, epoch, self.rank, self.world, w, nw, self.cfg.augment),
-                            epoch)
-        if self.cfg.augment:
+        shuffle = not self.cfg.evaluation
+        items = self._plans(assign(self.shards, self.cfg.seed, epoch, self.rank, self.world, w, nw, shuffle), epoch)
+        if shuffle:
             items = shuffle_buffer(items, self.cfg.shuffle_buffer, (self.cfg.seed, epoch, self.rank, w))
         yield from self._batches(items, skip * self.cfg.batch_size, counts[w] - skip)
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_shard_reader", None)  # threads and caches are per process
+        return state
+
+    def _reader(self) -> ShardReader:
+        """This process's shard reader (made in the worker, after the dataset was sent to it)."""
+        if getattr(self, "_shard_reader", None) is None:
+            fetcher = RangeFetcher(self.cfg.io_inflight, self.cfg.io_attempts)
+            self._shard_reader = ShardReader(fetcher)
+            self._published = FetchStats()
+        return self._shard_reader
+
+    def _publish_io(self) -> None:
+        """Add this process's new fetch counts to the loader's shared counters."""
+        now = self._reader().fetcher.stats
+        for name, value in now.as_dict().items():
+            delta = value - getattr(self._published, name)
+            if delta:
+                counter = self.state[f"io_{name}"]
+                with counter.get_lock():
+                    counter.value += delta
+                setattr(self._published, name, value)
+
     def _plans(self, spans, epoch):
-        """(plan, slices, error) per sample of the spans, in read order (no decoding)."""
+        """(plan, slices, error) per sample of the spans, in read order.
+
+        One manifest read per shard, then per sample one ranged read per group of overlapping
+        clips (``rhovid.ingest.reader``), ``io_inflight`` samples ahead of the consumer, so a
+        10-minute video costs what a 10-second one does and storage latency is hidden.
+        """
+        reader = self._reader()
+
+        def start(item):
+            job, err = item
+            if err is not None:
+                return None
+            plan, sample, shard = job
+            return reader.submit_clips(shard, sample, [c.frames for c in plan.clips])
+
+        try:
+            for (job, err), fut in prefetch(self._planned(spans, epoch, reader), start, self.cfg.io_inflight):
+                if err is None:
+                    plan, sample, shard = job
+                    t = time.perf_counter()
+                    try:
+                        slices = fut.result()
+                    except Exception as e:  # noqa: BLE001 - unreadable bytes: skip the sample, never the epoch
+                        err = f"{shard}:{sample.key}: {type(e).__name__}: {e}"
+                    reader.fetcher.count(wait_us=int(1e6 * (time.perf_counter() - t)))
+                self._publish_io()
+                yield (None, None, err) if err is not None else (plan, slices, None)
+        finally:
+            reader.fetcher.close()
+            self._publish_io()
+
+    def _planned(self, spans, epoch, reader: ShardReader):
+        """``((plan, manifest sample, shard), None)`` or ``(None, error)`` per sample of the spans."""
         cfg = self.cfg
-        boxes = None if cfg.boxes is None else ("random" if cfg.boxes == "random" else "store")
         for span in spans:
+            t = time.perf_counter()
+            try:
+                samples = reader.manifest(span.shard).samples[span.start:span.stop]  # one read per shard, cached
+            except (OSError, ValueError) as e:
+                for n in range(span.start, span.stop):
+                    yield None, f"{span.shard}: sample {n}: {type(e).__name__}: {e}"
+                continue
+            finally:
+                reader.fetcher.count(wait_us=int(1e6 * (time.perf_counter() - t)))
+            for n in range(len(samples), span.stop - span.start):
+                yield None, f"{span.shard}: sample {span.start + n} is missing (the shard holds {len(samples)})"
             shard_boxes = None
-            if boxes == "store":  # one read per shard (DESIGN.md decision 5)
+            if cfg.boxes is not None and cfg.boxes not in RANDOM_BOXES:  # one read per shard (DESIGN.md decision 5)
                 from rhovid.store.zarr_store import BoxStore
 
                 shard_boxes = BoxStore(cfg.data).load(shard_name(span.shard), self.box_set)
-            # Lazy members: only headers, jsons and each clip's init + covering fragments are
-            # read, so a 10-minute video costs what a 10-second one does.
-            for sample in iter_shard_lazy(span.shard, span.start, span.stop):
-                key = sample.get("__key__", "?")
-                if "error" in sample:
-                    yield None, None, f"{span.shard}:{key}: {sample['error']}"
+            for sample in samples:
+                if sample.error is not None:
+                    yield None, f"{span.shard}:{sample.key}: {sample.error}"
                     continue
                 try:
-                    meta = sample["json"]
-                    lookup = None if shard_boxes is None else functools.partial(shard_boxes.lookup, key)
+                    meta = sample.meta
+                    lookup = None if shard_boxes is None else functools.partial(shard_boxes.lookup, sample.key)
                     plan = plan_sample(
-                        meta, sample_seed(cfg.seed, epoch, key), self.spec, self.aug, augment=cfg.augment,
-                        boxes=boxes, max_boxes=cfg.max_boxes, box_frame=cfg.box_frame, lookup=lookup,
+                        meta, sample_seed(cfg.seed, epoch, sample.key), cfg, evaluation=cfg.evaluation, lookup=lookup,
                         clips_per_video=cfg.clips_per_video, spatial_crops=cfg.spatial_crops,
                     )
-                    yield plan, slice_clips(sample["mp4"], meta, [c.frames for c in plan.clips]), None
-                except (KeyError, IndexError, ValueError, TypeError, EOFError, OSError) as e:
-                    yield None, None, f"{span.shard}:{key}: {type(e).__name__}: {e}"
+                    yield (plan, sample, span.shard), None
+                except (KeyError, IndexError, ValueError, TypeError) as e:
+                    yield None, f"{span.shard}:{sample.key}: {type(e).__name__}: {e}"
 
     def _batches(self, items, skip_samples: int, target: int):
         """Decode (or pass through) samples into ``target`` batches, skipping bad samples."""
@@ -249,13 +294,7 @@ def _worker_init(_worker_id: int) -> None:
 def check_loader_config(cfg: LoaderConfig) -> None:
     """Reject settings no sampler can satisfy, naming the field (a negative timespan, say, would
     otherwise surface as an epoch without batches)."""
-    minimum = {"rho": 1, "frames": 1, "stride": 1, "crop": 1, "max_boxes": 1, "batch_size": 1,
-               "clips_per_video": 1, "workers": 0, "shuffle_buffer": 0, "timespan_s": 0, "min_gap_s": 0}
-    for name, low in minimum.items():
-        if getattr(cfg, name) < low:
-            raise ValueError(f"LoaderConfig.{name} must be >= {low}, got {getattr(cfg, name)}")
-    if cfg.min_gap_s > cfg.timespan_s:
-        raise ValueError(f"LoaderConfig.min_gap_s {cfg.min_gap_s} is larger than timespan_s {cfg.timespan_s}")
+    check_data_config(cfg, {"batch_size": 1, "clips_per_video": 1, "shuffle_buffer": 0})
 
 
 class ClipLoader:
@@ -267,25 +306,26 @@ class ClipLoader:
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("LoaderConfig.device='cuda' (DALI mixed decoding) but torch sees no CUDA device; "
                              "use device='cpu' (PyAV decoding)")
-        if cfg.boxes is not None and cfg.box_frame not in ("centre", "random"):
-            raise ValueError(f"box_frame must be 'centre' or 'random', got {cfg.box_frame!r}")
         check_loader_config(cfg)
+        if not cfg.data:
+            raise ValueError("LoaderConfig.data is empty: pass the folder written by `rhovid ingest`")
         self.cfg = cfg
-        paths = list_shards(cfg.data, cfg.split)
-        if not paths:
-            raise FileNotFoundError(f"no shards of split {cfg.split!r} in {Path(cfg.data) / 'shards'}")
-        counts: dict[str, int] = {}
-        for e in read_index(cfg.data):
-            counts[e["shard"]] = counts.get(e["shard"], 0) + 1
-        self.shards = [(str(p), counts.get(p.name, 0)) for p in paths if counts.get(p.name, 0)]
+        index_fetcher = RangeFetcher(attempts=cfg.io_attempts)
+        try:
+            self.shards = split_shards(cfg.data, cfg.split, index_fetcher)  # (path or URL, samples) from index.json
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"no shards of split {cfg.split!r} in {cfg.data}: {e}") from None
+        if not self.shards:
+            raise FileNotFoundError(f"no shards of split {cfg.split!r} in {shard_url(cfg.data, '')}")
         box_set = None
-        if cfg.boxes not in (None, "random"):
+        if cfg.boxes is not None and cfg.boxes not in RANDOM_BOXES:
             from rhovid.store.zarr_store import BoxStore
 
             box_set = BoxStore(cfg.data).resolve(cfg.boxes)  # KeyError listing the sets
         self.rank, self.world = dist_position(cfg.rank, cfg.world_size)
         ctx = mp.get_context(cfg.start_method)
-        self._state = {"epoch": ctx.Value("q", 0), "consumed": ctx.Value("q", 0), "skipped": ctx.Value("q", 0)}
+        self._state = {name: ctx.Value("q", 0) for name in ("epoch", "consumed", "skipped")}
+        self._state.update({f"io_{name}": ctx.Value("q", v) for name, v in index_fetcher.stats.as_dict().items()})
         self.dataset = ClipDataset(cfg, self.shards, self.rank, self.world, box_set, self._state,
                                    decode=cfg.device == "cpu")
         kw = {}
@@ -301,6 +341,15 @@ class ClipLoader:
     def skipped(self) -> int:
         """Samples skipped because they could not be read or decoded (all workers, all epochs)."""
         return self._state["skipped"].value
+
+    @property
+    def io_stats(self) -> FetchStats:
+        """Bytes, requests, retries and failed reads of every worker so far (all epochs)."""
+        return FetchStats(**{name: self._state[f"io_{name}"].value for name in FetchStats().as_dict()})
+
+    def summary(self) -> str:
+        """One line for the end of a run: what was read and what was skipped."""
+        return f"{self.io_stats.summary()}; {self.skipped} skipped samples"
 
     def __len__(self) -> int:
         return sum(self.dataset.batch_counts())
@@ -350,9 +399,13 @@ def plans_and_slices(data: str | Path, key: str, plan_fn) -> tuple[SamplePlan, l
     entry = next((e for e in read_index(data) if e["key"] == key), None)
     if entry is None:
         raise KeyError(f"sample {key!r} not in {data}/index.json")
-    path = Path(data) / "shards" / entry["shard"]
-    for sample in iter_shard_lazy(path):
-        if sample["__key__"] == key:
-            plan = plan_fn(sample["json"])
-            return plan, slice_clips(sample["mp4"], sample["json"], [c.frames for c in plan.clips]), sample["json"]
-    raise KeyError(f"sample {key!r} listed in index.json but not found in {path}")
+    shard = shard_url(data, entry["shard"])
+    reader = ShardReader()
+    try:
+        sample = next((s for s in reader.manifest(shard).samples if s.key == key), None)
+        if sample is None:
+            raise KeyError(f"sample {key!r} listed in index.json but not found in {shard}")
+        plan = plan_fn(sample.meta)
+        return plan, reader.read_clips(shard, sample, [c.frames for c in plan.clips]), sample.meta
+    finally:
+        reader.close()

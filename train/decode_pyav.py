@@ -24,9 +24,9 @@ import numpy as np
 
 from rhovid.ingest.decode import decode_rgb
 from rhovid.ingest.fmp4 import VideoSamples, video_samples
+from rhovid.ingest.fragments import ClipSlice
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD, apply_clip
 from rhovid.train.sampler import SamplePlan
-from rhovid.train.streaming import ClipSlice
 
 
 def to_rgb(frame: av.VideoFrame) -> np.ndarray:
@@ -187,7 +187,7 @@ def decode_demuxed(data: bytes, wanted: set[int], thread_type: str | None = None
 def decode_passes(slices: list[ClipSlice]) -> list[tuple[bytes, list[int], list[int]]]:
     """One decode pass per distinct slice: ``(data, clips of it, sorted union of their frames)``.
 
-    Clips sharing one slice (the same ``data`` object, see ``streaming.slice_clips``) share
+    Clips sharing one slice (the same ``data`` object, see ``rhovid.ingest.fragments.clip_groups``) share
     the pass.
     """
     groups: dict[int, list[int]] = {}

@@ -10,6 +10,9 @@ pretraining, and the run and checkpoint it came from (format: train/FORMAT.md). 
   architecture ``r3d18`` reproduces layer for layer (3x7x7 stem, 3x3x3 basic blocks, 1x1x1
   strided downsample), so ``r3d_18(num_classes=N).load_state_dict(sd, strict=False)`` leaves
   only the new classifier ``fc`` untrained: the usual UCF101/HMDB51 fine-tuning start.
+- ``slowfast`` (``slow_r50`` only): a PySlowFast checkpoint ``{"model_state": {s1..s5 names}}``
+  (train/slowfast_checkpoint.py owns the mapping) for ``TRAIN.CHECKPOINT_FILE_PATH`` of their
+  linear / fine-tune configs; unlike the other namings the ``.pt`` is that dict, not the bare state.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from rhovid.atomic import atomic_path, atomic_write_json
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD
 from rhovid.train.checkpoint import checkpoint_step, find_checkpoint, load_backbone
 from rhovid.train.models.resnet3d import ResNet3D, build_backbone
+from rhovid.train.slowfast_checkpoint import ARCH as SLOWFAST_ARCH
+from rhovid.train.slowfast_checkpoint import to_slowfast
 
 FORMAT = "rhovid-backbone"
 FORMAT_VERSION = 1
-KEYS = ("rhovid", "torchvision")
+KEYS = ("rhovid", "torchvision", "slowfast")
 """Key namings ``export`` writes."""
 BRANCHES = ("global", "local")
 """res5 branches: ``global`` (every method), ``local`` (ConST-CL's duplicated res5, Sec. 3.3)."""
@@ -81,7 +86,7 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None, keys: 
         run_dir: A folder written by ``rhovid train``.
         out: The ``.pt`` file to write (replaced atomically if it exists).
         step: Checkpoint step (None = latest).
-        keys: ``rhovid`` or ``torchvision`` (``r3d18`` only).
+        keys: ``rhovid``, ``torchvision`` (``r3d18`` only) or ``slowfast`` (``slow_r50`` only).
         branch: ``global`` or ``local`` (ConST-CL).
 
     Returns:
@@ -98,13 +103,19 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None, keys: 
     if keys == "torchvision" and config["arch"] != "r3d18":
         raise ValueError(f"torchvision keys exist for arch r3d18 only (torchvision's r3d_18); this run is "
                          f"{config['arch']!r}: export --keys rhovid")
+    if keys == "slowfast" and config["arch"] != SLOWFAST_ARCH:
+        raise ValueError(f"slowfast keys exist for arch {SLOWFAST_ARCH} only (PySlowFast's Slow-R50); this run is "
+                         f"{config['arch']!r}: export --keys rhovid")
     state = backbone_state(backbone, branch)
+    tensors = len(state)
     if keys == "torchvision":
         state = {torchvision_key(k): v for k, v in state.items()}
+    elif keys == "slowfast":
+        state = to_slowfast(state)
     data = config.get("data", {})
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "arch": config["arch"], "keys": keys, "branch": branch,
-        "feature_dim": backbone.feature_dim, "tensors": len(state),
+        "feature_dim": backbone.feature_dim, "tensors": tensors,
         "input": {"layout": "(N, C, T, H, W) RGB in [0, 1], then (x - mean) / std", "mean": list(KINETICS_MEAN),
                   "std": list(KINETICS_STD), "frames": data.get("frames"), "stride": data.get("stride"),
                   "crop": data.get("crop")},

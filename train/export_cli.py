@@ -12,8 +12,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="the .pt file to write (FILE.json goes beside it)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--keys", choices=KEYS, default="rhovid",
-                   help="tensor names: rhovid (default) or torchvision (arch r3d18: "
-                        "torchvision.models.video.r3d_18, load with strict=False, fc untrained)")
+                   help="tensor names: rhovid (default), torchvision (arch r3d18: "
+                        "torchvision.models.video.r3d_18, load with strict=False, fc untrained) or slowfast "
+                        "(arch slow_r50: a PySlowFast checkpoint for TRAIN.CHECKPOINT_FILE_PATH)")
     p.add_argument("--branch", choices=BRANCHES, default="global",
                    help="res5 branch: global (default) or local (ConST-CL's region branch)")
 

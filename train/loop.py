@@ -87,10 +87,10 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
 
     # Same initial weights on every rank (DDP would broadcast rank 0's anyway); per-rank RNG after.
-    from rhovid.train.methods import build_method
+    from rhovid.train.methods import Method, build_method
 
     torch.manual_seed(cfg.seed)
-    model = build_method(cfg.method, arch=cfg.arch, **cfg.method_kwargs)
+    model: Method = build_method(cfg.method, arch=cfg.arch, **cfg.method_kwargs)
     if cfg.sync_bn and world > 1:
         if device.type != "cuda":
             raise ValueError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); set sync_bn=false")
@@ -110,6 +110,10 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
     if rank == 0:  # only now: a start that fails above leaves no run folder to block the corrected rerun
         save_config(cfg, run_dir / "config.json", extra=provenance(world))
     stream = BatchStream(batches)
+    try:
+        steps_per_epoch = len(batches)  # type: ignore[arg-type]
+    except TypeError:  # a plain iterable: epochs are only counted when they end
+        steps_per_epoch = 0
     start, ckpt_path = 0, latest_checkpoint(run_dir) if resume else None
     if ckpt_path is not None:
         ckpt = load_checkpoint(ckpt_path, map_location=device)
@@ -137,9 +141,11 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
     model.train()
     for step in range(start, cfg.steps):
         batch = next(stream)
+        # PySlowFast's epoch_exact = cur_epoch + cur_iter / data_size (tools/train_net.py:104)
+        epoch = stream.epoch + (stream.index - 1) / steps_per_epoch if steps_per_epoch else float(stream.epoch)
         timer.mark_data()
         lr = lr_at(step, peak_lr=peak_lr, total_steps=cfg.steps, warmup_steps=o.warmup_steps,
-                   warmup_lr=o.warmup_lr, final_lr=o.final_lr)
+                   warmup_lr=o.warmup_lr, final_lr=o.final_lr, cosine_over_warmup=o.cosine_over_warmup)
         set_lr(optimizer, lr)
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with autocast:
@@ -149,7 +155,8 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
         out["loss"].backward()
         if o.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad)
-        optimizer.step()
+        if model.before_update(step, epoch):
+            optimizer.step()
         model.after_step(step, cfg.steps)
         if on_gpu:
             torch.cuda.synchronize()  # so compute time is the step's GPU time, not its launch time
@@ -163,10 +170,12 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
             times = timer.pop()
             rec = {"loss": window.pop("loss") / n, "terms": {k: v / n for k, v in window.items()}, "lr": lr,
                    "epoch": stream.epoch, **times,
-                   "clips_per_s": times["steps_per_s"] * cfg.batch_size * cfg.data.rho}
+                   "clips_per_s": times["steps_per_s"] * cfg.batch_size * cfg.data.rho, **_io_record(batches)}
             window.clear()
             metrics.log(done, rec)
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.3g}", data=f"{times['data_frac']:.0%}")
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.3g}", data=f"{times['data_frac']:.0%}",
+                            **({"read": f"{rec['io']['bytes'] / 1e6:.0f}MB/{rec['io']['retries']}r"} if "io" in rec
+                               else {}))
         bar.update(1)
         timer.mark_compute(step_done=False)  # logging is the loop's work, not data wait
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
@@ -179,7 +188,15 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
     metrics.close()
     if world > 1:
         dist.barrier()  # no rank leaves (and destroys its group) while another still checkpoints
-    return {"step": cfg.steps, "loss": loss, "checkpoint": ckpt_path, "rank": rank}
+    summary = batches.summary() if hasattr(batches, "summary") else None
+    return {"step": cfg.steps, "loss": loss, "checkpoint": ckpt_path, "rank": rank, "data": summary}
+
+
+def _io_record(batches) -> dict:
+    """The loader's running totals for metrics.jsonl: bytes, requests, retries, failed reads, skipped."""
+    if not hasattr(batches, "io_stats"):
+        return {}
+    return {"io": {**batches.io_stats.as_dict(), "skipped": batches.skipped}}
 
 
 def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
@@ -231,16 +248,14 @@ def build_loader(cfg: TrainConfig, rank: int, world: int):
 
 
 def loader_config(cfg: TrainConfig, rank: int, world: int):
-    """The ``LoaderConfig`` of this process's share of the global batch."""
+    """The ``LoaderConfig`` of this process's share of the global batch: ``cfg.data`` as it is, plus
+    the run-time fields (no per-knob copying: a new ``DataConfig`` field reaches the loader by itself)."""
     from rhovid.train.data import LoaderConfig
 
-    d = cfg.data
-    if not d.data:
+    if not cfg.data.data:
         raise ValueError("no --data given: pass the folder written by `rhovid ingest`")
-    return LoaderConfig(data=d.data, split=d.split, rho=d.rho, frames=d.frames, stride=d.stride,
-                        timespan_s=d.timespan_s, min_gap_s=d.min_gap_s, crop=d.crop, boxes=d.boxes,
-                        max_boxes=d.max_boxes, augmentation=d.augment, batch_size=cfg.batch_size // world,
-                        workers=d.workers, device=cfg.device, seed=cfg.seed, rank=rank, world_size=world)
+    return LoaderConfig.from_data(cfg.data, batch_size=cfg.batch_size // world, device=cfg.device, seed=cfg.seed,
+                                  rank=rank, world_size=world)
 
 
 def provenance(world: int) -> dict:

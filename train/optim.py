@@ -16,7 +16,7 @@ from torch import nn
 
 
 def lr_at(step: int, *, peak_lr: float, total_steps: int, warmup_steps: int = 0,
-          warmup_lr: float = 0.0, final_lr: float = 0.0) -> float:
+          warmup_lr: float = 0.0, final_lr: float = 0.0, cosine_over_warmup: bool = False) -> float:
     """Learning rate of update ``step`` (0-based): linear warm-up, then half-cosine to ``final_lr``.
 
     A pure function (nanoGPT/MAE style): resuming at step k gives the same LR as never stopping.
@@ -28,12 +28,20 @@ def lr_at(step: int, *, peak_lr: float, total_steps: int, warmup_steps: int = 0,
         warmup_steps: Steps of linear warm-up from ``warmup_lr`` to ``peak_lr``.
         warmup_lr: LR at step 0 when warming up (PySlowFast ``WARMUP_START_LR``).
         final_lr: LR at the end of the cosine (PySlowFast ``COSINE_END_LR``).
+        cosine_over_warmup: False: the cosine starts at ``peak_lr`` when the warm-up ends.
+            True: the cosine runs over the whole run from step 0 and the warm-up ramps
+            linearly to the cosine's value at ``warmup_steps`` (TF Model Garden's
+            ``LinearWarmup`` around ``CosineDecayWithOffset``, which ConST-CL trains with).
     """
+    start = warmup_steps if not cosine_over_warmup else 0
+
+    def cosine(s: int) -> float:
+        progress = min((s - start) / max(total_steps - start, 1), 1.0)
+        return final_lr + (peak_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
     if step < warmup_steps:
-        return warmup_lr + (peak_lr - warmup_lr) * step / warmup_steps
-    span = max(total_steps - warmup_steps, 1)
-    progress = min((step - warmup_steps) / span, 1.0)
-    return final_lr + (peak_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return warmup_lr + (cosine(warmup_steps) - warmup_lr) * step / warmup_steps
+    return cosine(step)
 
 
 def param_groups(model: nn.Module, weight_decay: float, exclude_bn_bias: bool = True) -> list[dict]:
@@ -101,15 +109,51 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
+class KerasSGD(torch.optim.Optimizer):
+    """SGD-momentum as Keras computes it (TF Model Garden's "sgd", which ConST-CL trains with).
+
+    For each parameter ``w`` with gradient ``g``: ``d = g + weight_decay * w`` (an L2 term in the
+    loss, as the authors add it), ``v = momentum * v - lr * d``, ``w = w + v``. At a constant LR
+    this is torch's SGD; while the LR moves (warm-up, cosine) the buffer keeps each step's own LR,
+    where torch's applies today's LR to the whole buffer.
+    """
+
+    def __init__(self, params, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0):
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"KerasSGD: invalid lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p)
+                v = state["velocity"]
+                v.mul_(group["momentum"]).add_(d, alpha=-group["lr"])
+                p.add_(v)
+        return loss
+
+
 def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float,
                     lars_eta: float = 0.001, exclude_bn_bias: bool = True) -> torch.optim.Optimizer:
-    """SGD or LARS over ``param_groups(model, ...)``; ``lr`` is overwritten each step by the loop."""
+    """SGD, Keras-style SGD or LARS over ``param_groups(model, ...)``; the loop sets ``lr`` each step."""
     groups = param_groups(model, weight_decay, exclude_bn_bias)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "keras_sgd":
+        return KerasSGD(groups, lr=lr, momentum=momentum)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=lars_eta)
-    raise ValueError(f"unknown optimizer {name!r}; choose 'sgd' or 'lars'")
+    raise ValueError(f"unknown optimizer {name!r}; choose 'sgd', 'keras_sgd' or 'lars'")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

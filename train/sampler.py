@@ -14,9 +14,9 @@ than one clip repeats its last frame. The clip order is shuffled so that no clip
 systematically earlier in time.
 
 Boxes (ConST-CL, Sec. 3.2 / 4.1): for one frame of each clip (``box_frame``: the centre or a
-random frame) either read from a box set (``lookup``, nearest stored frame) or drawn at random
-(K boxes, width U(0.1, 0.5) of the crop window, aspect U(0.5, 2)), then mapped through the
-clip's crop, resize and flip, clipped to the crop, degenerate ones dropped, padded to K.
+random frame) either read from a box set (``lookup``, nearest stored frame) and mapped through
+the clip's crop, resize and flip, clipped to the crop, degenerate ones dropped, padded to K; or
+drawn at random in output crop pixels by the authors' generator (``random_boxes``).
 """
 
 from __future__ import annotations
@@ -28,26 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rhovid.train.augment import AugmentConfig, ClipAug, draw_clip_aug, fixed_crop
+from rhovid.train.augment import ClipAug, draw_clip_aug, fixed_crop
+from rhovid.train.data_config import DataConfig
 
 # (global frames) -> (boxes (F, K, 4) x0y0x1y1 stored pixels, count (F,), score or None)
 BoxLookup = Callable[[Sequence[int]], tuple]
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """What the rho clips of one sample are (temporal fields)."""
-
-    rho: int = 2
-    """Clips per video (positives of each other)."""
-    frames: int = 8
-    """Frames per clip (T)."""
-    stride: int = 8
-    """Frame stride within a clip (tau), in frames of the stored video."""
-    timespan_s: float = 60.0
-    """Maximum distance between any two clip starts, seconds."""
-    min_gap_s: float = 0.0
-    """Minimum distance between any two clip starts, seconds (clamped for short videos)."""
 
 
 @dataclass(frozen=True)
@@ -107,12 +92,12 @@ def sample_seed(seed: int, epoch: int, key: str) -> int:
     return int.from_bytes(h, "little")
 
 
-def clip_span(spec: ClipSpec) -> int:
+def clip_span(spec: DataConfig) -> int:
     """Frames covered by one clip, first to last inclusive: (T - 1) * tau + 1."""
     return (spec.frames - 1) * spec.stride + 1
 
 
-def draw_starts(rng: np.random.Generator, num_frames: int, fps: float, spec: ClipSpec) -> list[int]:
+def draw_starts(rng: np.random.Generator, num_frames: int, fps: float, spec: DataConfig) -> list[int]:
     """rho clip start frames, pairwise within ``timespan_s`` and at least ``min_gap_s`` apart.
 
     The first start is uniform over the video; each next one is uniform over the starts that
@@ -139,28 +124,63 @@ def draw_starts(rng: np.random.Generator, num_frames: int, fps: float, spec: Cli
     return starts
 
 
-def even_starts(num_frames: int, spec: ClipSpec, clips_per_video: int) -> list[int]:
+def even_starts(num_frames: int, spec: DataConfig, clips_per_video: int) -> list[int]:
     """Deterministic test clips: centres of ``clips_per_video`` equal segments of the valid starts."""
     last = max(num_frames - clip_span(spec), 0)
     return [int(round(last * (i + 0.5) / clips_per_video)) for i in range(clips_per_video)]
 
 
-def clip_frames(start: int, num_frames: int, spec: ClipSpec) -> tuple[int, ...]:
+def clip_frames(start: int, num_frames: int, spec: DataConfig) -> tuple[int, ...]:
     """Global frame indices of a clip; past the end of a short video the last frame repeats."""
     return tuple(min(start + i * spec.stride, num_frames - 1) for i in range(spec.frames))
 
 
-def random_boxes(rng: np.random.Generator, crop: tuple[int, int, int, int], k: int) -> np.ndarray:
-    """ConST-CL random boxes inside a crop window: width U(0.1, 0.5) of it, aspect w/h U(0.5, 2).
+RANDOM_BOXES: dict[str, str] = {"random": "shared", "random-independent": "independent"}
+"""Box-set names drawn on the fly -> ``random_boxes(draws=...)``."""
 
-    Returns (k, 4) float32 x0, y0, x1, y1 in stored-video pixels.
+
+def random_boxes(rng: np.random.Generator, size: tuple[int, int], k: int, draws: str = "shared") -> np.ndarray:
+    """ConST-CL's random boxes, in output crop pixels, as the authors' code draws them.
+
+    The authors' generator (tensorflow/models official/projects/const_cl/datasets/
+    video_ssl_inputs.py:43-75, commit 0ca414d5), in coordinates normalised to the output crop:
+    x0, y0 ~ U(0, 1), w ~ U(0.1, 0.5), h = w * a with a ~ U(0.5, 2), x1 = min(x0 + w, 0.999),
+    y1 = min(y0 + h, 0.999); every box is valid (mask all true), however thin the clipping leaves
+    it (x0 > 0.999 even gives x1 < x0). It draws after the crop and flip, so boxes are never
+    mapped through them.
+
+    ``draws`` says which uniforms feed those formulas:
+
+    - "shared" (box set "random", the preset): what TF executes. The four
+      ``tf.random.uniform(..., seed=seed)`` calls carry the same op seed (1234, :82-83) inside a
+      tf.data map, so they return the same stream (checked with TF 2.21: equal to the last bit):
+      one u per box gives x0 = y0 = u, w = 0.1 + 0.4u, a = 0.5 + 1.5u. Boxes start on the crop's
+      diagonal and grow with u; 43.8 % end at the right or bottom border (u > 0.5624).
+    - "independent" (box set "random-independent"): four independent uniforms, what the code
+      reads as; 54.7 % of the boxes are clipped.
+
+    Args:
+        rng: the sample's generator.
+        size: (height, width) of the output crop in pixels.
+        k: boxes per clip.
+        draws: "shared" or "independent".
+
+    Returns:
+        (k, 4) float32 x0, y0, x1, y1 in output crop pixels.
     """
-    x0, y0, w, h = crop
-    bw = rng.uniform(0.1, 0.5, k) * w
-    bh = np.minimum(bw / rng.uniform(0.5, 2.0, k), h)
-    bx = x0 + rng.uniform(0, 1, k) * (w - bw)
-    by = y0 + rng.uniform(0, 1, k) * (h - bh)
-    return np.stack([bx, by, bx + bw, by + bh], 1).astype(np.float32)
+    h, w = size
+    if draws == "shared":
+        u = rng.uniform(0.0, 1.0, k)
+        x0 = y0 = u
+        bw, aspect = 0.1 + 0.4 * u, 0.5 + 1.5 * u
+    elif draws == "independent":
+        x0, y0 = rng.uniform(0.0, 1.0, k), rng.uniform(0.0, 1.0, k)
+        bw, aspect = rng.uniform(0.1, 0.5, k), rng.uniform(0.5, 2.0, k)
+    else:
+        raise ValueError(f"random_boxes draws must be 'shared' or 'independent', got {draws!r}")
+    x1 = np.minimum(x0 + bw, 1.0 - 1e-3)
+    y1 = np.minimum(y0 + bw * aspect, 1.0 - 1e-3)
+    return np.stack([x0 * w, y0 * h, x1 * w, y1 * h], 1).astype(np.float32)
 
 
 def map_boxes(boxes: np.ndarray, aug: ClipAug, k: int, min_size: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
@@ -197,13 +217,9 @@ def map_boxes(boxes: np.ndarray, aug: ClipAug, k: int, min_size: float = 2.0) ->
 def plan_sample(
     meta: dict,
     rng_seed: int,
-    spec: ClipSpec,
-    aug: AugmentConfig,
+    cfg: DataConfig,
     *,
-    augment: bool = True,
-    boxes: str | None = None,
-    max_boxes: int = 8,
-    box_frame: str = "centre",
+    evaluation: bool = False,
     lookup: BoxLookup | None = None,
     clips_per_video: int = 1,
     spatial_crops: Sequence[str] = ("centre",),
@@ -213,15 +229,14 @@ def plan_sample(
     Args:
         meta: the sample's json (``key, num_frames, fps, width, height, label``).
         rng_seed: seed of this sample (see ``sample_seed``).
-        spec: rho, T, tau, timespan and minimum gap.
-        aug: augmentation ranges and output size.
-        augment: False = evaluation: ``clips_per_video`` evenly spaced clips times
-            ``spatial_crops`` fixed square crops, no flip/colour/blur; ``spec.rho`` is ignored
-            and the views come out in temporal-major order.
-        boxes: None (no boxes, K slots all masked), "random" or "store" (use ``lookup``).
-        max_boxes: K.
-        box_frame: "centre" (frame T // 2 of the clip) or "random" (a random frame of the clip).
-        lookup: for ``boxes="store"``: global frames -> (boxes (F, K', 4), count (F,), score).
+        cfg: what to sample: rho, T, tau, timespan, gap, crop, per-view augmentation, boxes.
+        evaluation: True = ``clips_per_video`` evenly spaced clips times ``spatial_crops`` fixed
+            square crops, no flip/colour/blur; ``cfg.rho`` is ignored and the views come out in
+            temporal-major order.
+        lookup: for a stored box set (``cfg.boxes`` not None nor in ``RANDOM_BOXES``): global frames ->
+            (boxes (F, K', 4), count (F,), score).
+        clips_per_video: evaluation: evenly spaced clips per video.
+        spatial_crops: evaluation: fixed crops per clip ("left", "centre", "right").
 
     Returns:
         the ``SamplePlan``.
@@ -231,30 +246,32 @@ def plan_sample(
     if n < 1:
         raise ValueError(f"sample {meta.get('key')!r} has no frames")
     rng = np.random.default_rng(rng_seed)
-    if augment:
-        starts = draw_starts(rng, n, fps, spec)
+    if not evaluation:
+        starts = draw_starts(rng, n, fps, cfg)
         rng.shuffle(starts)
-        augs = [draw_clip_aug(rng, width, height, aug) for _ in starts]
+        augs = [draw_clip_aug(rng, width, height, cfg.augment[i % len(cfg.augment)], cfg.crop)
+                for i in range(len(starts))]
     else:
-        pairs = [(s, p) for s in even_starts(n, spec, clips_per_video) for p in spatial_crops]
+        pairs = [(s, p) for s in even_starts(n, cfg, clips_per_video) for p in spatial_crops]
         starts = [s for s, _ in pairs]
-        augs = [fixed_crop(width, height, aug.crop, p) for _, p in pairs]
+        augs = [fixed_crop(width, height, cfg.crop, p) for _, p in pairs]
     clips = []
     for start, a in zip(starts, augs):
-        frames = clip_frames(start, n, spec)
-        bf = int(rng.integers(0, spec.frames)) if (box_frame == "random" and augment) else spec.frames // 2
-        if boxes is None:
+        frames = clip_frames(start, n, cfg)
+        bf = int(rng.integers(0, cfg.frames)) if (cfg.box_frame == "random" and not evaluation) else cfg.frames // 2
+        if cfg.boxes is None:
             raw = np.zeros((0, 4), np.float32)
-        elif boxes == "random":
-            raw = random_boxes(rng, a.crop, max_boxes)
-        elif boxes == "store":
+        elif cfg.boxes in RANDOM_BOXES:
+            raw = None
+        else:
             if lookup is None:
-                raise ValueError("boxes='store' needs a lookup")
+                raise ValueError(f"boxes={cfg.boxes!r} (a stored set) needs a lookup")
             found, count, _ = lookup([frames[bf]])
             raw = np.asarray(found[0][: int(count[0])], np.float32)
+        if raw is None:  # drawn in output pixels, all valid: not mapped, clipped or dropped
+            b, m = random_boxes(rng, (a.size, a.size), cfg.max_boxes, RANDOM_BOXES[cfg.boxes]), np.ones(cfg.max_boxes, bool)
         else:
-            raise ValueError(f"boxes must be None, 'random' or 'store', got {boxes!r}")
-        b, m = map_boxes(raw, a, max_boxes)
+            b, m = map_boxes(raw, a, cfg.max_boxes)
         clips.append(ClipPlan(
             frames=frames, start_s=start / fps, aug=a, box_frame=bf,
             boxes=tuple(tuple(float(v) for v in row) for row in b), box_mask=tuple(bool(v) for v in m),

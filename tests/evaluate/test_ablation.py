@@ -44,9 +44,10 @@ def test_augmentation_overrides_reach_the_loader(monkeypatch):
     monkeypatch.setattr(data_mod, "ClipLoader", lambda cfg: seen.append(cfg) or cfg)
     budget = Budget(steps=2, overrides=("data.augment.hue=0", "data.augment.area=[0.3,1.0]"))
     cfg = train_config(Variant("byol"), "DATA", budget, None)
-    assert cfg.data.augment.hue == 0 and cfg.data.augment.area == (0.3, 1.0)
+    (aug,) = cfg.data.augment  # one view: the override reached it
+    assert aug.hue == 0 and aug.area == (0.3, 1.0)
     build_loader(cfg, rank=0, world=1)
-    assert seen[0].augmentation == cfg.data.augment and seen[0].augmentation.grayscale_p == 0.2
+    assert seen[0].augment == cfg.data.augment and seen[0].augment[0].grayscale_p == 0.2
 
 
 def test_ablation_resume_skips_finished_runs(split_data, tmp_path):
@@ -103,7 +104,7 @@ def _cli(data, out, *knobs):
 
 
 def test_cli_box_sets_by_method_name_then_resume(split_data, tmp_path, capsys):
-    heads = ["--set", "method_kwargs.head_dim=16", "--set", "method_kwargs.head_heads=1"]
+    heads = ["--set", "method_kwargs.tx_channels=8", "--set", "method_kwargs.tx_units=1"]
     assert _cli(split_data, tmp_path, "--method", "constcl", "--boxes", "random", "slic", *heads) == 0
     out = capsys.readouterr().out
     assert "box set random: drawn on the fly" in out

@@ -16,7 +16,8 @@ def test_ingest_bench_times_every_case_and_sweeps_gops(tmp_path):
     add_arguments(parser)
     args = parser.parse_args(["--videos", "2", "--seconds", "2", "--size", "160x120", "--short-side", "96",
                               "--repeats", "1", "--gops", "8,16", "--gop-seconds", "3", "--clips", "20",
-                              "--timed-clips", "3", "--tunes", ",fastdecode", "--bframes", "7", "--out", str(out)])
+                              "--timed-clips", "3", "--tunes", ",fastdecode", "--bframes", "7", "--crfs", "23,35",
+                              "--presets", "veryfast", "--grain-seconds", "2", "--out", str(out)])
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     assert run(args) == 0
     if cores is not None:
@@ -40,6 +41,18 @@ def test_ingest_bench_times_every_case_and_sweeps_gops(tmp_path):
     for r in tunes:
         assert 30 < r["psnr_db"] < 80 and r["decode_ms_per_clip"] > 0  # a real encode of the source
         assert r["decoded_frames_per_clip"] <= 57 + r["gop"]
+    grain = doc["quality_sweep"]
+    assert [(r["content"], r["crf"], r["preset"]) for r in grain] == [
+        (c, crf, "veryfast") for c in ("grainy synth", "grainy mandelbrot") for crf in (23, 35)]
+    for content in ("grainy synth", "grainy mandelbrot"):
+        lo, hi = [r for r in grain if r["content"] == content]
+        # a higher CRF stores fewer bytes at lower quality, by the full-video and the recorded measure
+        assert hi["kbytes_per_video_s"] < lo["kbytes_per_video_s"]
+        assert hi["psnr_db"] < lo["psnr_db"] and hi["recorded_psnr_db"] < lo["recorded_psnr_db"]
+        assert 0 < hi["ssim"] < lo["ssim"] <= 1 and 0 < hi["recorded_ssim"] < lo["recorded_ssim"] <= 1
+    cost = doc["quality_cost"]
+    assert cost["pairs"] == 2 and cost["ratio"] > 0 and cost["compare_s"] > 0
     text = out.read_text()
+    assert "| grainy mandelbrot | `--crf 35 --preset veryfast` |" in text and "recording the quality" in text
     assert "speed-up 1 -> 2 workers" in text and "| mandelbrot | --tune fastdecode |" in text
     assert "| synth | --bframes 7 |" in text and "| synth | default |" in text

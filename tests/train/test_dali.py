@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from rhovid.benchmarks.counter_video import read_counter, vp9_fmp4_sample, write_counter_video
+from rhovid.ingest.fragments import slice_clips
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD, AugmentConfig, ClipAug
 from rhovid.train.dali_pipeline import DaliClipExecutor
+from rhovid.train.data_config import DataConfig
 from rhovid.train.decode_pyav import execute_plan
-from rhovid.train.sampler import ClipPlan, ClipSpec, SamplePlan, plan_sample
-from rhovid.train.streaming import slice_clips
+from rhovid.train.sampler import ClipPlan, SamplePlan, plan_sample
 
 FPS, SIDE = 15, 48
 
@@ -49,9 +50,9 @@ def test_dali_cpu_returns_the_planned_frames(vp9):
 
 def test_dali_cpu_agrees_with_pyav_path_on_the_same_plans(vp9):
     mp4, meta = vp9
-    spec = ClipSpec(rho=2, frames=4, stride=3, timespan_s=60)
-    aug = AugmentConfig(crop=32, colour_p=1.0, grayscale_p=0.3, blur_p=0.6)
-    plans = [plan_sample(meta, s, spec, aug) for s in range(6)]
+    spec = DataConfig(rho=2, frames=4, stride=3, timespan_s=60, crop=32,
+                      augment=(AugmentConfig(colour_p=1.0, grayscale_p=0.3, blur_p=0.6),))
+    plans = [plan_sample(meta, s, spec) for s in range(6)]
     slices = [slice_clips(mp4, meta, [c.frames for c in p.clips]) for p in plans]
     dali = DaliClipExecutor(12, 4, 32, device_id=None, num_threads=1).run(plans, slices).numpy()
     cpu = np.concatenate([execute_plan(p, s) for p, s in zip(plans, slices)])
@@ -68,7 +69,7 @@ def test_dali_cpu_agrees_with_pyav_path_on_the_same_plans(vp9):
 
 def test_dali_executor_rejects_oversized_batch(vp9):
     mp4, meta = vp9
-    plan = plan_sample(meta, 0, ClipSpec(rho=2, frames=2), AugmentConfig(crop=16))
+    plan = plan_sample(meta, 0, DataConfig(rho=2, frames=2, crop=16))
     ex = DaliClipExecutor(1, 2, 16, device_id=None, num_threads=1)
     with pytest.raises(ValueError, match="exceed"):
         ex.run([plan], [slice_clips(mp4, meta, [c.frames for c in plan.clips])])
@@ -91,7 +92,7 @@ def test_dali_mixed_loader_matches_cpu_loader(h264_data):
     from rhovid.train.data import ClipLoader, LoaderConfig
 
     base = dict(data=str(h264_data), rho=2, frames=4, stride=4, crop=32, batch_size=2, workers=0, seed=4,
-                boxes="random", augmentation=AugmentConfig(crop=32, colour_p=1.0, blur_p=0.5))
+                boxes="random", augment=(AugmentConfig(colour_p=1.0, blur_p=0.5),))
     gpu = list(ClipLoader(LoaderConfig(**base, device="cuda")))
     cpu = list(ClipLoader(LoaderConfig(**base, device="cpu")))
     assert len(gpu) == len(cpu) == 2
@@ -105,9 +106,9 @@ def test_dali_mixed_loader_matches_cpu_loader(h264_data):
 def test_dali_mixed_returns_the_planned_frames(h264_data):
     from rhovid.train.data import ClipLoader, LoaderConfig
 
-    plain = AugmentConfig(crop=SIDE, area=(1, 1), aspect=(1, 1), flip_p=0, colour_p=0, grayscale_p=0, blur_p=0)
+    plain = AugmentConfig(area=(1, 1), aspect=(1, 1), flip_p=0, colour_p=0, grayscale_p=0, blur_p=0)
     loader = ClipLoader(LoaderConfig(data=str(h264_data), rho=2, frames=8, stride=4, crop=SIDE, batch_size=1,
-                                     workers=0, device="cuda", augmentation=plain, seed=1))
+                                     workers=0, device="cuda", augment=(plain,), seed=1))
     for b in loader:
         got = to_counter(b["video"][0])
         for r in range(2):

@@ -9,9 +9,9 @@ import pytest
 
 from rhovid.ffmpeg import ffmpeg_exe
 from rhovid.ingest.fmp4 import video_samples
+from rhovid.ingest.fragments import slice_clips
 from rhovid.ingest.shards import iter_shard, list_shards
 from rhovid.train.decode_pyav import _is_reference, decode_frames
-from rhovid.train.streaming import slice_clips
 
 
 def _index_sets(n: int, rng) -> list[list[int]]:

@@ -15,7 +15,7 @@ from rhovid.train.export import backbone_state, export, load_exported, torchvisi
 from rhovid.train.methods import build_method
 from rhovid.train.models.resnet3d import build_backbone
 
-KW = {"simclr": {"hidden_dim": 32, "proj_dim": 16}, "constcl": {"hidden_dim": 32, "proj_dim": 16, "head_dim": 24}}
+KW = {"simclr": {"hidden_dim": 32, "proj_dim": 16}, "constcl": {"hidden_dim": 32, "proj_dim": 16, "tx_channels": 8, "context_level": 3}}
 
 
 def _run(tmp_path, method: str, steps=(3,)):

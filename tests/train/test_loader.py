@@ -13,18 +13,17 @@ import pytest
 import torch
 
 from rhovid.benchmarks.counter_video import read_counter, write_counter_video
-from rhovid.ingest.fragments import fragment_range
+from rhovid.ingest.fragments import fragment_range, slice_clips
 from rhovid.ingest.pipeline import IngestConfig, ingest
-from rhovid.ingest.shards import iter_shard, iter_shard_lazy, list_shards, read_index
+from rhovid.ingest.reader import ShardReader, iter_shard, list_shards, read_index
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD, AugmentConfig, ClipAug
 from rhovid.train.data import ClipLoader, LoaderConfig, plans_and_slices
 from rhovid.train.decode_pyav import decoded_frames, execute_plan
 from rhovid.train.sampler import ClipPlan, SamplePlan
-from rhovid.train.streaming import slice_clips
 
 FPS, GOP, SIDE = 15, 16, 48
 # Identity augmentation: whole (square) frame, no flip/colour/blur, so the counter stays readable.
-PLAIN = AugmentConfig(crop=SIDE, area=(1.0, 1.0), aspect=(1.0, 1.0), flip_p=0, colour_p=0, grayscale_p=0, blur_p=0)
+PLAIN = AugmentConfig(area=(1.0, 1.0), aspect=(1.0, 1.0), flip_p=0, colour_p=0, grayscale_p=0, blur_p=0)
 
 
 @pytest.fixture(scope="module")
@@ -74,36 +73,36 @@ def test_planned_frames_are_decoded_start_end_60s(counter_data):
     assert all(len(s.data) < len(sample["mp4"]) / 4 for s in slices)
 
 
-def test_lazy_shard_reader_matches_full_reader(counter_data):
+def test_shard_reader_matches_full_reader(counter_data):
+    """The manifest reader lists what the tar holds, and reads each video back whole, byte for byte."""
+    reader = ShardReader()
     for path in list_shards(counter_data):
         full = list(iter_shard(path))
-        lazy = [(s["__key__"], s["json"], s["mp4"].read()) for s in iter_shard_lazy(path)]
-        assert lazy == [(s["__key__"], s["json"], s["mp4"]) for s in full]
-        n = len(full)
-        assert [s["__key__"] for s in iter_shard_lazy(path, 1, n)] == [s["__key__"] for s in full[1:]]
-        assert [s["__key__"] for s in iter_shard_lazy(path, 0, 1)] == [full[0]["__key__"]]
+        read = list(reader.iter_samples(str(path)))
+        assert [(s["__key__"], s["json"], s["mp4"]) for s in read] == [(s["__key__"], s["json"], s["mp4"]) for s in full]
+    reader.close()
 
 
 def test_slicing_a_long_video_reads_only_the_clip_fragments(counter_data):
-    """A clip of the 70 s video reads the init segment and its covering fragments, nothing else."""
+    """A clip of the 70 s video reads its covering fragments, nothing else (the init segment comes
+    with the shard's manifest, read once)."""
     entry = next(e for e in read_index(counter_data) if e["num_frames"] == 70 * FPS)
-    path = Path(counter_data) / "shards" / entry["shard"]
+    path = str(Path(counter_data) / "shards" / entry["shard"])
     frames = [tuple(600 + 8 * i for i in range(8))]
-    for sample in iter_shard_lazy(path):  # samples are valid while the reader is open
-        if sample["__key__"] == entry["key"]:
-            meta, mp4 = sample["json"], sample["mp4"]
-            assert mp4.bytes_read == 0  # listing the shard read no video bytes
-            (sl,) = slice_clips(mp4, meta, frames)
-            i, j = fragment_range(meta, frames[0][0], frames[0][-1])
-            frags = meta["fragments"]
-            covering = (frags[j][0] if j < len(frags) else len(mp4)) - frags[i][0]
-            assert mp4.bytes_read == len(sl.data) == meta["init_size"] + covering
-            assert j - i <= -(-57 // GOP) + 1 and mp4.bytes_read < len(mp4) / 8  # 5 of 66 fragments
-            break
-    else:
-        pytest.fail("long sample not found")
+    reader = ShardReader()
+    sample = reader.manifest(path).by_key[entry["key"]]
+    listed = reader.fetcher.stats.bytes  # the manifest: no video bytes yet
+    (sl,) = reader.read_clips(path, sample, frames)
+    meta, size = sample.meta, sample.members["mp4"][1]
+    i, j = fragment_range(meta, frames[0][0], frames[0][-1])
+    frags = meta["fragments"]
+    covering = (frags[j][0] if j < len(frags) else size) - frags[i][0]
+    assert reader.fetcher.stats.bytes - listed == covering and reader.fetcher.stats.requests == 2
+    assert len(sl.data) == meta["init_size"] + covering
+    assert j - i <= -(-57 // GOP) + 1 and covering < size / 8  # 5 of 66 fragments
     full = next(s for s in iter_shard(path) if s["__key__"] == entry["key"])
     assert sl == slice_clips(full["mp4"], meta, frames)[0]
+    reader.close()
 
 
 def test_truncated_shard_member_is_skipped_not_fatal(counter_data, tmp_path):
@@ -117,7 +116,7 @@ def test_truncated_shard_member_is_skipped_not_fatal(counter_data, tmp_path):
     with open(shard, "r+b") as f:
         f.truncate(last.offset_data + last.size // 2)
     cfg = LoaderConfig(data=str(data), rho=2, frames=4, stride=4, timespan_s=60, crop=SIDE, batch_size=1,
-                       workers=0, augmentation=PLAIN, seed=0, drop_last=False)
+                       workers=0, augment=(PLAIN,), seed=0, drop_last=False)
     loader = ClipLoader(cfg)
     keys = [k for b in loader for k in b["key"]]
     assert victim not in keys and loader.skipped == 1
@@ -126,7 +125,7 @@ def test_truncated_shard_member_is_skipped_not_fatal(counter_data, tmp_path):
 
 def test_batches_follow_the_contract(counter_data):
     cfg = LoaderConfig(data=str(counter_data), rho=3, frames=4, stride=5, timespan_s=60, crop=SIDE,
-                       boxes="random", max_boxes=5, batch_size=2, workers=0, augmentation=PLAIN, seed=3)
+                       boxes="random", max_boxes=5, batch_size=2, workers=0, augment=(PLAIN,), seed=3)
     loader = ClipLoader(cfg)
     batches = list(loader)
     assert len(batches) == len(loader) == 4  # 8 samples, one worker, drop_last
@@ -222,7 +221,7 @@ def test_multiworker_resume_mid_epoch(counter_data):
 
 def test_eval_mode_views_and_every_sample(counter_data):
     cfg = LoaderConfig(data=str(counter_data), frames=4, stride=2, crop=SIDE, batch_size=3, workers=0,
-                       augment=False, clips_per_video=2)
+                       evaluation=True, clips_per_video=2)
     a = list(ClipLoader(cfg))
     b = list(ClipLoader(cfg))
     assert sum(len(x["key"]) for x in a) == 8 and a[-1]["video"].shape[0] == 2  # partial last batch kept
@@ -287,7 +286,7 @@ def test_store_boxes_are_looked_up_and_mapped(counter_data, tmp_path):
     shutil.copytree(counter_data, data)
     compute_box_set(data, "fh", box_fps=1.0, max_boxes=6, name="blocks", workers=0, progress=False)
     cfg = LoaderConfig(data=str(data), rho=2, frames=4, stride=4, crop=SIDE, boxes="blocks", max_boxes=4,
-                       batch_size=2, workers=0, augmentation=PLAIN, seed=0)
+                       batch_size=2, workers=0, augment=(PLAIN,), seed=0)
     store = BoxStore(data)
     shard_of = {e["key"]: e["shard"][:-4] for e in read_index(data)}
     n_boxes = 0

@@ -170,3 +170,20 @@ def test_rho_the_method_cannot_use_is_refused_before_the_run_folder(tmp_path, me
     with pytest.raises(ValueError, match=f"data.rho={rho}"):
         train(cfg, tmp_path / "run", batches=_batches(2))
     assert not (tmp_path / "run").exists()
+
+
+def test_every_data_field_reaches_the_loader_unchanged():
+    """One place per knob: ``loader_config`` copies no field by name, so a DataConfig field (say a new
+    augmentation knob) reaches the ClipLoader's config without any other edit."""
+    from rhovid.train.augment import AugmentConfig
+    from rhovid.train.data_config import DataConfig
+    from rhovid.train.loop import loader_config
+
+    data = DataConfig(data="DATA", rho=3, frames=5, stride=3, timespan_s=7.0, min_gap_s=1.0, crop=40,
+                      augment=(AugmentConfig(hue=0.0), AugmentConfig(blur_p=1.0)), boxes="random", max_boxes=3,
+                      box_frame="random", workers=1)
+    cfg = dataclasses.replace(TrainConfig(), data=data, batch_size=6, seed=5)
+    lc = loader_config(cfg, rank=1, world=2)
+    assert {f.name: getattr(lc, f.name) for f in dataclasses.fields(DataConfig)} == dataclasses.asdict(data) | {
+        "augment": data.augment}
+    assert (lc.batch_size, lc.rank, lc.world_size, lc.seed) == (3, 1, 2, 5)

@@ -22,10 +22,8 @@ def _cfg(data, method="simclr", steps=4, **kw):
 
 
 def _loader(cfg):
-    d = cfg.data
-    return ClipLoader(LoaderConfig(data=d.data, rho=d.rho, frames=d.frames, stride=d.stride, timespan_s=d.timespan_s,
-                                   crop=d.crop, boxes=d.boxes, max_boxes=d.max_boxes, batch_size=cfg.batch_size,
-                                   workers=0, seed=cfg.seed))
+    return ClipLoader(LoaderConfig.from_data(dataclasses.replace(cfg.data, workers=0), batch_size=cfg.batch_size,
+                                             seed=cfg.seed))
 
 
 class Interrupt:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rhovid.train.losses import RegionInstanceLoss, RhoBYOLLoss, RhoInfoNCE, RhoMoCoLoss, SwAVLoss, sinkhorn
+from rhovid.train.losses import RhoBYOLLoss, RhoInfoNCE, RhoMoCoLoss, SwAVLoss, sinkhorn
 
 
 def _unit(*shape, seed=0):
@@ -180,63 +180,6 @@ def test_swav_closed_form_and_loops():
     assert float(loss(scores[:, [2, 0, 1]])) == pytest.approx(float(loss(scores)), rel=1e-5)
 
 
-# ---------------------------------------------------------------- ConST-CL region instance loss
-
-def _instance_loops(z, t, zm, tm, tau):
-    z, t = F.normalize(z, dim=-1), F.normalize(t, dim=-1)
-    terms = []
-    for v in range(z.shape[0]):
-        cands = [j for j in range(t.shape[1]) if tm[v, j]]
-        for i in range(z.shape[1]):
-            if not zm[v, i] or not cands:
-                continue
-            sims = [float(z[v, i] @ t[v, j]) / tau for j in cands]
-            pos = max(sims)
-            neg = sum(math.exp(float(z[v, i] @ t[u, j]) / tau)
-                      for u in range(z.shape[0]) if u != v for j in range(t.shape[1]) if tm[u, j])
-            terms.append(-math.log(math.exp(pos) / (math.exp(pos) + neg)))
-    return sum(terms) / len(terms)
-
-
-def test_instance_closed_form():
-    e = torch.eye(3, dtype=torch.float64)
-    z = e[:2, None]  # (2, 1, 3)
-    mask = torch.ones(2, 1, dtype=torch.bool)
-    got = RegionInstanceLoss(0.2)(z, z.clone(), mask, mask)
-    assert float(got) == pytest.approx(math.log(1 + math.exp(-5)), rel=1e-9)
-
-
-def test_instance_matches_loops_with_masks():
-    g = torch.Generator().manual_seed(11)
-    z = torch.randn(4, 3, 8, dtype=torch.float64, generator=g)
-    t = torch.randn(4, 5, 8, dtype=torch.float64, generator=g)
-    zm = torch.rand(4, 3, generator=g) > 0.3
-    tm = torch.rand(4, 5, generator=g) > 0.4
-    zm[0, 0] = tm[0, 0] = tm[1, 2] = True
-    tm[3] = False  # video 3 has no target regions: its queries are skipped
-    loss = RegionInstanceLoss(0.2)
-    base = float(loss(z, t, zm, tm))
-    assert base == pytest.approx(_instance_loops(z, t, zm, tm, 0.2), rel=1e-9)
-    perm = torch.randperm(5)
-    assert float(loss(z, t[:, perm], zm, tm[:, perm])) == pytest.approx(base, rel=1e-12)
-    bp = torch.tensor([2, 0, 3, 1])
-    assert float(loss(z[bp], t[bp], zm[bp], tm[bp])) == pytest.approx(base, rel=1e-12)
-    # A masked-out target that would be the best match is never the positive.
-    t2 = t.clone()
-    t2[0, 4] = z[0, 0] * 10
-    tm2 = tm.clone()
-    tm2[0, 4] = False
-    assert float(loss(z, t2, zm, tm2)) == pytest.approx(_instance_loops(z, t2, zm, tm2, 0.2), rel=1e-9)
-
-
-def test_instance_no_regions_is_zero_with_graph():
-    z = torch.randn(2, 2, 4, requires_grad=True)
-    out = RegionInstanceLoss()(z, torch.randn(2, 2, 4), torch.zeros(2, 2, dtype=torch.bool),
-                               torch.ones(2, 2, dtype=torch.bool))
-    assert float(out.detach()) == 0.0
-    out.backward()
-
-
 def test_low_precision_inputs_give_fp32_losses():
     """Under bf16 autocast the heads emit bf16; every loss computes (and returns) fp32."""
     z = torch.randn(4, 2, 16).bfloat16()
@@ -246,5 +189,3 @@ def test_low_precision_inputs_give_fp32_losses():
     assert RhoBYOLLoss()(z, z.flip(1)).dtype == torch.float32
     assert RhoMoCoLoss()(z, z, _unit(8, 16).bfloat16()).dtype == torch.float32
     assert SwAVLoss()(z[..., :5].float().tanh().bfloat16()).dtype == torch.float32
-    mask = torch.ones(4, 2, dtype=torch.bool)
-    assert RegionInstanceLoss()(z, z, mask, mask).dtype == torch.float32

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from rhovid.train.distributed import gather_with_grad, rank, world_size
-from rhovid.train.losses import RegionInstanceLoss, RhoInfoNCE, sinkhorn
+from rhovid.train.losses import ConSTCLGlobalLoss, ConSTCLLocalLoss, RhoInfoNCE, sinkhorn
 
 WORLD = 2
 
@@ -21,16 +21,18 @@ def _inputs():
     return {
         "z": torch.randn(6, 3, 8, dtype=torch.float64, generator=g),
         "rz": torch.randn(6, 4, 8, dtype=torch.float64, generator=g),
-        "rt": torch.randn(6, 5, 8, dtype=torch.float64, generator=g),
+        "rt": torch.randn(6, 4, 8, dtype=torch.float64, generator=g),
         "scores": torch.nn.functional.normalize(torch.randn(12, 8, generator=g), dim=1)
         @ torch.nn.functional.normalize(torch.randn(10, 8, generator=g), dim=1).t(),
     }
 
 
 def _losses(z, rz, rt):
-    infonce = RhoInfoNCE(0.1)(z)
+    # RhoInfoNCE on all 3 clips, ConST-CL's global loss on the first two; ConST-CL's local loss
+    # with rz / rt as both the reconstructions and the region features of views a / b.
+    infonce = RhoInfoNCE(0.1)(z) + ConSTCLGlobalLoss(0.1)(z[:, :2])
     ones = torch.ones(rz.shape[:2], dtype=torch.bool)
-    instance = RegionInstanceLoss(0.2)(rz, rt, ones, torch.ones(rt.shape[:2], dtype=torch.bool))
+    instance = ConSTCLLocalLoss(0.2)(rz * 2, rt * 3, rz, rt, ones, ones)
     return infonce, instance
 
 

@@ -17,7 +17,7 @@ SMALL = {
     "moco": dict(hidden_dim=64, proj_dim=32, queue_size=40),
     "byol": dict(hidden_dim=64, proj_dim=32),
     "swav": dict(hidden_dim=64, proj_dim=32, num_prototypes=20),
-    "constcl": dict(hidden_dim=64, proj_dim=32, head_dim=48),
+    "constcl": dict(hidden_dim=64, proj_dim=32, tx_channels=16, context_level=3),
 }
 
 
@@ -68,10 +68,10 @@ def test_default_sizes():
     swav = build_method("swav")
     assert swav.prototypes.weight.shape == (1000, 128) and swav.loss.epsilon == 0.05
     assert swav.loss.sinkhorn_iterations == 3
-    constcl = build_method("constcl")
+    constcl = build_method("constcl")  # the authors' values: tests/train/test_constcl_model.py
     assert constcl.local_loss.temperature == 0.2 and constcl.global_loss.temperature == 0.1
-    assert len(constcl.region_head.layers) == 3 and constcl.region_head.layers[0].attn.num_heads == 3
-    assert constcl.region_head.context_frames == 5 and constcl.backbone.res5_local is not None
+    assert len(constcl.region_head.layers) == 3 and len(constcl.region_head.layers[0].units) == 3
+    assert constcl.region_head.context_level == 5 and constcl.backbone.res5_local is not None
 
 
 def test_build_method_errors():
@@ -216,3 +216,12 @@ def test_slow_r50_bf16_channels_last_on_gpu(name):
     out["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in method.backbone.parameters())
     method.after_step(0, 10)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_has_the_interface_the_loop_uses(name):
+    from rhovid.train.methods import Method
+
+    m = build_method(name, **SMALL[name])
+    assert isinstance(m, Method)
+    assert isinstance(m.backbone, torch.nn.Module)

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from rhovid.train.models import build_backbone, count_flops, count_params
-from rhovid.train.models.constcl_head import ConSTCLHead
 from rhovid.train.models.heads import MLPHead, Prototypes, byol_head, contrastive_head
 
 
@@ -59,7 +58,7 @@ def test_tiny_forward_features_and_y_structure():
     assert maps["res4"].shape == (4, model.res4_dim, 8, 4, 4)
     assert maps["res5"].shape == maps["res5_local"].shape == (4, model.feature_dim, 8, 2, 2)
     torch.testing.assert_close(maps["res5"].mean(dim=(2, 3, 4)), pooled)
-    # The local res5 is a separate copy: its own parameters, trained by its own loss.
+    # The local res5 is a separate stage: its own parameters, trained by its own loss.
     assert model.res5_local is not None
     assert not any(a is b for a, b in zip(model.res5.parameters(), model.res5_local.parameters()))
     maps["res5_local"].sum().backward()
@@ -92,20 +91,3 @@ def test_prototypes_normalised():
         protos.weight.mul_(3.0)
     protos.normalize_()
     torch.testing.assert_close(protos.weight.norm(dim=1), torch.ones(30))
-
-
-def test_constcl_head_shapes_and_gradients():
-    torch.manual_seed(0)
-    head = ConSTCLHead(in_dim=16, dim=24, num_heads=3, num_layers=3, context_frames=5, pos_size=(7, 7))
-    fmap = torch.randn(2, 16, 4, 3, 3, requires_grad=True)  # T' = 4 < 5 context frames: repeats
-    boxes = torch.tensor([[[0.0, 0.0, 32.0, 32.0], [10.0, 20.0, 60.0, 90.0]]]).repeat(2, 1, 1)
-    regions = head.regions(fmap, boxes, torch.tensor([0, 7]), (8, 96, 96))
-    context = head.context(fmap)
-    assert regions.shape == (2, 2, 24)
-    assert context.shape == (2, 5 * 3 * 3, 24)  # positional grid interpolated from 7x7 to 3x3
-    z = head(regions, context)
-    assert z.shape == (2, 2, 24)
-    z.sum().backward()
-    assert fmap.grad.abs().sum() > 0 and head.pos.grad.abs().sum() > 0
-    with pytest.raises(AssertionError):
-        ConSTCLHead(16, dim=32, num_heads=3)  # width must split evenly over the heads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -11,15 +12,14 @@ import pytest
 from rhovid.train.augment import (
     KINETICS_MEAN,
     KINETICS_STD,
-    AugmentConfig,
     ClipAug,
     apply_clip,
     blur_window,
     colour_affine,
     resize_crop,
 )
+from rhovid.train.data_config import DataConfig
 from rhovid.train.sampler import (
-    ClipSpec,
     SamplePlan,
     clip_span,
     gop_cover,
@@ -29,15 +29,14 @@ from rhovid.train.sampler import (
 )
 
 META = {"key": "v0", "num_frames": 30 * 120, "fps": 30.0, "width": 160, "height": 120, "label": 3}
-AUG = AugmentConfig(crop=64)
 
 
 @pytest.mark.parametrize("timespan,gap", [(1.0, 0.0), (10.0, 2.0), (60.0, 0.0), (60.0, 30.0)])
 def test_clips_in_range_within_timespan_and_gap(timespan, gap):
-    spec = ClipSpec(rho=3, frames=8, stride=4, timespan_s=timespan, min_gap_s=gap)
+    spec = DataConfig(rho=3, frames=8, stride=4, timespan_s=timespan, min_gap_s=gap, crop=64)
     spans = []
     for seed in range(300):
-        plan = plan_sample(META, seed, spec, AUG)
+        plan = plan_sample(META, seed, spec)
         assert len(plan.clips) == 3
         starts = [c.frames[0] for c in plan.clips]
         for c in plan.clips:
@@ -54,41 +53,41 @@ def test_clips_in_range_within_timespan_and_gap(timespan, gap):
 
 
 def test_clip_order_is_shuffled():
-    spec = ClipSpec(rho=2, timespan_s=60.0)
-    first_earlier = sum(plan_sample(META, s, spec, AUG).clips[0].frames[0] <
-                        plan_sample(META, s, spec, AUG).clips[1].frames[0] for s in range(200))
+    spec = DataConfig(rho=2, timespan_s=60.0, crop=64)
+    first_earlier = sum(plan_sample(META, s, spec).clips[0].frames[0] <
+                        plan_sample(META, s, spec).clips[1].frames[0] for s in range(200))
     assert 60 < first_earlier < 140
 
 
 def test_short_video_is_clamped():
     meta = dict(META, num_frames=20)
-    spec = ClipSpec(rho=4, frames=8, stride=8, timespan_s=60.0, min_gap_s=10.0)
+    spec = DataConfig(rho=4, frames=8, stride=8, timespan_s=60.0, min_gap_s=10.0, crop=64)
     for seed in range(50):
-        plan = plan_sample(meta, seed, spec, AUG)
+        plan = plan_sample(meta, seed, spec)
         for c in plan.clips:
             assert c.frames[0] == 0 and c.frames[-1] == 19  # last frame repeated
     meta = dict(META, num_frames=120)  # room for starts 0..63 only: the 10 s gap is clamped
     for seed in range(50):
-        starts = sorted(c.frames[0] for c in plan_sample(meta, seed, spec, AUG).clips)
+        starts = sorted(c.frames[0] for c in plan_sample(meta, seed, spec).clips)
         assert starts[-1] <= 120 - clip_span(spec)
 
 
 def test_deterministic_and_json_roundtrip():
-    spec = ClipSpec(rho=2)
-    a = plan_sample(META, 7, spec, AUG, boxes="random")
-    b = plan_sample(META, 7, spec, AUG, boxes="random")
+    spec = DataConfig(rho=2, crop=64)
+    a = plan_sample(META, 7, replace(spec, boxes="random"))
+    b = plan_sample(META, 7, replace(spec, boxes="random"))
     assert a == b
     assert SamplePlan.from_dict(json.loads(json.dumps(a.to_dict()))) == a
-    assert plan_sample(META, 8, spec, AUG, boxes="random") != a
+    assert plan_sample(META, 8, replace(spec, boxes="random")) != a
     assert sample_seed(0, 1, "k") == sample_seed(0, 1, "k") != sample_seed(0, 2, "k")
 
 
 def test_augmentation_ranges():
-    spec = ClipSpec(rho=2)
+    spec = DataConfig(rho=2, crop=64)
     flips = colour = gray = blur = 0
     n = 0
     for seed in range(400):
-        for c in plan_sample(META, seed, spec, AUG).clips:
+        for c in plan_sample(META, seed, spec).clips:
             x0, y0, w, h = c.aug.crop
             assert 0 <= x0 and 0 <= y0 and x0 + w <= 160 and y0 + h <= 120
             area = w * h / (160 * 120)
@@ -107,18 +106,6 @@ def test_augmentation_ranges():
     assert abs(gray / n - 0.2) < 0.05 and abs(blur / n - 0.5) < 0.07
 
 
-def test_random_boxes_inside_crop_with_mask():
-    spec = ClipSpec(rho=2)
-    for seed in range(200):
-        for c in plan_sample(META, seed, spec, AUG, boxes="random", max_boxes=6).clips:
-            b, m = np.asarray(c.boxes), np.asarray(c.box_mask)
-            assert b.shape == (6, 4) and m.shape == (6,)
-            assert m.all()  # drawn inside the crop window: none is lost
-            assert (b >= 0).all() and (b <= 64).all()
-            assert ((b[:, 2] - b[:, 0]) >= 2).all() and ((b[:, 3] - b[:, 1]) >= 2).all()
-            assert 0 <= c.box_frame < spec.frames
-
-
 def test_store_boxes_mapped_clipped_padded():
     calls = []
 
@@ -128,9 +115,9 @@ def test_store_boxes_mapped_clipped_padded():
         boxes = np.array([[[0, 0, 160, 120], [10, 10, 10.5, 11], [-50, -50, -40, -40], [80, 0, 160, 120]]], np.float32)
         return boxes, np.array([4]), None
 
-    spec = ClipSpec(rho=2)
+    spec = DataConfig(rho=2, crop=64)
     for seed in range(100):
-        plan = plan_sample(META, seed, spec, AUG, boxes="store", max_boxes=5, lookup=lookup)
+        plan = plan_sample(META, seed, replace(spec, boxes="slic-x", max_boxes=5), lookup=lookup)
         for c in plan.clips:
             assert calls.pop(0) == [c.frames[spec.frames // 2]]
             b, m = np.asarray(c.boxes), np.asarray(c.box_mask)
@@ -146,9 +133,9 @@ def test_map_boxes_flip_and_scale():
 
 
 def test_eval_views_deterministic():
-    spec = ClipSpec(rho=2, frames=8, stride=8)
-    plan = plan_sample(META, 1, spec, AUG, augment=False, clips_per_video=3, spatial_crops=("left", "centre", "right"))
-    assert plan == plan_sample(META, 99, spec, AUG, augment=False, clips_per_video=3,
+    spec = DataConfig(rho=2, frames=8, stride=8, crop=64)
+    plan = plan_sample(META, 1, spec, evaluation=True, clips_per_video=3, spatial_crops=("left", "centre", "right"))
+    assert plan == plan_sample(META, 99, spec, evaluation=True, clips_per_video=3,
                                spatial_crops=("left", "centre", "right"))
     assert len(plan.clips) == 9
     assert [c.aug.crop[0] for c in plan.clips[:3]] == [0, 20, 40]

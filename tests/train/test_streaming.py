@@ -87,7 +87,7 @@ def test_shuffle_buffer_is_a_seeded_bounded_permutation():
 
 
 def test_slice_clips_cuts_covering_fragments_and_shares_overlaps():
-    from rhovid.train.streaming import slice_clips
+    from rhovid.ingest.fragments import slice_clips
 
     # 10 fragments of 16 frames and 100 bytes each after a 50-byte init segment
     mp4 = bytes(range(50)) + b"".join(bytes([k]) * 100 for k in range(10))

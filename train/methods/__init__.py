@@ -1,6 +1,8 @@
 """Self-supervised methods (rhovid.train.methods): each composes a backbone, heads and a loss.
 
 `METHODS` is a plain dict name -> class; `build_method(name, arch=..., **kwargs)` instantiates one.
+Every method has the interface written down as ``protocol.Method`` (forward -> {"loss", "terms"},
+``before_update``, ``after_step``, ``.backbone``), which is all the loop and the checkpoint code use.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from torch import nn
 from .byol import BYOL
 from .constcl import ConSTCL
 from .moco import MoCo
+from .protocol import Method, MethodOutput
 from .simclr import SimCLR
 from .swav import SwAV
+
+__all__ = ["METHODS", "Method", "MethodOutput", "build_method"]
 
 METHODS: dict[str, type[nn.Module]] = {
     "simclr": SimCLR,
@@ -24,7 +29,7 @@ METHODS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_method(name: str, arch: str = "tiny", **kwargs) -> nn.Module:
+def build_method(name: str, arch: str = "tiny", **kwargs) -> Method:
     """Build a method by name.
 
     Args:

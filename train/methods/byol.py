@@ -43,6 +43,10 @@ class BYOL(nn.Module):
         loss = self.loss(p, z)
         return {"loss": loss, "terms": {"regression": loss.detach()}}
 
+    def before_update(self, step: int, epoch: float) -> bool:
+        """No gradient surgery: every step updates every parameter."""
+        return True
+
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
         """EMA-update the target network with the cosine-annealed momentum."""

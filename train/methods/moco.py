@@ -76,6 +76,10 @@ class MoCo(nn.Module):
             self._pending = gather_no_grad(k.flatten(0, 1))
         return {"loss": loss, "terms": {"infonce": loss.detach()}}
 
+    def before_update(self, step: int, epoch: float) -> bool:
+        """No gradient surgery: every step updates every parameter."""
+        return True
+
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
         """EMA-update the key encoder with the annealed momentum and enqueue this step's keys."""

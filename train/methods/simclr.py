@@ -36,6 +36,10 @@ class SimCLR(nn.Module):
         loss = self.loss(z)
         return {"loss": loss, "terms": {"infonce": loss.detach()}}
 
+    def before_update(self, step: int, epoch: float) -> bool:
+        """No gradient surgery: every step updates every parameter."""
+        return True
+
     def after_step(self, step: int, total_steps: int) -> None:
         """Nothing to update: SimCLR has no momentum encoder."""
 

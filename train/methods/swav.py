@@ -53,6 +53,10 @@ class SwAV(nn.Module):
         loss = self.loss(scores)
         return {"loss": loss, "terms": {"swapped": loss.detach()}}
 
+    def before_update(self, step: int, epoch: float) -> bool:
+        """No gradient surgery: every step updates every parameter."""
+        return True
+
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
         """Re-normalise the prototypes onto the unit sphere (Caron et al. Alg. 1) and count steps."""

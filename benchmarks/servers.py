@@ -1,0 +1,145 @@
+"""Real storage servers on 127.0.0.1 for tests and benchmarks: nginx (HTTP with Range) and moto's S3.
+
+Both are started as child processes on a free port with their state in a temporary folder,
+and stopped (their process only) by ``stop()`` / the context manager. ``ServerUnavailable``
+says why one could not start (nginx not installed: ``apt-get install nginx``; moto not
+installed: ``pip install 'moto[server]'``), so tests can skip with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rhovid.benchmarks.netproxy import free_port
+
+
+class ServerUnavailable(RuntimeError):
+    """The server cannot be started here (the message says why and how to install it)."""
+
+
+def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerUnavailable(f"exited with {proc.returncode}: {log.read_text(errors='replace')[-500:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    proc.kill()
+    raise ServerUnavailable(f"no answer on port {port} after {timeout:.0f} s")
+
+
+class _Server:
+    proc: subprocess.Popen | None = None
+    tmp: Path
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Nginx(_Server):
+    """nginx serving folder ``root`` read-only at ``http://127.0.0.1:PORT/`` (Range, keep-alive, autoindex)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Nginx:
+        exe = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+                                              if os.path.exists(p)), None)
+        if exe is None:
+            raise ServerUnavailable("nginx is not installed (apt-get install -y nginx)")
+        self.tmp = Path(tempfile.mkdtemp(prefix="rhovid-nginx-"))
+        self.port = free_port()
+        # As root, nginx's workers would switch to `nobody`, who cannot read pytest's 0700 folders.
+        user = "user root;" if os.geteuid() == 0 else ""
+        t = self.tmp
+        conf = f"""{user}
+daemon off;
+worker_processes 2;
+pid {t}/nginx.pid;
+error_log {t}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  default_type application/octet-stream;
+  sendfile on;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  client_body_temp_path {t}/body; proxy_temp_path {t}/proxy; fastcgi_temp_path {t}/fcgi;
+  uwsgi_temp_path {t}/uwsgi; scgi_temp_path {t}/scgi;
+  server {{
+    listen 127.0.0.1:{self.port};
+    root {self.root};
+    autoindex on;
+    autoindex_format html;
+  }}
+}}
+"""
+        (t / "nginx.conf").write_text(conf)
+        log = t / "stderr.log"
+        self.proc = subprocess.Popen([exe, "-c", str(t / "nginx.conf"), "-p", str(t)],
+                                     stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+        _wait_port(self.port, self.proc, log)
+        return self
+
+
+class MotoS3(_Server):
+    """moto's standalone S3 server; ``env`` holds the variables that point boto/s3fs at it."""
+
+    def __init__(self):
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def start(self) -> MotoS3:
+        exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+        if not os.path.exists(exe):
+            raise ServerUnavailable("moto_server is not installed (pip install 'moto[server]')")
+        self.tmp = Path(tempfile.mkdtemp(prefix="rhovid-moto-"))
+        self.port = free_port()
+        log = self.tmp / "stderr.log"
+        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+        _wait_port(self.port, self.proc, log)
+        return self
+
+    def make_bucket(self, name: str) -> None:
+        import s3fs
+
+        fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=self.url, skip_instance_cache=True)
+        fs.mkdir(name)
