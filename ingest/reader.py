@@ -240,11 +240,13 @@ class ShardReader:
         """``submit_clips`` and wait."""
         return self.submit_clips(shard, sample, frames).result()
 
-    def iter_samples(self, shard: str, ahead: int = 4) -> Iterator[dict]:
+    def iter_samples(self, shard: str, ahead: int = 4, videos: tuple[int, int] | None = None) -> Iterator[dict]:
         """Every sample of a shard, whole: ``{"__key__", "json", "mp4": bytes}`` in shard order, the
         next ``ahead`` videos read meanwhile (one ranged read each). Strict, like
-        ``shards.iter_shard``: a damaged sample raises ``ValueError`` naming it."""
+        ``shards.iter_shard``: a damaged sample raises ``ValueError`` naming it. ``videos``
+        ``(start, stop)``: only samples ``start..stop-1`` (a box-prior worker's video range)."""
         manifest = self.manifest(shard)
+        samples = manifest.samples if videos is None else manifest.samples[videos[0]:videos[1]]
 
         def start(sample: ManifestSample) -> Future:
             if sample.error is not None:
@@ -252,7 +254,7 @@ class ShardReader:
             off, size = sample.members["mp4"]
             return self.fetcher.submit(shard, [(off, off + size)])
 
-        for sample, fut in prefetch(manifest.samples, start, ahead):
+        for sample, fut in prefetch(samples, start, ahead):
             yield {"__key__": sample.key, "json": sample.meta, "mp4": next(iter(fut.result().values()))}
 
     def read_member(self, shard: str, sample: ManifestSample, ext: str = "mp4") -> bytes:
