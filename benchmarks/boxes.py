@@ -39,6 +39,14 @@ CASES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rhovid.benchmarks import boxes_quality
+
+    parser.add_argument(
+        "--quality", action="store_true",
+        help="measure box quality instead of speed: recall against ground-truth boxes (synthetic static and "
+             "panning camera, OpenCV's vtest.avi pedestrians); see benchmarks/boxes_quality.py",
+    )
+    boxes_quality.add_arguments(parser)
     parser.add_argument("--data", type=Path, help="existing DATA to use (default: build a synthetic one)")
     parser.add_argument(
         "--cases", nargs="+", default=list(CASES), choices=list(CASES), help="methods to time"
@@ -62,11 +70,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.quality:
+        from rhovid.benchmarks.boxes_quality import run_quality
+
+        return run_quality(args)
     with tempfile.TemporaryDirectory(prefix="rhovid-bench-boxes-") as tmp:
         data = args.data or build_data(Path(tmp), args.videos, args.seconds)
         frames, prev = bench_frames(data, args.frames)
         rows = [time_case(name, frames, prev, args.repeats) for name in args.cases]
         scaling = [time_workers(data, m, Path(tmp), args.box_fps) for m in args.workers_methods]
+        # one shard holding every video: 2 workers split it into video ranges (below-shard split)
+        one = build_data(Path(tmp), args.videos, args.seconds, shards=args.videos, name="one-shard")
+        scaling += [{**time_workers(one, m, Path(tmp), args.box_fps), "shards": 1} for m in args.workers_methods]
         reader = time_reader(data, Path(tmp))
     text = render(rows, scaling, reader, frames.shape)
     text += f"\n\nload average during the run (1/5/15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
@@ -87,12 +102,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_data(tmp: Path, videos: int, seconds: float) -> Path:
+def build_data(tmp: Path, videos: int, seconds: float, shards: int | None = None, name: str = "data") -> Path:
     from rhovid.ingest.pipeline import IngestConfig, ingest
     from rhovid.ingest.synth import SynthConfig, synthesize
 
     classes = max(1, min(4, videos))
-    synthesize(
+    synthesize(  # a rerun with the same config keeps the files: one synthesis for every DATA
         tmp / "src",
         SynthConfig(
             classes=classes,
@@ -106,10 +121,10 @@ def build_data(tmp: Path, videos: int, seconds: float) -> Path:
     )
     ingest(
         [str(tmp / "src")],
-        tmp / "data",
-        IngestConfig(short_side=240, shard_count=max(1, videos // 4), workers=0, progress=False),
+        tmp / name,
+        IngestConfig(short_side=240, shard_count=shards or max(1, videos // 4), workers=0, progress=False),
     )
-    return tmp / "data"
+    return tmp / name
 
 
 def bench_frames(data: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +157,7 @@ def bare_call(kind: str, params):
     if kind == "slic":
         return lambda f, p: slic_labels(f, params)
     if kind == "fh":
-        return lambda f, p: fh_labels(f, params)
+        return lambda f, p: [fh_labels(f, params, k) for k in params.scales]
     if kind == "hog":
         return lambda f, p: hog_detect(hog_upscale(f, params.min_side)[0], params)
     return lambda f, p: cv2.connectedComponentsWithStats(
@@ -155,7 +170,6 @@ def time_case(name: str, frames: np.ndarray, prev: np.ndarray, repeats: int) -> 
 
     from rhovid.store.boxsets import make_params
     from rhovid.store.priors import METHODS
-    from rhovid.store.regions import select_boxes
 
     cv2.setNumThreads(1)
     method, overrides, kind = CASES[name]
@@ -168,7 +182,7 @@ def time_case(name: str, frames: np.ndarray, prev: np.ndarray, repeats: int) -> 
     def full(i):
         sub = {k: v[i : i + 1] for k, v in extra.items()}
         for b, s in fn(frames[i : i + 1], params, **sub):
-            select_boxes(b, w, h, 16, params.min_size, params.max_area, s)
+            params.select(b, w, h, 16, s)
 
     n = len(frames)
     full(0)  # warm-up: imports, detector construction
@@ -185,9 +199,10 @@ def time_case(name: str, frames: np.ndarray, prev: np.ndarray, repeats: int) -> 
 
 
 def time_workers(data: Path, method: str, tmp: Path, box_fps: float) -> dict:
+    from rhovid.ingest.shards import list_shards
     from rhovid.store.compute import compute_box_set
 
-    out = {"method": method, "box_fps": box_fps}
+    out = {"method": method, "box_fps": box_fps, "shards": len(list_shards(data))}
     for workers in (1, 2):
         copy = tmp / f"w{workers}-{method}"
         shutil.copytree(data, copy, ignore=shutil.ignore_patterns("boxes.zarr"))
@@ -260,12 +275,12 @@ def render(rows: list[dict], scaling: list[dict], reader: dict, shape) -> str:
     ]
     lines += [
         "",
-        "| end to end (shards -> decode -> prior -> zarr, incl. pool start), wall clock | box fps | frames "
+        "| end to end (shards -> decode -> prior -> zarr, incl. pool start), wall clock | shards | box fps | frames "
         "| frames/s, 1 worker | frames/s, 2 workers | speed-up | CPU s, 1 / 2 workers |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {s['method']} | {s['box_fps']:g} | {s['frames']} | {s['fps_1']:.1f} | {s['fps_2']:.1f} | "
+        f"| {s['method']} | {s['shards']} | {s['box_fps']:g} | {s['frames']} | {s['fps_1']:.1f} | {s['fps_2']:.1f} | "
         f"{s['speedup']:.2f}x | {s['cpu_s_1']:.1f} / {s['cpu_s_2']:.1f} |"
         for s in scaling
     ]

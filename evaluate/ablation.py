@@ -135,6 +135,7 @@ def resolve_box_sets(data: str | Path, names: list[str | None], workers: int = 2
     is computed with ``rhovid boxes`` (its command is printed); a partially stored one is
     finished by the same command (the store resumes per shard).
     """
+    from rhovid.store.boxsets import param_text
     from rhovid.store.priors import METHODS as BOX_METHODS
     from rhovid.store.zarr_store import BoxStore
 
@@ -164,7 +165,7 @@ def resolve_box_sets(data: str | Path, names: list[str | None], workers: int = 2
             cmd = ["boxes", str(data), "--method", name]
         else:
             cmd = ["boxes", str(data), "--method", entry["method"],
-                   *[f"--param={k}={v}" for k, v in entry.get("params_hashed", {}).items()],
+                   *[f"--param={k}={param_text(v)}" for k, v in entry.get("params_hashed", {}).items()],
                    "--box-fps", f"{entry['box_fps']:g}", "--max-boxes", str(entry["max_boxes"])]
         cmd += ["--split", "train", "--workers", str(workers)]
         what = "not stored" if entry is None else f"{len(need - set(entry['shards_done']))} train shards missing"

@@ -63,7 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bframes", type=int, default=None, metavar="N",
                    help="fixed x264 B-frames between references, 0-16 (default: the preset's adaptive choice); "
                         "more = fewer frames decoded per clip")
-    p.add_argument("--timeout", type=float, default=None, help="seconds before one video's ffmpeg is killed")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds before one video's ffmpeg is killed (default: 60 + 5 per second of video)")
+    p.add_argument("--max-gap", type=float, default=_D.max_gap_s, metavar="S",
+                   help="reject videos whose timestamps jump more than S seconds between frames (default %(default)s)")
+    p.add_argument("--max-memory", type=_size, default=_D.max_memory, metavar="SIZE",
+                   help="memory one video's ffmpeg may use; suffixes K/M/G (default 4G)")
     p.add_argument("--quality-frames", type=int, default=4, metavar="N",
                    help="frames per video compared with the source: PSNR/SSIM in the sample json and the run "
                         "summary (default 4; 0 = off)")
@@ -91,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         keep_audio=args.keep_audio, progress=not args.no_progress, split=args.split,
         videos_root=args.videos_root, min_frames=args.min_frames, max_pixels=args.max_pixels,
         crf=args.crf, preset=args.preset, tune=args.tune, bframes=args.bframes, timeout_s=args.timeout,
-        quality_frames=args.quality_frames,
+        max_gap_s=args.max_gap, max_memory=args.max_memory, quality_frames=args.quality_frames,
     )
     sources = args.sources
     if args.dataset:

@@ -8,11 +8,19 @@ segment is ``ftyp`` + ``moov``; each media fragment is a ``moof`` box followed b
 decode is needed (ISO/IEC 14496-12, sections 8.8.7-8.8.8). The same walk gives every
 sample's bytes and timestamps (``video_samples``), which the loader's decoder reads
 instead of a demuxer.
+
+Bounded on hostile bytes (issue 13, item 6): every count read from the file is checked
+against the bytes that hold it before anything is allocated for it: a ``trun`` of N samples
+must hold N times its per-sample fields, every sample has at least one byte inside the data,
+and the whole file holds at most one sample per byte; box sizes stay inside their parent.
+Work and memory are linear in ``len(data)``, and every malformation is a ``ValueError``.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # Container boxes we descend into; everything else is a leaf for our purposes.
@@ -80,6 +88,21 @@ def iter_boxes(data: bytes | memoryview, start: int = 0, end: int | None = None)
         pos += size
 
 
+def _malformed_is_value_error(fn):
+    """Turn the low-level errors of reading a malformed file (a field past the end, a nesting
+    too deep) into the ``ValueError`` the callers handle."""
+
+    @functools.wraps(fn)
+    def wrapper(data, *args, **kwargs):
+        try:
+            return fn(data, *args, **kwargs)
+        except (struct.error, IndexError, RecursionError) as e:
+            raise ValueError(f"malformed MP4 ({type(e).__name__}: {e})") from None
+
+    return wrapper
+
+
+@_malformed_is_value_error
 def parse_fragments(data: bytes) -> FragmentTable:
     """Build the fragment table of fragmented-MP4 ``data``.
 
@@ -99,8 +122,11 @@ def parse_fragments(data: bytes) -> FragmentTable:
         elif kind == b"moof":
             if track is None:
                 raise ValueError("moof before moov: not a fragmented MP4 with an empty moov")
-            samples = _moof_samples(data, pos, pos + header, pos + size, track)
-            pending = (pos, len(samples), samples[0].sync if samples else None)
+            n, sync = 0, None  # counted, not kept: memory stays O(1) per fragment
+            for sample in _moof_samples(data, pos, pos + header, pos + size, track, len(data) - frame):
+                sync = sample.sync if n == 0 else sync
+                n += 1
+            pending = (pos, n, sync)
         elif kind == b"mdat" and pending is not None:
             moof_pos, n, sync = pending
             fragments.append(Fragment(moof_pos, pos + size, frame, n, sync))
@@ -160,6 +186,7 @@ class VideoSamples:
     samples: tuple[VideoSample, ...]
 
 
+@_malformed_is_value_error
 def video_samples(data: bytes) -> VideoSamples:
     """Every video sample of fragmented-MP4 ``data`` with its bytes' place and timestamps.
 
@@ -177,7 +204,7 @@ def video_samples(data: bytes) -> VideoSamples:
         elif kind == b"moof":
             if track is None:
                 raise ValueError("moof before moov: not a fragmented MP4 with an empty moov")
-            samples.extend(_moof_samples(data, pos, pos + header, pos + size, track))
+            samples.extend(_moof_samples(data, pos, pos + header, pos + size, track, len(data) - len(samples)))
     if track is None:
         raise ValueError("no moov box: not an MP4")
     return VideoSamples(track["codec"], track["config"], track["timescale"], tuple(samples))
@@ -208,10 +235,12 @@ def _parse_video_trak(data, start, end) -> dict | None:
         return None
     out = {"id": track_id, "timescale": 0, "codec": b"", "config": None}
 
-    def walk(s, e):
+    def walk(s, e, depth=0):
+        if depth > 3:  # trak > mdia > minf > stbl: anything deeper is not a video track
+            raise ValueError(f"boxes nested too deep at byte {s}")
         for kind, pos, header, size in iter_boxes(data, s, e):
             if kind in (b"mdia", b"minf", b"stbl"):
-                walk(pos + header, pos + size)
+                walk(pos + header, pos + size, depth + 1)
             elif kind == b"mdhd":
                 version = data[pos + header]
                 off = pos + header + 4 + (16 if version == 1 else 8)
@@ -219,6 +248,8 @@ def _parse_video_trak(data, start, end) -> dict | None:
             elif kind == b"stsd":  # fullbox(4) entry_count(4), then the first sample entry
                 entry = pos + header + 8
                 esize, out["codec"] = struct.unpack_from(">I4s", data, entry)
+                if entry + esize > pos + size:
+                    raise ValueError(f"sample entry at byte {entry} claims {esize} bytes, past its stsd box")
                 # VisualSampleEntry: 8 header + 78 bytes of fixed fields, then child boxes
                 for k2, p2, h2, s2 in iter_boxes(data, entry + 86, entry + esize):
                     if k2 in (b"avcC", b"hvcC", b"vpcC", b"av1C"):
@@ -228,22 +259,30 @@ def _parse_video_trak(data, start, end) -> dict | None:
     return out
 
 
-def _moof_samples(data, moof_pos, start, end, track) -> list[VideoSample]:
-    """The video track's samples of one ``moof`` (ISO/IEC 14496-12 8.8.7-8.8.12)."""
-    out: list[VideoSample] = []
+_SAMPLE_FIELDS = (0x100, 0x200, 0x400, 0x800)
+"""trun flags of the optional per-sample fields (duration, size, flags, composition offset), 4 bytes each."""
+
+
+def _moof_samples(data, moof_pos, start, end, track, limit: int) -> Iterator[VideoSample]:
+    """The video track's samples of one ``moof`` (ISO/IEC 14496-12 8.8.7-8.8.12), in order.
+
+    ``limit``: most samples this moof may hold (one per byte of the file not yet spoken for).
+    """
+    produced = 0
+    last: VideoSample | None = None
     for kind, pos, header, size in iter_boxes(data, start, end):
         if kind != b"traf":
             continue
         tfhd = tfdt = None
         runs = []
-        for k2, p2, h2, _s2 in iter_boxes(data, pos + header, pos + size):
+        for k2, p2, h2, s2 in iter_boxes(data, pos + header, pos + size):
             if k2 == b"tfhd":
                 tfhd = p2 + h2
             elif k2 == b"tfdt":
                 version = data[p2 + h2]
                 (tfdt,) = struct.unpack_from(">Q" if version == 1 else ">I", data, p2 + h2 + 4)
             elif k2 == b"trun":
-                runs.append(p2 + h2)
+                runs.append((p2 + h2, p2 + s2))
         if tfhd is None:
             raise ValueError(f"traf at byte {pos} has no tfhd")
         vflags, track_id = struct.unpack_from(">II", data, tfhd)
@@ -256,9 +295,9 @@ def _moof_samples(data, moof_pos, start, end, track) -> list[VideoSample]:
         dur, off = _optional(data, off, vflags & 0x08, dur)
         sz, off = _optional(data, off, vflags & 0x10, sz)
         flags, off = _optional(data, off, vflags & 0x20, flags)
-        dts = tfdt if tfdt is not None else (out[-1].dts + out[-1].duration if out else 0)
+        dts = tfdt if tfdt is not None else (last.dts + last.duration if last is not None else 0)
         pos_data = base
-        for run in runs:
+        for run, run_end in runs:
             (rflags,) = struct.unpack_from(">I", data, run)
             version, rflags = rflags >> 24, rflags & 0xFFFFFF
             (count,) = struct.unpack_from(">I", data, run + 4)
@@ -266,17 +305,27 @@ def _moof_samples(data, moof_pos, start, end, track) -> list[VideoSample]:
             if rel is not None:
                 pos_data = base + rel
             first_flags, off = _optional(data, off, rflags & 0x004, flags)
+            # Check the declared count against the bytes that must hold it, before looping over it.
+            field_bytes = 4 * sum(bool(rflags & f) for f in _SAMPLE_FIELDS)
+            if count * field_bytes > run_end - off:
+                raise ValueError(f"trun at byte {run - 8} declares {count} samples of {field_bytes} bytes each, "
+                                 f"its box holds {run_end - off}")
+            if produced + count > limit:
+                raise ValueError(f"trun at byte {run - 8} declares {count} samples; the file has room for {limit} more")
             for i in range(count):
                 s_dur, off = _optional(data, off, rflags & 0x100, dur)
                 s_size, off = _optional(data, off, rflags & 0x200, sz)
                 s_flags, off = _optional(data, off, rflags & 0x400, first_flags if i == 0 else flags)
                 cto, off = _optional(data, off, rflags & 0x800, 0, ">i" if version else ">I")
+                if s_size < 1 or pos_data < 0:
+                    raise ValueError(f"sample {i} of the trun at byte {run - 8} has {s_size} bytes at byte {pos_data}")
                 if pos_data + s_size > len(data):
                     raise ValueError(f"sample at byte {pos_data} ({s_size} bytes) runs past the end of the data")
-                out.append(VideoSample(pos_data, s_size, dts, dts + cto, s_dur, not s_flags & _NON_SYNC))
+                last = VideoSample(pos_data, s_size, dts, dts + cto, s_dur, not s_flags & _NON_SYNC)
+                yield last
+                produced += 1
                 pos_data += s_size
                 dts += s_dur
-    return out
 
 
 def _optional(data, off: int, present: int, default, fmt: str = ">I"):

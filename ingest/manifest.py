@@ -18,16 +18,23 @@ from __future__ import annotations
 import base64
 import functools
 import gzip
+import io
 import json
 import os
 import tarfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rhovid.atomic import atomic_path
+from rhovid.ingest.tar_members import member_groups, parse_json
 
 MANIFEST_FORMAT = "rhovid-manifest/1"
 MANIFEST_SUFFIX = ".manifest.json.gz"
+MAX_MANIFEST_BYTES = 256 << 20
+"""Largest manifest accepted, decompressed (a gzip bomb stops here). A 1 GiB shard of 10 s clips
+holds ~3,500 sample jsons and a few distinct inits: a few MB."""
 
 
 def manifest_name(shard: str) -> str:
@@ -69,41 +76,51 @@ MAX_JSON_BYTES = 64 * 2**20
 """Largest sample json a reader parses (a 10-hour video's fragment table is ~2 MB)."""
 
 
-def build_manifest(tar_path: str | os.PathLike) -> Manifest:
+def build_manifest(tar_path: str | os.PathLike, strict: bool = False) -> Manifest:
     """Read a local shard's headers, json members and init segments into a ``Manifest``.
 
     Tolerant like the loader: a damaged json gives a sample with ``error``; a truncated tar ends
-    the listing at the last whole member group (``rhovid.ingest.shards``).
+    the listing at the last whole member group (``rhovid.ingest.tar_members``). With ``strict``
+    a cut or damaged tar raises ``tarfile.ReadError`` instead (boxes must not store a cut shard).
     """
-    from rhovid.ingest.shards import _member_groups
-
     tar_path = Path(tar_path)
-    samples = []
-    with open(tar_path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-        file_size = os.fstat(f.fileno()).st_size
-        for key, members in _member_groups(tar, tar_path, tolerant=True):
+    with open(tar_path, "rb") as f:
+        samples = tuple(iter_manifest_samples(f, tar_path, strict))
+    return Manifest(tar_path.stat().st_size, samples)
+
+
+def iter_manifest_samples(f, tar_path, strict: bool = False) -> Iterator[ManifestSample]:
+    """The ``ManifestSample`` of each member group of the open shard file ``f``, in shard order.
+
+    Work is bounded by the file: every member lies inside it (``member_groups``), a json member
+    must parse as an object (nesting included), an init segment is read only when ``init_size``
+    fits its mp4. With ``strict`` a cut or damaged tar raises ``tarfile.ReadError`` after the
+    samples before the damage (``rhovid ingest --verify`` reports them and the cut).
+    """
+    with tarfile.open(fileobj=f, mode="r:") as tar:
+        for key, members in member_groups(tar, tar_path, tolerant=not strict):
             ranges = {m.name.partition(".")[2]: (m.offset_data, m.size) for m in members}
             meta = init = error = None
             if "json" in ranges:
                 off, size = ranges["json"]
                 try:
-                    # a header may claim 10^12 bytes: check it against the file before reading
-                    if size > MAX_JSON_BYTES or off + size > file_size:
-                        raise ValueError(f"the member claims {size} bytes at byte {off}; the shard has "
-                                         f"{file_size} and a sample json at most {MAX_JSON_BYTES}")
+                    # member_groups checked that the member lies inside the file; a legal but huge
+                    # json is still refused before it is read
+                    if size > MAX_JSON_BYTES:
+                        raise ValueError(f"{key}.json: the member claims {size} bytes; a sample json is at most "
+                                         f"{MAX_JSON_BYTES} (MAX_JSON_BYTES)")
                     f.seek(off)
-                    meta = json.loads(f.read(size))
-                    if not isinstance(meta, dict):
-                        raise ValueError(f"a JSON {type(meta).__name__}, not an object")
-                except (ValueError, RecursionError) as e:  # cut off, not JSON, nested too deeply
-                    meta, error = None, f"{key}.json: unusable JSON member: {type(e).__name__}: {e}"
+                    meta = parse_json(f.read(size), f"{key}.json")
+                except ValueError as e:
+                    meta, error = None, str(e)
+            if error is None and not {"json", "mp4"} <= ranges.keys():  # a group cut short by the damage
+                error = f"{key}: json or mp4 member missing"
             if meta is not None and "mp4" in ranges:
                 size = meta.get("init_size")
-                if isinstance(size, int) and 0 < size <= ranges["mp4"][1]:
+                if type(size) is int and 0 < size <= ranges["mp4"][1]:
                     f.seek(ranges["mp4"][0])
                     init = f.read(size)
-            samples.append(ManifestSample(key, ranges, meta, init, error))
-    return Manifest(tar_path.stat().st_size, tuple(samples))
+            yield ManifestSample(key, ranges, meta, init, error)
 
 
 def manifest_bytes(manifest: Manifest) -> bytes:
@@ -164,27 +181,51 @@ def _sums(deltas) -> list[int]:
 def parse_manifest(data: bytes, where: str) -> Manifest:
     """Parse manifest bytes read from ``where`` (named in errors).
 
+    A manifest is input like the tar it describes (a bucket may hold anything): it is
+    decompressed to at most ``MAX_MANIFEST_BYTES``, and every member must lie inside the
+    ``tar_bytes`` it claims (the reader compares those with a local tar's size).
+
     Raises:
-        ValueError: not a manifest of this format, or a row without its fields.
+        ValueError: not a manifest of this format, larger than the limit, a row without its
+            fields, or a member outside the tar.
     """
     try:
         if data[:2] == b"\x1f\x8b":  # a server may also hand it over already decompressed
-            data = gzip.decompress(data)
+            data = _gunzip(data, MAX_MANIFEST_BYTES)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ValueError(f"more than {MAX_MANIFEST_BYTES} bytes (MAX_MANIFEST_BYTES)")
         doc = json.loads(data)
         if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"format is {doc.get('format') if isinstance(doc, dict) else None!r}, "
                              f"expected {MANIFEST_FORMAT!r}")
+        tar_bytes = int(doc["tar_bytes"])
         inits = [base64.b64decode(b) for b in doc["inits"]]
         samples = []
         for row in doc["samples"]:
-            members = {ext: (int(r[0]), int(r[1])) for ext, r in row["members"].items()}
+            members = {str(ext): (int(r[0]), int(r[1])) for ext, r in row["members"].items()}
+            for ext, (off, size) in members.items():
+                if off < 0 or size < 0 or off + size > tar_bytes:
+                    raise ValueError(f"{row['key']}.{ext}: {size} bytes at byte {off}, outside the "
+                                     f"{tar_bytes}-byte tar")
             init = inits[row["init"]] if "init" in row else None
-            samples.append(ManifestSample(str(row["key"]), members, _unpack_meta(row.get("meta")), init,
-                                          row.get("error")))
-        return Manifest(int(doc["tar_bytes"]), tuple(samples))
-    except (ValueError, KeyError, TypeError, IndexError, OSError, EOFError, RecursionError) as e:
+            meta = _unpack_meta(row.get("meta"))
+            if meta is not None and not isinstance(meta, dict):
+                raise ValueError(f"{row['key']}: meta is a JSON {type(meta).__name__}, not an object")
+            samples.append(ManifestSample(str(row["key"]), members, meta, init,
+                                          None if row.get("error") is None else str(row["error"])))
+        return Manifest(tar_bytes, tuple(samples))
+    except (ValueError, KeyError, TypeError, IndexError, OSError, EOFError, AttributeError, RecursionError,
+            zlib.error) as e:
         raise ValueError(f"{where}: not a valid shard manifest ({type(e).__name__}: {e}); rebuild it with "
                          "`rhovid ingest --out DATA` on a local copy (missing or stale manifests are rewritten)") from None
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """``gzip.decompress(data)``, refusing output beyond ``limit`` bytes (a gzip bomb)."""
+    out = gzip.GzipFile(fileobj=io.BytesIO(data)).read(limit + 1)
+    if len(out) > limit:
+        raise ValueError(f"decompresses to more than {limit} bytes (MAX_MANIFEST_BYTES)")
+    return out
 
 
 def write_manifest(tar_path: str | os.PathLike) -> Path:

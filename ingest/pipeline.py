@@ -1,17 +1,20 @@
 """``ingest()``: source specs -> per-video tasks on a pool/cluster -> shards written by this process.
 
-Resume rules (ingest/FORMAT.md): a rerun sweeps ``.tmp-`` leftovers (partial shards of a
-killed run), rebuilds the index from the finished shards, skips every source whose key is
-already in a finished shard, and retries the rest (including earlier failures). Killing the
-process at any moment therefore loses at most the open shards' samples, which the next run
-redoes; no sample is ever in two finished shards.
+Resume rules (ingest/FORMAT.md): a run holds ``DATA/.ingest.lock`` (a second run into the same
+DATA waits for it), sweeps ``.tmp-`` leftovers (partial shards of a killed run), reconciles
+the index with the finished shards' contents, skips every source whose key is already in a
+finished shard, and retries the rest (including earlier failures). Killing the process at
+any moment therefore loses at most the open shards' samples, which the next run redoes; no
+sample is ever in two finished shards.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ from rhovid.ingest.shards import (
     iter_shard,
     list_shards,
     read_index_file,
+    shard_keys,
     shards_dir,
     write_idx,
     write_index,
@@ -37,12 +41,14 @@ from rhovid.ingest.shards import (
 from rhovid.ingest.sources import Source, assign_labels, expand_specs, sample_key
 from rhovid.ingest.transcode import X264_MAX_BFRAMES, X264_PRESETS, X264_TUNES, TranscodeSettings
 from rhovid.ingest.worker import Task, run_task
+from rhovid.locks import hold
 
 FAILED_FILE = "failed.jsonl"
 RUNS_FILE = "ingest-runs.jsonl"
 log = logging.getLogger(__name__)
 _SPLIT_RE = re.compile(r"[A-Za-z0-9_]+")
 CONFIG_FILE = "ingest.json"
+LOCK_FILE = ".ingest.lock"
 # Fields that change the bytes of a sample: a rerun into the same DATA must not change them.
 OUTPUT_FIELDS = ("fps", "short_side", "gop", "crf", "preset", "tune", "bframes", "keep_audio")
 # The default GOP, chosen by measurement (README "Choosing the GOP"): 16 frames.
@@ -92,9 +98,13 @@ class IngestConfig:
     threads: int | None = None
     """ffmpeg threads per video; None = 1 in a pool/cluster (it supplies parallelism), else auto."""
     timeout_s: float | None = None
-    """Kill one video's ffmpeg after this many seconds (None = no limit)."""
+    """Kill one video's ffmpeg after this many seconds; None = 60 s + 5 s per second of video."""
     quality_frames: int = 4
     """Frames per video compared with the source (PSNR/SSIM in the sample json); 0 = none."""
+    max_gap_s: float = 60.0
+    """Reject sources whose timestamps leave one frame on screen longer than this (seconds)."""
+    max_memory: int | None = 4 << 30
+    """Memory (data segment) one video's ffmpeg may use, in bytes; None = no limit."""
 
 
 @dataclass
@@ -132,6 +142,9 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig, on_s
            stage: str | Path | None = None) -> IngestReport:
     """Ingest ``sources`` into ``out`` (resumable; see the module docstring).
 
+    Holds ``out/.ingest.lock`` while it runs: a second ingest into the same ``out`` waits for
+    this one, then skips what it finished (``rhovid.locks``).
+
     Args:
         sources: folder trees, Kinetics CSV files, list files, video files and/or ``Source``s.
         out: the DATA folder, or an ``s3://`` / ``gs://`` URL (``rhovid.ingest.publish``: shards
@@ -155,20 +168,33 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig, on_s
         raise UsageError(f"--out {out} is a file, not a folder")
     _check_config(out, cfg)
     specs = expand_specs(sources, cfg.split, cfg.videos_root)
-    # `rhovid ingest . --out data` must not ingest its own shards
-    specs = [s for s in specs if not Path(s.path).resolve().is_relative_to(out.resolve())]
+    # `rhovid ingest . --out data` must not ingest its own shards (realpath: never raises on a symlink loop)
+    inside = os.path.realpath(out)
+    specs = [s for s in specs if not Path(os.path.realpath(s.path)).is_relative_to(inside)]
     bad_splits = sorted({s.split for s in specs if not _SPLIT_RE.fullmatch(s.split)})
     if bad_splits:
         raise UsageError(f"split names {bad_splits} must be letters, digits or '_'")
     # Pinned only once the sources were found: a mistyped source path must not leave an
     # ingest.json that refuses the corrected command's settings.
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / CONFIG_FILE)
 
+    def waiting(who: str) -> None:
+        log.warning("%s is being written by another rhovid ingest (%s); waiting for it to finish", out, who)
+
+    with hold(out / LOCK_FILE, on_wait=waiting):
+        _check_config(out, cfg)  # again: the run we waited for may have pinned other settings
+        save_config(cfg, out / CONFIG_FILE)
+        return _ingest_locked(specs, out, cfg, t0, on_shard)
+
+
+def _ingest_locked(specs: list[Source], out: Path, cfg: IngestConfig, t0: float, on_shard=None) -> IngestReport:
+    """The run itself, with ``out`` locked: recover, skip, transcode, write shards and index
+    (``t0``: when the run started, for its report; ``on_shard``: as ``ingest``'s)."""
     sweep_temporaries(shards_dir(out))
     sweep_temporaries(out)
     doc = recover_index(out)
-    specs, labels = assign_labels(specs, doc["labels"])
+    unlisted = [s for s in specs if s.error is not None]  # folders discovery could not list
+    specs, labels = assign_labels([s for s in specs if s.error is None], doc["labels"])
     samples = doc["samples"]
     done = {e["key"]: e for e in samples}
     todo = [s for s in specs if sample_key(s) not in done]
@@ -176,14 +202,17 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig, on_s
     # file listed as train and as test, or two folders with equal names) is an error, not a skip.
     clash = [s for s in specs if sample_key(s) in done and done[sample_key(s)]["split"] != s.split]
     report = IngestReport(skipped=len(specs) - len(todo) - len(clash))
-    _reset_failures(out, {sample_key(s) for s in specs})
+    _reset_failures(out, {sample_key(s) for s in specs + unlisted})
     write_index(out, samples, labels)
+    records = [{"source": s.path, "key": sample_key(s), "stage": "discover", "reason": s.error} for s in unlisted]
     for s in clash:
         e = done[sample_key(s)]
-        record = {"source": s.path, "key": e["key"], "stage": "split",
-                  "reason": f"key {e['key']!r} is already ingested as split {e['split']!r} (shard {e['shard']}, "
-                            f"from {e['source']}), not {s.split!r}; keys are unique across splits: give the "
-                            "source another name or ingest into a new --out"}
+        records.append(
+            {"source": s.path, "key": e["key"], "stage": "split",
+             "reason": f"key {e['key']!r} is already ingested as split {e['split']!r} (shard {e['shard']}, "
+                       f"from {e['source']}), not {s.split!r}; keys are unique across splits: give the "
+                       "source another name or ingest into a new --out"})
+    for record in records:
         append_jsonl(out / FAILED_FILE, record)
         report.failures.append(record)
         report.failed += 1
@@ -195,7 +224,7 @@ def ingest(sources: list[str | Source], out: str | Path, cfg: IngestConfig, on_s
     )
     tasks = [
         Task(s, sample_key(s), settings, cfg.min_frames, cfg.max_pixels, cfg.min_coverage, cfg.timeout_s,
-             cfg.quality_frames)
+             cfg.quality_frames, cfg.max_gap_s, cfg.max_memory)
         for s in todo
     ]
     last_index_write = [time.monotonic()]
@@ -275,6 +304,10 @@ def check_config(cfg: IngestConfig) -> None:
         raise UsageError(f"min_coverage must be in (0, 1], got {cfg.min_coverage}")
     if cfg.timeout_s is not None and cfg.timeout_s <= 0:
         raise UsageError(f"timeout_s must be > 0 (or unset), got {cfg.timeout_s}")
+    if not cfg.max_gap_s > 0:
+        raise UsageError(f"max_gap_s must be > 0, got {cfg.max_gap_s}")
+    if cfg.max_memory is not None and cfg.max_memory < 1 << 20:
+        raise UsageError(f"max_memory must be at least 1M (or unset), got {cfg.max_memory}")
     if cfg.preset not in X264_PRESETS:
         raise UsageError(f"preset {cfg.preset!r} is not an x264 preset; choose one of {', '.join(X264_PRESETS)}")
     if cfg.tune is not None and cfg.tune not in X264_TUNES:
@@ -284,11 +317,15 @@ def check_config(cfg: IngestConfig) -> None:
 
 
 def recover_index(out: Path) -> dict:
-    """index.json reconciled with the finished shards on disk.
+    """index.json reconciled with the contents of the finished shards on disk.
 
-    Entries of shards that no longer exist are dropped; finished shards the index does not
-    list (a kill between rename and index write) are read back; missing ``.idx`` files and
-    manifests are rewritten.
+    Each shard's sample keys (its tar headers) are compared with the index's rows for it; a
+    shard the index lists wrongly or not at all (a kill between rename and index write, or a
+    shard replaced behind the index's back) is read back. Rows of shards that no longer exist
+    are dropped; missing ``.idx`` files and manifests are rewritten.
+
+    Raises:
+        ValueError: a finished shard cannot be read (named, with what to do).
     """
     try:
         doc = read_index_file(out)
@@ -296,13 +333,21 @@ def recover_index(out: Path) -> dict:
         # The shards are the source of truth: read every one back, labels from their samples.
         log.warning("%s; rebuilding it from the shards", e.args[0].split(";")[0])
         doc = {"labels": [], "samples": []}
-    shards = list_shards(out)
-    names = {p.name for p in shards}
-    samples = [e for e in doc["samples"] if e["shard"] in names]
-    listed = {e["shard"] for e in samples}
-    for path in shards:
-        if path.name not in listed:
-            samples.extend(index_entry(s["json"], path.name) for s in iter_shard(path))
+    rows: dict[str, list[dict]] = {}
+    for e in doc["samples"]:
+        rows.setdefault(e["shard"], []).append(e)
+    samples = []
+    for path in list_shards(out):
+        try:
+            keys = shard_keys(path)
+            if [e["key"] for e in rows.get(path.name, [])] != keys:
+                rows[path.name] = [index_entry(s["json"], path.name) for s in iter_shard(path)]
+        except (tarfile.TarError, ValueError, OSError, KeyError) as e:
+            raise ValueError(
+                f"finished shard {path} is damaged ({type(e).__name__}: {e}); restore it from a copy, or delete it "
+                "with its .idx and manifest to ingest its sources again (`rhovid ingest --verify` lists every problem)"
+            ) from e
+        samples += rows.get(path.name, [])
         if not path.with_suffix(".idx").exists():
             write_idx(path)
         if not path.with_name(manifest_name(path.name)).exists():

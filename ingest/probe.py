@@ -4,15 +4,38 @@ There is no ffprobe in the pip-only setup (DESIGN.md decision 7); PyAV links the
 libavformat/libavcodec. The probe decodes the first video frame because container headers
 lie: a file can declare an H.264 stream whose payload is garbage, and the frame also carries
 the display-matrix rotation.
+
+Only container formats of ``ALLOWED_FORMATS`` are opened, and only through the ``file``
+protocol (``INPUT_OPTIONS``, given to PyAV here and to ffmpeg by the transcoder): a playlist
+(HLS ``.m3u8``), a concat script or an image-sequence pattern in a source tree would otherwise
+make libavformat open other files anywhere on the machine, or URLs (issue 13, item 10).
+The probe also reads every video packet's timestamp (no decoding): a source whose timestamps
+jump by an hour becomes a 100,000-frame sample once resampled to a constant frame rate, so
+the worker rejects long holds (``Probe.max_hold_s``) and bounds the output by the duration.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 import av
+import numpy as np
+
+ALLOWED_FORMATS = (
+    "mov", "matroska", "avi", "flv", "mpegts", "mpeg", "mpegvideo", "ogg", "asf", "mxf", "nut", "ivf",
+    "obu", "h264", "hevc", "m4v", "mjpeg", "yuv4mpegpipe", "gif", "dv", "rm",
+)
+"""Demuxers ingest opens (libavformat names; ``mov`` covers mp4/m4v/3gp, ``matroska`` webm).
+Left out on purpose: ``hls``, ``dash``, ``concat``, ``image2`` and the like, which open other
+files or URLs named inside the source, and devices/virtual inputs (``lavfi``, ``dvdvideo``)."""
+PROTOCOLS = "file"
+"""The only protocol a source may be read through: a local file (``file:/abs/path`` URLs)."""
+INPUT_OPTIONS = {"format_whitelist": ",".join(ALLOWED_FORMATS), "protocol_whitelist": PROTOCOLS}
+"""libavformat input options applied to every open of a source, by PyAV and by ffmpeg."""
 
 
 class ProbeError(Exception):
@@ -47,6 +70,11 @@ class Probe:
     """Frame count stated by the container, None when unknown (not decoded)."""
     streams: tuple[str, ...]
     """Stream types in the file, e.g. ``("video", "audio")``."""
+    packets: int = 0
+    """Video packets the demuxer returns (counted, not decoded)."""
+    max_hold_s: float | None = None
+    """Longest time one video frame is shown: the largest gap between consecutive packet
+    timestamps, or the last packet's duration; None when the packets carry no timestamps."""
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -82,14 +110,17 @@ def probe(path: str | os.PathLike) -> Probe:
             no decodable frame. The message names the problem (the caller adds the path).
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ProbeError("file not found")
-    if os.path.getsize(path) == 0:
-        raise ProbeError("empty file (0 bytes)")
     try:
-        container = av.open(ffmpeg_url(path), metadata_errors="ignore")
-    except av.error.FFmpegError as e:
-        raise ProbeError(f"not a readable media file ({_reason(e)})") from None
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ProbeError("file not found") from None
+    except OSError as e:  # ELOOP (a symlink loop), EACCES, ENAMETOOLONG, ...
+        raise ProbeError(f"cannot read it ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the probe forever, a device read forever
+        raise ProbeError("not a regular file (a FIFO, device or socket)")
+    if st.st_size == 0:
+        raise ProbeError("empty file (0 bytes)")
+    container = _open(path)
     with container:
         streams = tuple(s.type for s in container.streams)
         if not container.streams.video:
@@ -102,26 +133,74 @@ def probe(path: str | os.PathLike) -> Probe:
             raise ProbeError("unsupported video codec (ffmpeg has no decoder for it)")
         stream.thread_type = "AUTO"
         frame = _first_frame(container, stream)
+        fps, duration, frames = _fps(stream), _duration(container, stream), stream.frames or None
         pix_fmt = frame.format.name
         try:
             bit_depth = av.VideoFormat(pix_fmt).components[0].bits
         except (ValueError, IndexError):
             bit_depth = 8
         sar = stream.sample_aspect_ratio or ctx.sample_aspect_ratio
-        return Probe(
-            container=container.format.name,
-            codec=codec,
-            width=frame.width,
-            height=frame.height,
-            sar=float(sar) if sar else 1.0,
-            rotation=int(round(frame.rotation or 0)) % 360,
-            pix_fmt=pix_fmt,
-            bit_depth=int(bit_depth),
-            fps=_fps(stream),
-            duration_s=_duration(container, stream),
-            frames=stream.frames or None,
-            streams=streams,
-        )
+        fmt, width, height = container.format.name, frame.width, frame.height
+        rotation = int(round(frame.rotation or 0)) % 360
+    packets, max_hold = _scan_packets(path)
+    return Probe(
+        container=fmt,
+        codec=codec,
+        width=width,
+        height=height,
+        sar=float(sar) if sar else 1.0,
+        rotation=rotation,
+        pix_fmt=pix_fmt,
+        bit_depth=int(bit_depth),
+        fps=fps,
+        duration_s=duration,
+        frames=frames,
+        streams=streams,
+        packets=packets,
+        max_hold_s=max_hold,
+    )
+
+
+def _open(path: str):
+    """``av.open`` restricted to ``INPUT_OPTIONS``; ProbeError naming the problem otherwise."""
+    try:
+        return av.open(ffmpeg_url(path), metadata_errors="ignore", container_options=dict(INPUT_OPTIONS))
+    except av.error.FFmpegError as e:
+        if e.errno == errno.EINVAL:  # libavformat refused the format (not on the whitelist)
+            raise ProbeError(
+                f"not a container format ingest reads ({_reason(e)}); allowed: {', '.join(ALLOWED_FORMATS)} "
+                "(playlists such as HLS .m3u8, concat scripts and image sequences are refused: they open other files)"
+            ) from None
+        raise ProbeError(f"not a readable media file ({_reason(e)})") from None
+
+
+def _scan_packets(path: str) -> tuple[int, float | None]:
+    """(video packets, longest frame hold in seconds) from the demuxer alone (no decoding).
+
+    Linear in the file size; memory 8 bytes per packet (a 10-hour 30 fps video: 8.6 MB).
+    """
+    times, durations = [], []
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        tb = float(stream.time_base) if stream.time_base else 0.0
+        count = 0
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the demuxer's flush packet
+                    continue
+                count += 1
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is not None and tb > 0:
+                    times.append(ts * tb)
+                    durations.append((packet.duration or 0) * tb)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: the transcoder and the coverage check judge the rest
+    if not times:
+        return count, None
+    order = np.argsort(np.asarray(times))
+    t = np.asarray(times)[order]
+    hold = float(np.max(np.diff(t))) if len(t) > 1 else 0.0
+    return count, max(hold, float(np.asarray(durations)[order][-1]))
 
 
 def _first_frame(container, stream):

@@ -43,8 +43,9 @@ def sample_frames(num_frames: int, count: int) -> list[int]:
 
 def transcode_with_reference(src: str, probe: Probe, settings: TranscodeSettings,
                              trim: tuple[float, float] | None, frames: list[int],
-                             timeout_s: float | None = None) -> tuple[bytes, list[int], np.ndarray]:
-    """``transcode.transcode`` that also keeps output frames ``frames`` as x264 received them.
+                             timeout_s: float | None = None, max_frames: int | None = None,
+                             memory_bytes: int | None = None) -> tuple[bytes, list[int], np.ndarray]:
+    """``transcode.transcode`` (same limits) that also keeps output frames ``frames`` as x264 received them.
 
     Returns:
         ``(mp4, kept, luma)``: the fragmented MP4 bytes, the requested frames that exist
@@ -54,7 +55,8 @@ def transcode_with_reference(src: str, probe: Probe, settings: TranscodeSettings
     fd, path = tempfile.mkstemp(prefix="rhovid-quality-", suffix=".yuv")
     os.close(fd)
     try:
-        mp4 = run_ffmpeg(ffmpeg_args(src, probe, settings, trim, reference=(frames, path)), timeout_s)
+        args = ffmpeg_args(src, probe, settings, trim, reference=(frames, path), max_frames=max_frames)
+        mp4 = run_ffmpeg(args, timeout_s, memory_bytes)
         raw = np.fromfile(path, np.uint8)
     finally:
         os.unlink(path)

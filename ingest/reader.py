@@ -28,6 +28,7 @@ from rhovid import storage
 from rhovid.ingest.fragments import ClipSlice, clip_groups, fragment_bytes, slices_of_groups
 from rhovid.ingest.manifest import Manifest, ManifestSample, build_manifest, manifest_name, parse_manifest
 from rhovid.ingest.shards import iter_shard, list_shards, read_index_file, shard_name
+from rhovid.ingest.tar_members import parse_json
 from rhovid.ranged import RangeFetcher, coalesce, prefetch
 
 # The tar-level walks (``list_shards``, ``iter_shard``, ``shard_name``) live beside the writer,
@@ -126,10 +127,15 @@ class ShardReader:
             of a 1 GiB shard of 10 s clips holds ~3,500 sample jsons (tens of MB as Python
             objects), and a loader worker reads its shards one after another, so a few suffice;
             a worker whose shards all fit reads each manifest once per run instead of per epoch.
+        strict: a local shard is read from its tar alone (a manifest beside it is not trusted:
+            one of the same size may describe other jsons), and must be whole: a cut or damaged
+            tar raises ``tarfile.ReadError`` instead of reading as a shorter shard (``rhovid
+            boxes`` must not store a cut shard as complete; issue 13, item 11).
     """
 
-    def __init__(self, fetcher: RangeFetcher | None = None, cache: int = 4):
+    def __init__(self, fetcher: RangeFetcher | None = None, cache: int = 4, strict: bool = False):
         self.fetcher = fetcher or RangeFetcher()
+        self.strict = strict
         self._cache: collections.OrderedDict[str, Manifest] = collections.OrderedDict()
         self._cache_size = cache
         self._lock = threading.Lock()
@@ -155,6 +161,8 @@ class ShardReader:
     def _load(self, shard: str) -> Manifest:
         url = manifest_name(shard)
         local = not storage.is_remote(shard)
+        if local and self.strict:  # the tar's own headers and jsons, whatever a manifest beside it says
+            return build_manifest(storage.local_path(shard), strict=True)
         try:
             found = parse_manifest(self.fetcher.get_all(url), url)
             # a local tar changed after its manifest was written (a copy cut short, a hand edit):
@@ -165,7 +173,7 @@ class ShardReader:
         except FileNotFoundError:
             pass
         if local:
-            return build_manifest(storage.local_path(shard))
+            return build_manifest(storage.local_path(shard), strict=self.strict)
         return self._manifest_from_idx(shard)
 
     def _manifest_from_idx(self, shard: str) -> Manifest:
@@ -187,8 +195,8 @@ class ShardReader:
         for key, members in rows:
             meta, error = None, None
             try:
-                meta = json.loads(jsons[members["json"]])
-            except (KeyError, ValueError, RecursionError) as e:
+                meta = parse_json(jsons[members["json"]], f"{key}.json")
+            except (KeyError, ValueError) as e:
                 error = f"{key}.json: missing or invalid ({type(e).__name__}: {e})"
             samples.append(ManifestSample(key, members, meta, None, error))
         return Manifest(-1, tuple(samples))
@@ -232,11 +240,13 @@ class ShardReader:
         """``submit_clips`` and wait."""
         return self.submit_clips(shard, sample, frames).result()
 
-    def iter_samples(self, shard: str, ahead: int = 4) -> Iterator[dict]:
+    def iter_samples(self, shard: str, ahead: int = 4, videos: tuple[int, int] | None = None) -> Iterator[dict]:
         """Every sample of a shard, whole: ``{"__key__", "json", "mp4": bytes}`` in shard order, the
         next ``ahead`` videos read meanwhile (one ranged read each). Strict, like
-        ``shards.iter_shard``: a damaged sample raises ``ValueError`` naming it."""
+        ``shards.iter_shard``: a damaged sample raises ``ValueError`` naming it. ``videos``
+        ``(start, stop)``: only samples ``start..stop-1`` (a box-prior worker's video range)."""
         manifest = self.manifest(shard)
+        samples = manifest.samples if videos is None else manifest.samples[videos[0]:videos[1]]
 
         def start(sample: ManifestSample) -> Future:
             if sample.error is not None:
@@ -244,7 +254,7 @@ class ShardReader:
             off, size = sample.members["mp4"]
             return self.fetcher.submit(shard, [(off, off + size)])
 
-        for sample, fut in prefetch(manifest.samples, start, ahead):
+        for sample, fut in prefetch(samples, start, ahead):
             yield {"__key__": sample.key, "json": sample.meta, "mp4": next(iter(fut.result().values()))}
 
     def read_member(self, shard: str, sample: ManifestSample, ext: str = "mp4") -> bytes:

@@ -1,7 +1,7 @@
 """Write the shard set: ``DATA/shards/<split>-NNNNNN.tar`` (+ ``.idx``, manifest) and ``DATA/index.json``.
 
 The writer of the on-disk format described in ingest/FORMAT.md, plus the tar-level walks it
-shares with the reader (``list_shards``, ``_member_groups``, ``iter_shard``, ``read_index_file``).
+shares with the reader (``list_shards``, ``iter_shard``, ``read_index_file``).
 Later stages read through ``rhovid.ingest.reader`` (folders and URLs, one manifest read per
 shard, clips by byte ranges), which builds on those walks.
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from rhovid.atomic import TMP_PREFIX, atomic_path, atomic_write_json
 from rhovid.errors import NotFoundError, UsageError
 from rhovid.ingest.manifest import write_manifest
+from rhovid.ingest.tar_members import member_groups, parse_json
 
 SHARDS_DIR = "shards"
 INDEX_FILE = "index.json"
@@ -63,42 +64,6 @@ def shard_name(path: str | os.PathLike) -> str:
     return name[: -len(".tar")] if name.endswith(".tar") else name
 
 
-def _member_groups(tar: tarfile.TarFile, path, stop: int | None = None,
-                   tolerant: bool = False) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
-    """The shard's file members grouped by key (the name up to the first '.'), in shard order.
-
-    Reads headers only (tarfile seeks over payloads), one group ahead of the caller; stops
-    after ``stop`` groups. ``tolerant``: a truncated shard ends the listing with a warning
-    (the cut member fails when its payload is read, so only its sample is lost) instead of
-    raising ``tarfile.ReadError``.
-    """
-    key, group, count = None, [], 0
-    members = iter(tar)
-    while True:
-        try:
-            member = next(members)
-        except StopIteration:
-            break
-        except tarfile.ReadError as e:
-            if not tolerant:
-                raise
-            log.warning("%s: %s after member group %d; reading the samples before it", path, e, count)
-            break
-        if not member.isfile():
-            continue
-        k = member.name.partition(".")[0]
-        if k != key:
-            if group:
-                yield key, group
-                count += 1
-            if stop is not None and count >= stop:
-                return
-            key, group = k, []
-        group.append(member)
-    if group and (stop is None or count < stop):
-        yield key, group
-
-
 def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
     """Samples of one shard in shard order: ``{"__key__": str, "mp4": bytes, "json": dict}``.
 
@@ -108,13 +73,19 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
     instead (``rhovid.ingest.reader.ShardReader``).
     """
     with tarfile.open(path, mode="r:") as tar:
-        for key, members in _member_groups(tar, path):
+        for key, members in member_groups(tar, path):
             sample: dict = {"__key__": key}
             for m in members:
                 ext = m.name.partition(".")[2]
                 payload = tar.extractfile(m).read()
-                sample[ext] = json.loads(payload) if ext == "json" else payload
+                sample[ext] = parse_json(payload, m.name) if ext == "json" else payload
             yield sample
+
+
+def shard_keys(path: str | os.PathLike) -> list[str]:
+    """Sample keys of one shard in shard order, from its tar headers alone (strict, like ``iter_shard``)."""
+    with tarfile.open(path, mode="r:") as tar:
+        return [key for key, _ in member_groups(tar, path)]
 
 
 def read_index(data: str | os.PathLike) -> list[dict]:
@@ -207,7 +178,7 @@ def idx_text(tar_path: str | os.PathLike) -> str:
     """The ``.idx`` contents ``write_idx`` writes for the tar at ``tar_path``."""
     with tarfile.open(tar_path, mode="r:") as tar:
         samples = [[f"{m.name.partition('.')[2]} {m.offset_data} {m.size} {m.name}" for m in members]
-                   for _, members in _member_groups(tar, tar_path)]
+                   for _, members in member_groups(tar, tar_path)]
     if not samples:
         raise ValueError(f"{tar_path}: no samples to index")
     return f"{IDX_VERSION} {len(samples)}\n" + "".join(" ".join(b) + "\n" for b in samples)

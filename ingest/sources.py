@@ -4,7 +4,10 @@ Spec detection (``expand_spec``):
 
 - a directory: a tree ``SRC/<class>/.../<video>``; label name = the first folder under
   ``SRC``; files directly in ``SRC`` are unlabelled. Every non-hidden file is a candidate
-  (a non-video lands in failed.jsonl rather than being silently skipped).
+  (a non-video lands in failed.jsonl rather than being silently skipped). Symlinked folders
+  are followed, each real folder once; a folder that cannot be listed, or a second link to a
+  folder already listed (a symlink cycle), becomes a ``Source`` with ``error`` set, so it is
+  reported in failed.jsonl rather than dropped.
 - ``*.csv``: Kinetics-style ``label,youtube_id,time_start,time_end,split`` (``label`` and
   ``split`` optional). Videos are looked up under ``videos_root`` (default: the CSV's
   folder), first match wins:
@@ -52,6 +55,8 @@ class Source:
     """``(start_s, end_s)`` to cut from the video, None = the whole video."""
     key: str | None = None
     """Sample key override (no '.' or '/'); None = derived from path and trim."""
+    error: str | None = None
+    """Why discovery could not use this path (a folder that cannot be listed); None = a video candidate."""
 
 
 def sample_key(src: Source) -> str:
@@ -132,12 +137,33 @@ def assign_labels(sources: list[Source], known: list[str]) -> tuple[list[Source]
 
 
 def folder_sources(root: Path, split: str = "train") -> list[Source]:
-    """``root/<class>/.../<file>`` -> labelled sources; files directly in ``root`` unlabelled."""
+    """``root/<class>/.../<file>`` -> labelled sources; files directly in ``root`` unlabelled.
+
+    Folders that cannot be listed, and links back to a folder already listed, come back as
+    sources with ``error`` set (see the module docstring).
+    """
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def label_of(path: str) -> str | None:
+        rel = Path(path).relative_to(root)
+        return rel.parts[0] if rel.parts else None
+
+    def unlistable(e: OSError) -> None:
+        out.append(Source(str(e.filename), split=split, label_name=label_of(e.filename),
+                          error=f"cannot list folder ({e.strerror})"))
+
+    seen: dict[tuple[int, int], str] = {}
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a symlink: list it once
+            out.append(Source(dirpath, split=split, label_name=label_of(dirpath),
+                              error=f"folder already listed as {seen[st.st_dev, st.st_ino]} (a symlink cycle "
+                                    "or a second link to it); its videos are ingested once, from there"))
+            dirnames[:] = []
+            continue
+        seen[st.st_dev, st.st_ino] = dirpath
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(root)
-        label = rel.parts[0] if rel.parts else None
+        label = label_of(dirpath)
         for name in sorted(filenames):
             if name.startswith("."):
                 continue

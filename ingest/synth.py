@@ -19,6 +19,11 @@ changes in real video). Motion is closed-form in time and the background tiles, 
 length costs the same per frame: frames are rendered with numpy in chunks and piped as raw
 RGB into ffmpeg (no shell).
 
+``camera`` picks the background's motion (``synth_scene.CAMERAS``): the default random slow
+pan, ``static`` or a fixed-speed ``pan``. ``synthesize(..., boxes=DIR)`` also writes every base
+video's ground-truth object boxes to ``DIR/<class>/<name>.json`` (format: ingest/FORMAT.md,
+"Synthetic ground-truth boxes"; read back with ``read_synth_boxes``).
+
 ``variants`` additionally write awkward encodings of the first ``variant_videos`` videos of
 every class (same content, name suffix ``_<variant>``) to exercise ingest's input handling.
 """
@@ -35,10 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rhovid.atomic import atomic_path
+from rhovid.atomic import atomic_path, atomic_write_json
 from rhovid.errors import UsageError
 from rhovid.ffmpeg import ffmpeg_exe
-from rhovid.ingest.synth_scene import Scene, class_spec
+from rhovid.ingest.synth_scene import CAMERAS, Scene, class_spec, object_boxes
+
+BOXES_FORMAT = "rhovid-synth-boxes/1"
+"""Format id of the ground-truth box files (ingest/FORMAT.md)."""
+BOX_COLUMNS = ("frame", "id", "x0", "y0", "x1", "y1", "pixels")
 
 TAG = "rhovid-synth v1"
 """Prefix of the ``comment`` tag written into every file; a rerun keeps files whose tag matches."""
@@ -109,6 +118,11 @@ class SynthConfig:
     """Scene cuts: every ``segment_s`` seconds the background, camera pan and distractors are re-drawn
     while the class objects go on (0 = one segment). Without cuts a video's background identifies it,
     and clips of one video match on it instead of on the class (a per-video shortcut for rho-methods)."""
+    camera: str = "random"
+    """Background motion: random (a slow pan of 0-12 px/s at 120 px, per segment), static (none) or
+    pan (``pan_speed`` in a random direction per segment). Objects move the same way in every mode."""
+    pan_speed: float = 60.0
+    """camera=pan: pan speed in px/s at 120 px frame height (scaled with the frame: 128 px/s at 256)."""
     workers: int = 0
     """0 = generate in this process; N = a local pool of N processes (ffmpeg runs one thread each)."""
 
@@ -136,6 +150,11 @@ class SynthConfig:
         object.__setattr__(self, "segment_s", float(self.segment_s))
         if not self.segment_s >= 0:
             raise UsageError(f"segment_s must be >= 0 (0 = no scene cuts), got {self.segment_s}")
+        object.__setattr__(self, "pan_speed", float(self.pan_speed))
+        if self.camera not in CAMERAS:
+            raise UsageError(f"unknown camera {self.camera!r}; choose from {list(CAMERAS)}")
+        if not self.pan_speed >= 0:
+            raise UsageError(f"pan_speed must be >= 0, got {self.pan_speed}")
 
 
 @dataclass(frozen=True)
@@ -148,6 +167,8 @@ class VideoTask:
     index: int
     variant: str = ""
     tag: str = field(default="", compare=False)
+    boxes_path: str = ""
+    """Where to write the ground-truth boxes ("" = none; base videos only)."""
 
 
 def video_names(cfg: SynthConfig) -> list[VideoTask]:
@@ -163,11 +184,19 @@ def video_names(cfg: SynthConfig) -> list[VideoTask]:
     return tasks
 
 
-def synthesize(out: Path, cfg: SynthConfig, progress: bool = False) -> list[Path]:
+def synthesize(out: Path, cfg: SynthConfig, progress: bool = False, boxes: Path | None = None) -> list[Path]:
     """Write the synthetic tree under ``out``; return every file path (class/index order).
 
     Files whose embedded tag matches this config are kept (a rerun resumes); every write
     is atomic, so an interrupted run leaves no partial video.
+
+    Args:
+        out: the tree's root folder.
+        cfg: what to generate.
+        progress: show a progress bar.
+        boxes: also write every base video's ground-truth object boxes to
+            ``boxes/<class>/<name>.json`` (outside ``out``: ingest would take any file in the
+            tree for a video). A video is redone when its box file is missing or stale.
 
     Raises:
         RuntimeError: if ffmpeg failed for some file (after trying all of them).
@@ -177,8 +206,10 @@ def synthesize(out: Path, cfg: SynthConfig, progress: bool = False) -> list[Path
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file, not a folder")
-    tasks = [VideoTask(str(out / t.path), t.cfg, t.class_index, t.index, t.variant, _tag(t)) for t in video_names(cfg)]
-    todo = [t for t in tasks if not _is_current(Path(t.path), t.tag)]
+    tasks = [VideoTask(str(out / t.path), t.cfg, t.class_index, t.index, t.variant, _tag(t),
+                       str(Path(boxes) / Path(t.path).with_suffix(".json")) if boxes and not t.variant else "")
+             for t in video_names(cfg)]
+    todo = [t for t in tasks if not (_is_current(Path(t.path), t.tag) and _boxes_current(t))]
     errors = [r for r in map_unordered(write_video, todo, workers=cfg.workers, desc="synth", unit="video",
                                        progress=progress) if not r.ok]
     if errors:
@@ -193,6 +224,10 @@ def _tag(task: VideoTask) -> str:
                                                                        "variants", "variant_videos")}
     if not fields["segment_s"]:  # added later: files written before it existed keep their tag
         del fields["segment_s"]
+    if fields["camera"] == "random":  # likewise camera and pan_speed (pan_speed only moves camera=pan)
+        del fields["camera"], fields["pan_speed"]
+    elif fields["camera"] == "static":
+        del fields["pan_speed"]
     blob = json.dumps([fields, task.class_index, task.index, task.variant], sort_keys=True)
     return f"{TAG} {hashlib.sha1(blob.encode()).hexdigest()[:16]}"
 
@@ -207,6 +242,36 @@ def _is_current(path: Path, tag: str) -> bool:
             return c.metadata.get("comment", c.metadata.get("COMMENT")) == tag
     except (av.error.FFmpegError, OSError):
         return False
+
+
+def _boxes_current(task: VideoTask) -> bool:
+    if not task.boxes_path:
+        return True
+    try:
+        return read_synth_boxes(task.boxes_path)["tag"] == task.tag
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def read_synth_boxes(path: str | Path) -> dict:
+    """A ground-truth box file written by ``synthesize(..., boxes=DIR)``.
+
+    Returns:
+        The JSON's fields, with ``boxes`` as an (M, 7) int64 array of rows
+        ``frame, id, x0, y0, x1, y1, pixels`` (columns ``BOX_COLUMNS``).
+
+    Raises:
+        ValueError: not a box file of this format (names the file).
+    """
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict) or d.get("format") != BOXES_FORMAT or list(d.get("columns", [])) != list(BOX_COLUMNS):
+        raise ValueError(f"{path}: not a {BOXES_FORMAT} file")
+    d["boxes"] = np.asarray(d["boxes"], np.int64).reshape(-1, len(BOX_COLUMNS))
+    return d
 
 
 def frame_times(n: int, fps: float, vfr: bool = False) -> np.ndarray:
@@ -226,7 +291,9 @@ def write_video(task: VideoTask) -> int:
     n = max(1, round(cfg.seconds * cfg.fps))
     times = frame_times(n, cfg.fps, vfr=task.variant == "vfr")
     scene = Scene(class_spec(task.class_index), cfg.seed, task.index, width, height, cfg.max_objects,
-                  cfg.max_distractors, cfg.segment_s)
+                  cfg.max_distractors, cfg.segment_s, cfg.camera, cfg.pan_speed)
+    rows: list = []
+    owner = np.empty((CHUNK, height, width), np.int32) if task.boxes_path else None
     ext, enc = VARIANTS[task.variant] if task.variant else CODECS[cfg.codec]
     rate = str(Fraction(cfg.fps).limit_denominator(1001))
     pre = ["-noautorotate", "-display_rotation", "90"] if task.variant == "rotate" else []
@@ -247,7 +314,11 @@ def write_video(task: VideoTask) -> int:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
         try:
             for s in range(0, n, CHUNK):
-                proc.stdin.write(scene.render(times[s:s + CHUNK]).tobytes())
+                chunk = times[s:s + CHUNK]
+                own = None if owner is None else owner[:len(chunk)]
+                proc.stdin.write(scene.render(chunk, owner=own).tobytes())
+                if own is not None:
+                    rows += [(f + s, *rest) for f, *rest in object_boxes(own)]
             proc.stdin.close()
         except BrokenPipeError:
             pass  # ffmpeg exited early: its exit status and log below say why
@@ -260,4 +331,19 @@ def write_video(task: VideoTask) -> int:
             log.seek(0)
             tail = log.read().decode(errors="replace")[-2000:]
             raise RuntimeError(f"ffmpeg failed (exit {rc}) writing {path}: {tail}")
+    if task.boxes_path:
+        _write_boxes(task, scene, path.name, width, height, n, rows)
     return path.stat().st_size
+
+
+def _write_boxes(task: VideoTask, scene: Scene, video: str, width: int, height: int, n: int, rows: list) -> None:
+    segments = sorted({int(k) for k in scene.segment_of(frame_times(n, task.cfg.fps))})
+    objects = [{"id": i, "kind": "class", "shape": o.shape, "segment": None} for i, o in enumerate(scene.objects)]
+    for k in segments:
+        for (oid, _), o in zip(scene.object_ids(k)[len(scene.objects):], scene.segment(k)[3]):
+            objects.append({"id": oid, "kind": "distractor", "shape": o.shape, "segment": k})
+    atomic_write_json(task.boxes_path, indent=None, obj={
+        "format": BOXES_FORMAT, "video": video, "tag": task.tag, "width": width, "height": height,
+        "fps": task.cfg.fps, "num_frames": n, "camera": task.cfg.camera, "objects": objects,
+        "columns": list(BOX_COLUMNS), "boxes": [[int(v) for v in r] for r in rows],
+    })

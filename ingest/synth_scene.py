@@ -5,6 +5,14 @@ and motion pattern (drift, orbit, bounce, pulse, spin, zigzag). A ``Scene`` draw
 video's randomness once (background, 1..N class objects, distractors, camera pan and shake);
 ``Scene.render(times)`` is then a pure function of time, so a video can be rendered in any
 chunking and at any length (motion is closed-form, the background tiles).
+
+The camera is the background's motion: ``"random"`` (the default scenes: a slow pan of 0-12
+px/s at 120 px per segment), ``"static"`` (none) or ``"pan"`` (``pan_speed`` px/s in a random
+direction per segment). Objects move in frame coordinates whatever the camera, as if the
+camera followed them, so a static and a panning version of one scene differ only in the
+background: the pair the box-prior benchmark compares. ``render(times, owner=...)`` also
+fills an object-id map, from which ``object_boxes`` reads every visible object's box (the
+ground truth ``rhovid synth --boxes`` writes).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ DRAW_BATCH = 8
 SHAPES = ("disk", "square", "triangle", "ring", "cross", "diamond", "ellipse", "star")
 TEXTURES = ("stripes", "checker", "dots", "rings", "waves")
 MOTIONS = ("drift", "orbit", "bounce", "pulse", "spin", "zigzag")
+CAMERAS = ("random", "static", "pan")
+"""Background motion: a random slow pan (default), none, or a fixed-speed pan."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +106,12 @@ class Scene:
     """All randomness of one video, drawn once; ``render(times)`` is then a pure function of time."""
 
     def __init__(self, spec: ClassSpec, seed: int, index: int, width: int, height: int,
-                 max_objects: int = 3, max_distractors: int = 2, segment_s: float = 0.0):
+                 max_objects: int = 3, max_distractors: int = 2, segment_s: float = 0.0,
+                 camera: str = "random", pan_speed: float = 60.0):
+        if camera not in CAMERAS:
+            raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
         rng = np.random.default_rng([seed, spec.index, index])
+        self.camera, self.pan_speed = camera, float(pan_speed)
         self.w, self.h = width, height
         self.unit = min(width, height) / 120.0  # sizes/speeds are defined at 120 px and scaled
         self.key, self.max_distractors, self.segment_s = (seed, spec.index, index), max_distractors, segment_s
@@ -150,8 +164,10 @@ class Scene:
         c1 = _rgb(rng.uniform(), rng.uniform(0.05, 0.3), rng.uniform(0.6, 0.9))
         canvas = (c0 + lum[..., None] * (c1 - c0)).astype(np.uint8)  # (2H, 2W, 3), periodic
         tiled = np.tile(canvas, (2, 2, 1))  # any H x W window at offsets < (2H, 2W) is one slice
-        speed = rng.uniform(0, 12) * self.unit  # camera pan, px/s
+        speed = rng.uniform(0, 12) * self.unit  # camera pan, px/s (drawn in every mode: same RNG stream)
         ang = rng.uniform(0, 2 * math.pi)
+        if self.camera != "random":
+            speed = 0.0 if self.camera == "static" else self.pan_speed * self.unit
         return canvas, tiled, (rng.uniform(0, wc), rng.uniform(0, hc), speed * math.cos(ang), speed * math.sin(ang))
 
     def _class_object(self, rng, spec: ClassSpec, hue_jit: float) -> _Object:
@@ -217,10 +233,26 @@ class Scene:
             return x, y, 1.0 + 0.45 * np.sin(2 * math.pi * 0.8 * p["speed"] * t + p["phase"]), p["angle0"] + zero
         return x, y, one, p["angle0"] + p["sense"] * 2 * math.pi * 0.4 * p["speed"] * t  # spin
 
-    def render(self, t: np.ndarray) -> np.ndarray:
-        """Frames at times ``t`` (T,) as uint8 RGB of shape (T, H, W, 3)."""
+    def object_ids(self, k: int) -> list[tuple[int, str]]:
+        """(id, kind) of every object that can appear in segment ``k``: the class objects are
+        ids 0..n-1 in every segment; segment k's distractors are ``n + 1000 * k + i``."""
+        n = len(self.objects)
+        return [(i, "class") for i in range(n)] + [
+            (n + 1000 * k + i, "distractor") for i in range(len(self.segment(k)[3]))
+        ]
+
+    def render(self, t: np.ndarray, owner: np.ndarray | None = None) -> np.ndarray:
+        """Frames at times ``t`` (T,) as uint8 RGB of shape (T, H, W, 3).
+
+        Args:
+            t: (T,) times in seconds.
+            owner: optional (T, H, W) int32 array, overwritten with the id of the object each
+                pixel shows (-1 = background); ids as in ``object_ids``.
+        """
         t = np.asarray(t, np.float64)
         frames = np.empty((len(t), self.h, self.w, 3), np.uint8)
+        if owner is not None:
+            owner[:] = -1
         ph, amp = self.shake
         sx, sy = amp * np.sin(2.3 * t + ph[0]), amp * np.sin(1.9 * t + ph[1])  # hand-held camera shake
         seg = self.segment_of(t)
@@ -234,22 +266,54 @@ class Scene:
             oy = np.floor(y0 + vy * t[idx]).astype(np.int64)
             for i, (y, x) in enumerate(zip(oy % hc, ox % wc)):  # slices of the tiled canvas: no gather
                 sub[i] = tiled[y:y + self.h, x:x + self.w]
-            self._draw_objects(sub, distractors, t[idx], sx[idx], sy[idx])  # behind the class objects
+            sub_owner = None if owner is None else (owner if whole else owner[idx])
+            ids = [i for i, _ in self.object_ids(int(k))[len(self.objects):]]
+            self._draw_objects(sub, distractors, ids, t[idx], sx[idx], sy[idx], sub_owner)  # behind
             if not whole:
                 frames[idx] = sub
-        self._draw_objects(frames, self.objects, t, sx, sy)
+                if owner is not None:
+                    owner[idx] = sub_owner
+        self._draw_objects(frames, self.objects, range(len(self.objects)), t, sx, sy, owner)
         return frames
 
-    def _draw_objects(self, frames: np.ndarray, objects: list, t: np.ndarray, sx: np.ndarray, sy: np.ndarray):
-        for o in objects:
+    def _draw_objects(self, frames: np.ndarray, objects: list, ids, t: np.ndarray, sx: np.ndarray,
+                      sy: np.ndarray, owner: np.ndarray | None = None):
+        for o, oid in zip(objects, ids):
             cx, cy, sc, ang = self._track(o, t)
             for a in range(0, len(t), DRAW_BATCH):  # short batches keep a moving object's box small
                 b = slice(a, a + DRAW_BATCH)
-                _draw(frames[b], o, cx[b] + sx[b], cy[b] + sy[b], sc[b], ang[b])
+                _draw(frames[b], o, cx[b] + sx[b], cy[b] + sy[b], sc[b], ang[b],
+                      None if owner is None else (owner[b], oid))
 
 
-def _draw(frames: np.ndarray, o: _Object, cx, cy, scale, angle) -> None:
-    """Paint object ``o`` into ``frames`` (T, H, W, 3) in place, within its bounding box over the chunk."""
+def object_boxes(owner: np.ndarray) -> list[tuple[int, int, int, int, int, int, int]]:
+    """Visible box of every object in an id map from ``Scene.render(..., owner=)``.
+
+    Args:
+        owner: (T, H, W) int object ids, -1 = background.
+
+    Returns:
+        Rows ``(frame, id, x0, y0, x1, y1, pixels)``: pixel-edge box of the object's visible
+        pixels in frame ``frame`` (0-based within ``owner``) and how many there are, by frame
+        then id; objects hidden or outside the frame have no row.
+    """
+    from scipy import ndimage
+
+    rows = []
+    for f, ids in enumerate(owner):
+        present, compact = np.unique(ids, return_inverse=True)  # ids are sparse (1000 per segment)
+        compact = compact.reshape(ids.shape) + (1 if present[0] >= 0 else 0)  # background -> label 0
+        labels = present[present >= 0]
+        counts = np.bincount(compact.reshape(-1), minlength=len(labels) + 1)
+        for j, sl in enumerate(ndimage.find_objects(compact, max_label=len(labels)), start=1):
+            ys, xs = sl
+            rows.append((f, int(labels[j - 1]), xs.start, ys.start, xs.stop, ys.stop, int(counts[j])))
+    return rows
+
+
+def _draw(frames: np.ndarray, o: _Object, cx, cy, scale, angle, owner=None) -> None:
+    """Paint object ``o`` into ``frames`` (T, H, W, 3) in place, within its bounding box over the chunk;
+    ``owner`` = ``(ids (T, H, W), id)`` also marks the painted pixels with the object's id."""
     T, H, W, _ = frames.shape
     reach = 1.25 * o.radius * float(np.max(scale))
     xa, xb = max(int(np.floor(cx.min() - reach)), 0), min(int(np.ceil(cx.max() + reach)) + 1, W)
@@ -269,6 +333,9 @@ def _draw(frames: np.ndarray, o: _Object, cx, cy, scale, angle) -> None:
     c0, c1 = o.colors
     region = frames[:, ya:yb, xa:xb]
     region[mask] = np.where(pat[:, None], c1, c0).astype(np.uint8)
+    if owner is not None:
+        ids, oid = owner
+        ids[:, ya:yb, xa:xb][mask] = oid
 
 
 def _shape_mask(shape: str, u, v):

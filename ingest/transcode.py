@@ -7,7 +7,10 @@ GOPs) and one ``moof``/``mdat`` fragment per GOP, so every fragment starts with 
 frame and ``init + fragment_k`` decodes on its own.
 
 ffmpeg never sees a shell: ffmpeg-python compiles an argv list, and inputs are passed as
-``file:/absolute/path`` URLs (see ``probe.ffmpeg_url``).
+``file:/absolute/path`` URLs (see ``probe.ffmpeg_url``) opened only through the ``file``
+protocol and the demuxers of ``probe.ALLOWED_FORMATS``. Each run is bounded: at most
+``max_frames`` output frames, a wall-clock timeout, a memory limit, and it dies with the
+process that started it (``rhovid.lifetime``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import ffmpeg
 
 from rhovid.errors import UsageError
 from rhovid.ffmpeg import ffmpeg_exe
-from rhovid.ingest.probe import Probe, ffmpeg_url
+from rhovid.ingest.probe import INPUT_OPTIONS, Probe, ffmpeg_url
+from rhovid.lifetime import run_tied
 
 # Fragment at each keyframe; empty moov so the init segment is just ftyp+moov; tfdt/base in
 # moof so a fragment does not depend on bytes before it; no trailing mfra index.
@@ -87,6 +91,7 @@ def ffmpeg_args(
     trim: tuple[float, float] | None = None,
     output: str = "pipe:1",
     reference: tuple[list[int], str] | None = None,
+    max_frames: int | None = None,
 ) -> list[str]:
     """The full ffmpeg argv (binary first) that transcodes ``src`` to fMP4 at ``output``.
 
@@ -98,13 +103,14 @@ def ffmpeg_args(
         output: ``pipe:1`` (bytes on stdout) or a file URL.
         reference: ``(frames, path)``: also write output frames ``frames`` as the encoder
             received them (raw yuv420p) to ``path``, for ``ingest/quality.py``.
+        max_frames: stop the mp4 after this many frames (``-frames:v``); None = no limit.
     """
     width, height = output_size(*probe.display_size, settings.short_side)
-    in_kwargs = {}
+    in_kwargs = dict(INPUT_OPTIONS)
     if trim is not None:
         start, end = trim
         # -ss before -i seeks to the keyframe before `start` and decodes up to it: exact.
-        in_kwargs = {"ss": f"{max(0.0, start):.6f}", "t": f"{max(0.0, end - start):.6f}"}
+        in_kwargs.update({"ss": f"{max(0.0, start):.6f}", "t": f"{max(0.0, end - start):.6f}"})
     if settings.threads:
         # Decoder threads too, not only x264's: with the decoder on its default (all cores) a
         # "one-thread" transcode used 1.45 cores, so two workers on 2 cores could not scale.
@@ -149,6 +155,7 @@ def ffmpeg_args(
         "map_metadata": -1,
         "map_chapters": -1,
         "f": "mp4",
+        **({"frames:v": int(max_frames)} if max_frames is not None else {}),
     }
     if settings.keep_audio and probe.has_audio:
         streams.append(inp["a:0"])
@@ -167,18 +174,25 @@ def ffmpeg_args(
     return [args[0], *quiet, *args[1:]]
 
 
-def run_ffmpeg(args: list[str], timeout_s: float | None = None) -> bytes:
+def run_ffmpeg(args: list[str], timeout_s: float | None = None, memory_bytes: int | None = None) -> bytes:
     """Run an ffmpeg argv list and return its stdout.
+
+    ffmpeg is killed after ``timeout_s`` seconds, gets at most ``memory_bytes`` of data segment
+    (None = no limit) and dies with this process (``rhovid.lifetime.run_tied``).
 
     Raises:
         TranscodeError: non-zero exit (message = ffmpeg's last stderr lines) or timeout.
     """
     try:
-        proc = subprocess.run(args, capture_output=True, timeout=timeout_s)
+        proc = run_tied(args, timeout_s, memory_bytes)
     except subprocess.TimeoutExpired:
-        raise TranscodeError(f"ffmpeg timed out after {timeout_s:.0f} s") from None
+        raise TranscodeError(f"ffmpeg timed out after {timeout_s:.0f} s (the per-source time limit)") from None
     if proc.returncode != 0:
-        raise TranscodeError(f"ffmpeg exit {proc.returncode}: {_tail(proc.stderr)}")
+        tail = _tail(proc.stderr)
+        # ENOMEM from malloc, EAGAIN from a thread whose stack no longer fits under RLIMIT_DATA
+        if memory_bytes is not None and any(m in tail for m in ("Cannot allocate memory", "temporarily unavailable")):
+            raise TranscodeError(f"ffmpeg ran out of its memory limit ({memory_bytes / 2**20:.0f} MiB): {tail}")
+        raise TranscodeError(f"ffmpeg exit {proc.returncode}: {tail}")
     return proc.stdout
 
 
@@ -188,9 +202,11 @@ def transcode(
     settings: TranscodeSettings,
     trim: tuple[float, float] | None = None,
     timeout_s: float | None = None,
+    max_frames: int | None = None,
+    memory_bytes: int | None = None,
 ) -> bytes:
-    """Transcode ``src`` and return the fragmented-MP4 bytes (see ``ffmpeg_args``)."""
-    return run_ffmpeg(ffmpeg_args(src, probe, settings, trim), timeout_s)
+    """Transcode ``src`` and return the fragmented-MP4 bytes (see ``ffmpeg_args``, ``run_ffmpeg``)."""
+    return run_ffmpeg(ffmpeg_args(src, probe, settings, trim, max_frames=max_frames), timeout_s, memory_bytes)
 
 
 def _fps_str(fps: float) -> str:

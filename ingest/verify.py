@@ -3,10 +3,14 @@
 A dataset is built once and then copied between disks, machines and clusters; a cut-off copy
 or a hand-edited index shows up at training time as skipped samples or a DALI reader error.
 ``verify`` reads every shard once and reports, per shard and sample, what does not match:
-an unreadable tar, a ``.idx`` that is not the tar's, a sample json without its contract
-fields or whose fragment table disagrees with its MP4, index.json rows without their sample
-(or samples index.json does not list). With ``decode`` it also decodes each sample's first
-and last frame with the loader's decoder.
+an unreadable or cut-off tar (a member past the end of the file, no end-of-archive marker), a
+``.idx`` that is not the tar's, a sample json that does not parse or whose contract fields a
+reader cannot trust (``rhovid.ingest.contract``: fps 0 or infinite, a label of 2**70, a
+fragment table outside the mp4, ...), a fragment table that disagrees with the MP4's boxes,
+index.json rows without their sample (or samples
+index.json does not list). With ``decode`` it also decodes each sample's first and last
+frame with the loader's decoder. Work is bounded by the bytes read: every count in a tar
+header, a json or an MP4 box is checked against the bytes that hold it first.
 """
 
 from __future__ import annotations
@@ -19,13 +23,11 @@ from tqdm import tqdm
 
 from rhovid import storage
 from rhovid.errors import NotFoundError
+from rhovid.ingest.contract import sample_problems
 from rhovid.ingest.fmp4 import parse_fragments
-from rhovid.ingest.manifest import build_manifest, manifest_bytes, manifest_name
+from rhovid.ingest.manifest import build_manifest, iter_manifest_samples, manifest_bytes, manifest_name
 from rhovid.ingest.reader import data_shards, local_copy, read_index
-from rhovid.ingest.shards import idx_text, iter_shard
-
-CONTRACT_FIELDS = ("key", "split", "label", "num_frames", "fps", "width", "height", "init_size", "fragments")
-"""Sample json fields the loader and the box store read (ingest/FORMAT.md)."""
+from rhovid.ingest.shards import idx_text
 
 
 @dataclass
@@ -58,16 +60,21 @@ def verify(data: str | os.PathLike, decode: bool = False, progress: bool = True)
                 expected = idx_text(path)
             except Exception as e:  # noqa: BLE001 - a broken tar is a finding, not a crash
                 report.problems.append(f"{name}: unreadable tar ({type(e).__name__}: {e})")
-                continue
-            report.problems += _companion_problems(url, path, expected)
+                expected = None  # the samples before the damage are still checked below
+            if expected is not None:
+                report.problems += _companion_problems(url, path, expected)
+            count = 0
             try:
-                for sample in iter_shard(path):
-                    report.samples += 1
-                    key = sample["__key__"]
-                    seen.add(key)
-                    report.problems += [f"{name}/{key}: {p}" for p in _sample_problems(sample, name, listed, decode)]
+                with open(path, "rb") as f:
+                    for sample in iter_manifest_samples(f, path, strict=True):
+                        count += 1
+                        seen.add(sample.key)
+                        problems = _sample_problems(sample, f, name, listed, decode)
+                        report.problems += [f"{name}/{sample.key}: {p}" for p in problems]
             except Exception as e:  # noqa: BLE001
-                report.problems.append(f"{name}: cut off after {report.samples} samples ({type(e).__name__}: {e})")
+                if expected is not None:  # else reported above
+                    report.problems.append(f"{name}: cut off after {count} samples ({type(e).__name__}: {e})")
+            report.samples += count
     for key in sorted(listed.keys() - seen):
         report.problems.append(f"index.json: {key} is listed in {listed[key]['shard']} but no shard holds it")
     return report
@@ -91,16 +98,21 @@ def _companion_problems(url: str, path: Path, expected_idx: str) -> list[str]:
     return out
 
 
-def _sample_problems(sample: dict, shard: str, listed: dict, decode: bool) -> list[str]:
-    key, meta, mp4 = sample["__key__"], sample.get("json"), sample.get("mp4")
-    if not isinstance(meta, dict) or mp4 is None:
+def _sample_problems(sample, f, shard: str, listed: dict, decode: bool) -> list[str]:
+    """Problems of one ``ManifestSample`` of the open shard file ``f``."""
+    key, meta = sample.key, sample.meta
+    if sample.error is not None:
+        return [sample.error]
+    if meta is None or "mp4" not in sample.members:
         return ["json or mp4 member missing"]
-    missing = [f for f in CONTRACT_FIELDS if f not in meta]
-    if missing:
-        return [f"json lacks {missing}"]
-    out = []
+    offset, size = sample.members["mp4"]
+    out = sample_problems(meta, size)
+    if out:  # the fields below cannot be trusted
+        return out
     if meta["key"] != key:
         out.append(f"json key {meta['key']!r} differs from the member name")
+    f.seek(offset)
+    mp4 = f.read(size)  # inside the file: member_groups checked it
     try:
         table = parse_fragments(mp4)
     except ValueError as e:

@@ -8,6 +8,7 @@ writes shards, so a shard is never shared between processes.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -40,9 +41,24 @@ class Task:
     min_coverage: float = 0.9
     """Reject outputs covering less than this fraction of the probed duration (truncated files)."""
     timeout_s: float | None = None
-    """Kill ffmpeg after this many seconds (None = no limit)."""
+    """Kill ffmpeg after this many seconds; None = ``auto_timeout`` of the source's duration."""
     quality_frames: int = 4
     """Frames compared with the source for the sample's ``quality`` record (0 = none; ingest/quality.py)."""
+    max_gap_s: float = 60.0
+    """Reject sources whose video timestamps leave a frame on screen longer than this."""
+    max_memory: int | None = 4 << 30
+    """Data-segment limit of the source's ffmpeg in bytes (None = no limit)."""
+
+
+def auto_timeout(duration_s: float) -> float:
+    """The default per-source time limit: 60 s plus 5 s per second of video (0.2x real time,
+    10x slower than a one-thread transcode of 320x240 H.264 on a loaded 2-core VM)."""
+    return 60.0 + 5.0 * duration_s
+
+
+def frame_limit(expected_s: float, fps: float, gop: int) -> int:
+    """Most output frames a source of ``expected_s`` seconds may give: 10 % + 1 s + 1 GOP over."""
+    return math.ceil(expected_s * 1.1 * fps) + math.ceil(fps) + gop
 
 
 class _Reject(Exception):
@@ -87,15 +103,24 @@ def _ingest_one(task: Task) -> tuple[bytes, dict, dict]:
         if expected is not None and start >= expected:
             raise _Reject("probe", f"trim starts at {start:.2f} s, after the end of the video ({expected:.2f} s)")
         expected = (min(end, expected) if expected is not None else end) - start
+    if info.max_hold_s is not None and info.max_hold_s > task.max_gap_s:
+        raise _Reject("probe", f"timestamps jump by {info.max_hold_s:.1f} s between two frames (max_gap_s="
+                               f"{task.max_gap_s:g}); at constant frame rate that frame would be repeated "
+                               f"{info.max_hold_s * settings.fps:.0f} times: broken or hostile timestamps")
+    # Output bound: the probed duration, or without one the packets at most max_gap_s each.
+    bound_s = expected if expected is not None else max(info.packets, 1) * task.max_gap_s
+    limit = frame_limit(bound_s, settings.fps, settings.gop)
+    limits = {"timeout_s": task.timeout_s if task.timeout_s is not None else auto_timeout(bound_s),
+              "max_frames": limit + 1, "memory_bytes": task.max_memory}
     t0 = time.perf_counter()
     try:
         if task.quality_frames > 0:
             # sample frames spread over the expected output; ones past a shorter real end drop out
             guess = round((expected or 10.0) * settings.fps)
             mp4, frames, reference = quality.transcode_with_reference(
-                src.path, info, settings, src.trim, quality.sample_frames(guess, task.quality_frames), task.timeout_s)
+                src.path, info, settings, src.trim, quality.sample_frames(guess, task.quality_frames), **limits)
         else:
-            mp4 = transcode(src.path, info, settings, src.trim, task.timeout_s)
+            mp4 = transcode(src.path, info, settings, src.trim, **limits)
     except TranscodeError as e:
         raise _Reject("transcode", str(e)) from None
     seconds = {"transcode_s": time.perf_counter() - t0, "quality_s": 0.0}
@@ -112,6 +137,10 @@ def _ingest_one(task: Task) -> tuple[bytes, dict, dict]:
     if n < task.min_frames:
         raise _Reject("check", f"too short: {n} frames at {settings.fps:g} fps < min_frames={task.min_frames}")
     duration = n / settings.fps
+    if n > limit:
+        raise _Reject("check", f"output runs past {limit} frames ({limit / settings.fps:.1f} s) but the source "
+                               f"is {bound_s:.2f} s long: broken timestamps (e.g. a timescale of 0); "
+                               "ffmpeg was stopped there")
     if expected and duration < task.min_coverage * expected - 1.0 / settings.fps:
         raise _Reject(
             "check", f"truncated or corrupt: decoded {duration:.2f} s of {expected:.2f} s ({n} frames)"

@@ -60,7 +60,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        # "resolve": a stage may replace -h/--help with its own (rhovid boxes --method M --help)
+        p = sub.add_parser(name, help=help_text, description=help_text, conflict_handler="resolve")
         if name == wanted:  # import only the stage that will run
             mod = importlib.import_module(module)
             if "argv" in inspect.signature(mod.add_arguments).parameters:

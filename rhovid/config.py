@@ -185,3 +185,35 @@ def _jsonable(obj):
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     return obj
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Each dataclass field's docstring (the string literal under it), from the class that
+    documents it, nearest first along the MRO; "" for a field nobody documents.
+
+    The docstrings are the one place a field is explained (house style), so ``--help`` texts
+    built from them cannot drift from the code.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in inspect.getmro(cls):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):  # no source (e.g. built in a REPL)
+            continue
+        body = tree.body[0].body
+        for node, after in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs.setdefault(node.target.id, " ".join(after.value.value.split()))
+    return {f.name: docs.get(f.name, "") for f in dataclasses.fields(cls)}

@@ -2,8 +2,9 @@
 
 DESIGN.md decision 6: ingest and box computation use the same executor. ``workers=0`` runs
 inline (debugging, deterministic tests); ``workers>=1`` uses a spawn-context process pool
-(fork is unsafe once torch/threads are loaded); ``scheduler="tcp://host:port"`` submits the
-same tasks to a running Dask distributed scheduler.
+(fork is unsafe once torch/threads are loaded) whose workers die with this process
+(``rhovid.lifetime``: a SIGKILLed run leaves no worker behind); ``scheduler="tcp://host:port"``
+submits the same tasks to a running Dask distributed scheduler.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from rhovid.lifetime import die_with_parent
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def _run_inline(fn, tasks):
 
 def _run_pool(fn, tasks, workers: int, max_in_flight: int):
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent) as pool:
         pending: dict[Future, Any] = {}
         it = iter(tasks)
         exhausted = False

@@ -70,6 +70,12 @@ def make_params(method: str, overrides: dict[str, object] | None = None) -> Sele
 
 def _coerce(method: str, key: str, value: object, default: object) -> object:
     kind = type(default)
+    if kind is tuple:  # "500,1000" from --param, a list from stored attrs / JSON
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ValueError(f"--param {key}={value}: method {method} expects comma-separated values for {key!r}")
+        inner = default[0] if default else 0.0
+        return tuple(_coerce(method, key, v.strip() if isinstance(v, str) else v, inner) for v in items)
     if not isinstance(value, str):
         # 10 and 10.0 must hash alike: normalise numbers to the field's type
         if kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -88,6 +94,13 @@ def _coerce(method: str, key: str, value: object, default: object) -> object:
         raise UsageError(
             f"--param {key}={value}: method {method} expects {kind.__name__} for {key!r}"
         ) from None
+
+
+def param_text(value: object) -> str:
+    """A parameter value as ``--param`` takes it back: lists and tuples comma-joined (``1000,2000``)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
 
 
 def params_dict(params: SelectParams, hashed_only: bool = False) -> dict:

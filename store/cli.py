@@ -1,8 +1,9 @@
 """``rhovid boxes``: compute, list and show region-box priors in DATA/boxes.zarr.
 
-rhovid boxes DATA --method slic [--param region_size=32 ...] [--box-fps 2] [--max-boxes 16]
+rhovid boxes DATA --method slic [--param segments=25 ...] [--box-fps 2] [--max-boxes 16]
 rhovid boxes DATA --list
 rhovid boxes DATA --show KEY --set NAME -o sheet.png
+rhovid boxes --method hog --help      (every parameter of one prior; --help alone: all of them)
 """
 
 from __future__ import annotations
@@ -15,7 +16,42 @@ from rhovid.errors import UsageError
 from rhovid.store.priors import METHODS
 
 
+class _PriorHelp(argparse.Action):
+    """``--help``: the usual help, then the parameters of ``--method`` (if given before it) or of every prior."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        print()
+        print(prior_help(getattr(namespace, "method", None)))
+        parser.exit()
+
+
+def prior_help(method: str | None = None) -> str:
+    """Every parameter of ``method`` (or of every prior), its default and meaning, from the
+    params dataclasses and their field docstrings (``rhovid.config.field_docs``)."""
+    import dataclasses
+
+    from rhovid.config import field_docs
+    from rhovid.store.boxsets import param_text
+
+    lines = ["box priors: --param NAME=VALUE (repeatable) overrides a default; every value is part of the "
+             "set name unless marked runtime"]
+    for name in [method] if method else list(METHODS):
+        cls, _ = METHODS[name]
+        docs = field_docs(cls)
+        lines += ["", f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}"]
+        for f in dataclasses.fields(cls):
+            runtime = " [runtime]" if f.metadata.get("hash") is False else ""
+            lines.append(f"  {f.name}={param_text(f.default)}{runtime}".ljust(34) + f" {docs[f.name]}")
+    return "\n".join(lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-h", "--help", action=_PriorHelp,
+                        help="show this help and every prior's parameters (after --method M: that prior's)")
     parser.add_argument("data", type=_data_arg,
                         help="dataset folder (DATA/shards/*.tar) or URL (s3://, gs://: boxes.zarr is written there)")
     what = parser.add_mutually_exclusive_group(required=True)
@@ -29,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="K=V",
-        help="method parameter (repeatable); see store/FORMAT.md",
+        help="method parameter (repeatable); --method M --help lists them",
     )
     parser.add_argument(
         "--box-fps", type=float, default=2.0, help="stored frames per second of video (default 2)"
@@ -94,6 +130,13 @@ def _compute(args: argparse.Namespace) -> int:
         f"box set {report.set_name}{alias}: computed {len(report.computed)} shards ({report.videos} videos, "
         f"{report.frames} frames, {rate:.1f} frames/s), {len(report.skipped)} already complete"
     )
+    if report.skipped_samples:
+        print(f"{len(report.skipped_samples)} samples skipped (bad json or mp4; recorded in each group's "
+              "'skipped' attribute):", file=sys.stderr)
+        for shard, key, reason in report.skipped_samples[:10]:
+            print(f"  {shard}/{key}: {reason}", file=sys.stderr)
+        if len(report.skipped_samples) > 10:
+            print(f"  ... and {len(report.skipped_samples) - 10} more", file=sys.stderr)
     for shard, err in report.failed:
         print(f"  failed {shard}: {err}", file=sys.stderr)
     if report.failed:
@@ -112,18 +155,20 @@ def _data_arg(text: str) -> Path | str:
 def list_rows(data: Path | str) -> list[dict]:
     """One row per box set: name, method, params, shards done/total, mean boxes, mean box area."""
     from rhovid.ingest.reader import data_shards
+    from rhovid.store.boxsets import param_text
     from rhovid.store.zarr_store import BoxStore
 
     store = BoxStore(data)
     total = len(data_shards(data))
     rows = []
     for s in store.list_sets():
-        n_rows = n_boxes = 0
+        n_rows = n_boxes = skipped = 0
         area = 0.0
         for shard in s["shards_done"]:
             st = store.attrs(shard, s["name"])["stats"]
             n_rows, n_boxes, area = n_rows + st["rows"], n_boxes + st["boxes"], area + st["area_fraction_sum"]
-        params = ",".join(f"{k}={v}" for k, v in s["params_hashed"].items())
+            skipped += st.get("skipped", 0)
+        params = " ".join(f"{k}={param_text(v)}" for k, v in s["params_hashed"].items())
         rows.append(
             {
                 "set": s["name"] + (f" ({', '.join(s['aliases'])})" if s["aliases"] else ""),
@@ -132,6 +177,7 @@ def list_rows(data: Path | str) -> list[dict]:
                 "shards": f"{len(s['shards_done'])}/{total}",
                 "boxes/frame": f"{n_boxes / n_rows:.1f}" if n_rows else "-",
                 "box area": f"{area / n_boxes:.3f}" if n_boxes else "-",
+                "skipped videos": skipped,
             }
         )
     return rows

@@ -15,7 +15,7 @@ import numpy as np
 
 from rhovid import storage
 from rhovid.errors import UnknownNameError, UsageError
-from rhovid.store.boxsets import read_registry, resolve_set
+from rhovid.store.boxsets import param_text, read_registry, resolve_set
 
 ZARR_DIR = "boxes.zarr"
 ARRAYS = ("boxes", "count", "frame", "video_offsets")
@@ -118,6 +118,9 @@ class ShardBoxes:
     def stored_frames(self, key: str) -> np.ndarray:
         """(R,) frame indices of video ``key`` that have stored boxes, increasing (R >= 1)."""
         if key not in self._frames:
+            why = next((s["reason"] for s in self.attrs.get("skipped", []) if s["key"] == key), None)
+            if why is not None:
+                raise KeyError(f"video {key!r} of shard {self.shard} was skipped by box set {self.set_name}: {why}")
             raise KeyError(f"video {key!r} is not in shard {self.shard} (box set {self.set_name})")
         return self._frames[key]
 
@@ -198,7 +201,7 @@ class BoxStore:
 
     def _compute_command(self, name: str) -> str:
         entry = self.registry()["sets"][name]
-        params = " ".join(f"--param {k}={v}" for k, v in entry.get("params_hashed", {}).items())
+        params = " ".join(f"--param {k}={param_text(v)}" for k, v in entry.get("params_hashed", {}).items())
         return (f"rhovid boxes {self.data} --method {entry['method']} {params} "
                 f"--box-fps {entry['box_fps']:g} --max-boxes {entry['max_boxes']}").replace("  ", " ")
 

@@ -328,6 +328,9 @@ def _worker_init(_worker_id: int) -> None:
 
     import cv2
 
+    from rhovid.lifetime import die_with_parent
+
+    die_with_parent()  # a parent killed during start-up must not leave this worker behind (lifetime.py)
     cv2.setNumThreads(1)
     atexit.register(os._exit, 0)
 

@@ -4,7 +4,11 @@ Two sources of "where is something moving":
 
 - ``source="diff"`` (default): absolute difference between the frame and the frame ``gap``
   frames before it (after it for the first ``gap`` frames), blurred, thresholded, dilated;
-  each connected component is a box.
+  each connected component is a box. With ``compensate`` (default ``affine``) the
+  earlier frame is first warped by the camera's own motion between the two
+  (``rhovid.store.priors.camera_motion``), so a panning or shaking camera gives boxes on what
+  moves in the scene instead of on every background edge; a static camera's frames are
+  compared unaligned, exactly as without compensation.
 - ``source="mv"``: the H.264 motion vectors the decoder already has (PyAV, codec option
   ``flags2=+export_mvs``), rasterised on an 8-px grid; cells moving more than
   ``mv_threshold`` px form the components. No pixel work beyond decoding, but intra
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rhovid.errors import UsageError
+from rhovid.store.priors.camera_motion import align_previous, estimate_camera_motion
 from rhovid.store.regions import SelectParams
 
 MV_CELL = 8  # px; H.264 partitions are 4..16 px, 8 keeps a 16x16 macroblock as 2x2 cells
@@ -33,8 +38,10 @@ class MotionParams(SelectParams):
 
     source: str = "diff"
     """diff (frame differences) or mv (codec motion vectors via PyAV export_mvs)."""
+    compensate: str = "affine"
+    """Camera motion removed first: homography, affine (diff: tracked corners + RANSAC; mv: median vector) or none."""
     gap: int = 1
-    """diff: compare with the decoded frame this many frames earlier."""
+    """diff: compare with the frame this many source frames earlier (frames ingest repeated to reach its fps are skipped)."""
     threshold: float = 12.0
     """diff: grey-level change (0..255) that counts as motion."""
     mv_threshold: float = 0.5
@@ -52,37 +59,70 @@ class MotionParams(SelectParams):
             raise UsageError("motion needs gap >= 1, odd blur >= 1, dilate >= 1 and threshold > 0")
         if self.mv_threshold < 0:
             raise UsageError(f"motion mv_threshold must be >= 0, got {self.mv_threshold}")
+        if self.compensate not in ("homography", "affine", "none"):
+            raise UsageError(f"motion compensate must be 'homography', 'affine' or 'none', got {self.compensate!r}")
 
     def extra_inputs(self) -> tuple[str, ...]:
         return ("previous",) if self.source == "diff" else ("vectors",)
 
 
+def reference_gap(meta: dict, gap: int) -> int:
+    """Stored frames between a frame and the one ``gap`` source frames before it.
+
+    Ingest resamples to a constant rate by repeating frames (a 10 fps source at 30 fps shows
+    every frame 3 times), and a repeated frame has no difference at all, so the gap counts
+    source frames: ``gap * ceil(fps / source fps)`` stored frames (``gap`` when the source
+    rate is unknown or not lower).
+    """
+    src = (meta.get("source_info") or {}).get("fps")
+    fps = float(meta["fps"])
+    if not src or float(src) <= 0 or float(src) >= fps:
+        return gap
+    return gap * int(np.ceil(fps / float(src) - 1e-6))
+
+
 def motion_mask(frame: np.ndarray, previous: np.ndarray, p: MotionParams) -> np.ndarray:
-    """(H, W) uint8 0/1 mask of pixels that changed between two (H, W, 3) RGB frames."""
+    """(H, W) uint8 0/1 mask of pixels that changed between two (H, W, 3) RGB frames, after
+    removing the camera's motion (``p.compensate``); pixels the aligned frame does not cover are 0."""
     import cv2
 
     a = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     b = cv2.cvtColor(previous, cv2.COLOR_RGB2GRAY)
+    covered = None
+    if p.compensate != "none":
+        b, covered = align_previous(b, estimate_camera_motion(a, b, p.compensate))
     diff = cv2.GaussianBlur(cv2.absdiff(a, b), (p.blur, p.blur), 0)
-    return (diff > p.threshold).astype(np.uint8)
+    mask = (diff > p.threshold).astype(np.uint8)
+    if covered is not None:
+        mask[~covered] = 0
+    return mask
 
 
 def component_boxes(mask: np.ndarray, dilate: int, cell: int = 1) -> np.ndarray:
-    """Boxes (M, 4) float32 x0 y0 x1 y1 of the 8-connected components of a dilated 0/1 mask.
+    """Boxes (M, 4) float32 x0 y0 x1 y1 of groups of moving pixels of a 0/1 mask.
 
-    ``cell`` scales grid coordinates (motion-vector cells) back to pixels.
+    Pixels closer than ``dilate`` px form one group (8-connected components of the dilated
+    mask); each box bounds the group's own pixels, not the dilation, so a box is as tight as
+    the motion it covers. ``cell`` scales grid coordinates (motion-vector cells) back to pixels.
     """
     import cv2
 
+    from rhovid.store.regions import label_boxes
+
+    grouped = mask
     if dilate > 1:
         k = max(1, dilate // cell)
-        mask = cv2.dilate(mask, np.ones((k, k), np.uint8))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    s = stats[1:n, :4].astype(np.float32)  # row 0 is the background
-    return np.concatenate([s[:, :2], s[:, :2] + s[:, 2:]], axis=1) * cell
+        grouped = cv2.dilate(mask, np.ones((k, k), np.uint8))
+    n, labels = cv2.connectedComponents(grouped, connectivity=8)
+    if n <= 1:
+        return np.zeros((0, 4), np.float32)
+    boxes, _ = label_boxes(np.where(mask > 0, labels, 0), background=0)
+    return boxes * cell
 
 
-def decode_motion_vectors(mp4: bytes, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def decode_motion_vectors(
+    mp4: bytes, indices: Sequence[int], compensate: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """RGB frames and their motion magnitude on an 8-px grid, from the codec's motion vectors.
 
     One decoding pass gives both, so the ``mv`` source costs one decode like the others.
@@ -90,6 +130,8 @@ def decode_motion_vectors(mp4: bytes, indices: Sequence[int]) -> tuple[np.ndarra
     Args:
         mp4: a whole video (or fragment slice) PyAV can open.
         indices: increasing frame indices (local to ``mp4``) to return.
+        compensate: subtract each frame's median vector (per reference direction: past,
+            future) before taking magnitudes: the camera's dominant motion.
 
     Returns:
         rgb (N, H, W, 3) uint8 and magnitude (N, ceil(H/8), ceil(W/8)) float32 in px (0 where
@@ -117,16 +159,23 @@ def decode_motion_vectors(mp4: bytes, indices: Sequence[int]) -> tuple[np.ndarra
             rgb[wanted[i]] = frame.to_ndarray(format="rgb24")
             mvs = frame.side_data.get("MOTION_VECTORS")
             if mvs is not None and len(mvs):
-                _rasterise(mvs.to_ndarray(), mag[wanted[i]])
+                _rasterise(mvs.to_ndarray(), mag[wanted[i]], compensate)
     if seen < len(wanted):
         raise IndexError(f"frame {last} is past the last decodable frame")
     return rgb, mag
 
 
-def _rasterise(v: np.ndarray, grid: np.ndarray) -> None:
+def _rasterise(v: np.ndarray, grid: np.ndarray, compensate: bool = False) -> None:
     """Max motion magnitude of every block into the grid cells the block covers."""
     scale = np.maximum(v["motion_scale"].astype(np.float32), 1.0)
-    mag = np.hypot(v["motion_x"] / scale, v["motion_y"] / scale).astype(np.float32)
+    dx, dy = v["motion_x"] / scale, v["motion_y"] / scale
+    if compensate:  # the dominant vector of each reference direction is the camera's
+        dx, dy = dx.astype(np.float32), dy.astype(np.float32)
+        for direction in np.unique(np.sign(v["source"])):
+            sel = np.sign(v["source"]) == direction
+            dx[sel] -= np.median(dx[sel])
+            dy[sel] -= np.median(dy[sel])
+    mag = np.hypot(dx, dy).astype(np.float32)
     x0 = v["dst_x"].astype(np.int64) - v["w"] // 2
     y0 = v["dst_y"].astype(np.int64) - v["h"] // 2
     gh, gw = grid.shape

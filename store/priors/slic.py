@@ -3,9 +3,9 @@
 OpenCV ximgproc SLIC is the default (about 2x faster than scikit-image, DESIGN.md
 decision 7); ``impl="skimage"`` runs ``skimage.segmentation.slic`` as the reference.
 The two implementations take different knobs for the same idea, so the mapping is:
-OpenCV ``region_size`` (superpixel side in pixels) <-> scikit-image
-``n_segments = H*W / region_size**2``; OpenCV ``ruler`` (spatial vs colour weight) <->
-scikit-image ``compactness``.
+``segments`` (superpixels per frame) is scikit-image's ``n_segments`` and OpenCV's
+``region_size = round(sqrt(H*W / segments))`` (superpixel side in pixels); OpenCV ``ruler``
+(spatial vs colour weight) <-> scikit-image ``compactness``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ ALGORITHMS = {"slic": 100, "slico": 101, "mslic": 102}  # cv2.ximgproc.SLIC, SLI
 class SlicParams(SelectParams):
     """SLIC superpixels; boxes are the superpixels' bounding boxes, largest first."""
 
-    region_size: int = 24
-    """Average superpixel side in pixels."""
-    ruler: float = 10.0
+    min_frac: float = 0.05  # the same object-scale range as fh (store/FORMAT.md)
+    max_frac: float = 0.5
+    nms_iou: float = 0.5
+    segments: int = 16
+    """Superpixels per frame (their side is sqrt(frame pixels / segments), whatever the resolution)."""
+    ruler: float = 20.0
     """Smoothness: larger = more compact, square superpixels (skimage: compactness)."""
     iterations: int = 10
     """Number of SLIC iterations."""
@@ -37,8 +40,8 @@ class SlicParams(SelectParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.region_size < 2 or self.iterations < 1 or self.ruler <= 0:
-            raise UsageError("slic needs region_size >= 2, iterations >= 1 and ruler > 0")
+        if self.segments < 1 or self.iterations < 1 or self.ruler <= 0:
+            raise UsageError("slic needs segments >= 1, iterations >= 1 and ruler > 0")
         if self.algorithm not in ALGORITHMS:
             raise UsageError(f"slic algorithm must be one of {sorted(ALGORITHMS)}, got {self.algorithm!r}")
         if self.impl not in ("opencv", "skimage"):
@@ -47,18 +50,21 @@ class SlicParams(SelectParams):
 
 def slic_labels(frame: np.ndarray, p: SlicParams) -> np.ndarray:
     """The bare segmentation call: (H, W, 3) uint8 RGB -> (H, W) int label map."""
+    h, w = frame.shape[:2]
     if p.impl == "skimage":
         from skimage.segmentation import slic
 
-        h, w = frame.shape[:2]
-        n = max(1, round(h * w / p.region_size**2))
-        return slic(frame, n_segments=n, compactness=p.ruler, max_num_iter=p.iterations, start_label=0)
+        return slic(frame, n_segments=p.segments, compactness=p.ruler, max_num_iter=p.iterations, start_label=0)
     import cv2
 
     # OpenCV SLIC works in any 3-channel space; LAB is what the SLIC paper uses.
     lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB)
-    seg = cv2.ximgproc.createSuperpixelSLIC(lab, ALGORITHMS[p.algorithm], p.region_size, float(p.ruler))
+    region_size = max(2, round(np.sqrt(h * w / p.segments)))
+    seg = cv2.ximgproc.createSuperpixelSLIC(lab, ALGORITHMS[p.algorithm], region_size, float(p.ruler))
     seg.iterate(p.iterations)
+    # Absorb fragments under 25 % of a superpixel into a neighbour (OpenCV's default; the SLIC
+    # paper's connectivity step, which scikit-image runs as enforce_connectivity=True).
+    seg.enforceLabelConnectivity(25)
     return seg.getLabels()
 
 

@@ -89,7 +89,7 @@ def test_ambiguous_method_name_is_an_error_not_a_recompute(split_data, tmp_path)
         import sys
 
         subprocess.run([sys.executable, "-m", "rhovid.cli", "boxes", str(split_data), "--method", "fh",
-                        "--param", "k=500", "--split", "train", "--workers", "0", "--no-progress"], check=True)
+                        "--param", "scales=500", "--split", "train", "--workers", "0", "--no-progress"], check=True)
     log = []
     with pytest.raises(KeyError, match="has 2 box sets; name one"):
         resolve_box_sets(split_data, ["fh"], workers=0, log=log.append)

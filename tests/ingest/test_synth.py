@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -286,3 +287,95 @@ def test_fps_fraction_and_frame_count(tmp_path):
     info = probe(path)
     assert info["rate"] == Fraction(30000, 1001)
     assert info["frames"] == 30
+
+
+# --- cameras and ground-truth object boxes (rhovid synth --camera, --boxes) ---------------------------------------
+
+
+def test_ground_truth_boxes_round_trip_and_bound_the_objects(tmp_path):
+    """Written with the video, read back as written; every box bounds its object's pixels in the
+    decoded video (the objects are the saturated pixels, the background is not)."""
+    from rhovid.ingest.synth import BOX_COLUMNS, read_synth_boxes
+    from rhovid.ingest.synth_scene import object_boxes
+
+    cfg = SynthConfig(classes=2, per_class=1, seconds=1.0, width=128, height=96, max_distractors=3, segment_s=0.5,
+                      camera="pan")
+    paths = synthesize(tmp_path / "src", cfg, boxes=tmp_path / "gt")
+    for path, task in zip(paths, video_names(cfg)):
+        gt_file = tmp_path / "gt" / path.relative_to(tmp_path / "src").with_suffix(".json")
+        d = read_synth_boxes(gt_file)
+        assert (d["format"], d["video"], d["width"], d["height"], d["num_frames"], d["fps"], d["camera"]) == (
+            "rhovid-synth-boxes/1", path.name, 128, 96, 30, 30.0, "pan")
+        assert d["columns"] == list(BOX_COLUMNS) and d["boxes"].dtype == np.int64 and d["boxes"].shape[1] == 7
+        assert json.loads(gt_file.read_text())["boxes"] == d["boxes"].tolist()  # the file is what was read
+        # the same rows as the id map of a fresh render (content is a pure function of time)
+        scene = Scene(class_spec(task.class_index), cfg.seed, task.index, 128, 96, cfg.max_objects,
+                      cfg.max_distractors, cfg.segment_s, cfg.camera, cfg.pan_speed)
+        owner = np.empty((30, 96, 128), np.int32)
+        scene.render(frame_times(30, 30.0), owner=owner)
+        assert [tuple(r) for r in d["boxes"].tolist()] == [tuple(int(v) for v in r) for r in object_boxes(owner)]
+        ids = {o["id"]: o for o in d["objects"]}
+        assert set(d["boxes"][:, 1]) <= set(ids) and {o["segment"] for o in d["objects"] if o["kind"] == "distractor"} <= {0, 1}
+        assert sum(o["kind"] == "class" for o in d["objects"]) >= 1
+        frames = decode(path)
+        sat = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2HSV)[..., 1] for f in frames])
+        for f, oid, x0, y0, x1, y1, pixels in d["boxes"]:
+            assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 96 and 0 < pixels <= (x1 - x0) * (y1 - y0)
+            if ids[oid]["kind"] == "class" and pixels > 200:  # class objects are saturated (v >= 0.7 s)
+                assert sat[f, y0:y1, x0:x1].mean() > sat[f].mean()
+    with pytest.raises(ValueError, match="not a rhovid-synth-boxes/1 file"):
+        (tmp_path / "bad.json").write_text('{"format": "other"}')
+        read_synth_boxes(tmp_path / "bad.json")
+
+
+def test_boxes_are_written_on_rerun_when_missing(tmp_path):
+    cfg = SynthConfig(classes=1, per_class=1, seconds=0.5, width=64, height=48)
+    (video,) = synthesize(tmp_path / "src", cfg)
+    stamp = video.stat().st_mtime_ns
+    synthesize(tmp_path / "src", cfg)
+    assert video.stat().st_mtime_ns == stamp
+    synthesize(tmp_path / "src", cfg, boxes=tmp_path / "gt")  # the box file is missing: redone
+    gt = tmp_path / "gt" / video.parent.name / f"{video.stem}.json"
+    assert gt.is_file() and video.stat().st_mtime_ns != stamp
+    stamp = video.stat().st_mtime_ns
+    synthesize(tmp_path / "src", cfg, boxes=tmp_path / "gt")  # both current: kept
+    assert video.stat().st_mtime_ns == stamp
+
+
+def test_static_camera_keeps_the_background_still_and_pan_moves_it():
+    t = frame_times(20, 30.0)
+    owners = {}
+    frames = {}
+    for camera in ("static", "pan", "random"):
+        owner = np.empty((20, 96, 128), np.int32)
+        frames[camera] = Scene(class_spec(0), 0, 0, 128, 96, camera=camera).render(t, owner=owner).astype(int)
+        owners[camera] = owner
+    np.testing.assert_array_equal(owners["static"], owners["pan"])  # objects move the same way in both
+    bg = (owners["static"][1:] < 0) & (owners["static"][:-1] < 0)
+    step = lambda f: np.abs(np.diff(f, axis=0)).max(-1)[bg]  # noqa: E731
+    assert step(frames["static"]).max() == 0  # nothing moves but the objects
+    assert (step(frames["pan"]) > 0).mean() > 0.9  # 60 px/s at 120 px: the whole background moves
+    default = Scene(class_spec(0), 0, 0, 128, 96).render(t)
+    np.testing.assert_array_equal(frames["random"], default)  # the default scenes are unchanged
+
+
+def test_camera_in_file_tag_only_when_not_the_default():
+    base = video_names(SynthConfig(classes=1, per_class=1))[0]
+    assert _tag(base) == _tag(video_names(SynthConfig(classes=1, per_class=1, camera="random", pan_speed=5))[0])
+    static = video_names(SynthConfig(classes=1, per_class=1, camera="static"))[0]
+    pan = video_names(SynthConfig(classes=1, per_class=1, camera="pan"))[0]
+    faster = video_names(SynthConfig(classes=1, per_class=1, camera="pan", pan_speed=90))[0]
+    assert len({_tag(base), _tag(static), _tag(pan), _tag(faster)}) == 4
+    with pytest.raises(ValueError, match="unknown camera"):
+        SynthConfig(camera="dolly")
+
+
+def test_cli_boxes_dir_must_be_outside_the_tree(tmp_path, capsys):
+    out = tmp_path / "src"
+    assert cli_main(["synth", str(out), "--boxes", str(out / "gt"), "--classes", "1", "--per-class", "1",
+                     "--seconds", "0.2", "--no-progress"]) == 1
+    assert "is inside OUT" in capsys.readouterr().err and not out.exists()
+    assert cli_main(["synth", str(out), "--boxes", str(tmp_path / "gt"), "--classes", "1", "--per-class", "1",
+                     "--seconds", "0.2", "--width", "64", "--height", "48", "--camera", "static", "--no-progress"]) == 0
+    assert "ground-truth object boxes in" in capsys.readouterr().out
+    assert len(list((tmp_path / "gt").rglob("*.json"))) == 1

@@ -24,11 +24,11 @@ def test_same_params_same_name_and_changes_make_new_names():
     base = name()
     assert re.fullmatch(r"slic-[0-9a-f]{8}", base)
     assert name() == base
-    assert name(params={"region_size": "24"}) == base  # the default spelled out
-    assert name(params={"ruler": 10}) == base  # typed value == parsed string
+    assert name(params={"segments": "16"}) == base  # the default spelled out
+    assert name(params={"ruler": 20}) == base  # typed value == parsed string
     changed = {
-        name(params={"region_size": "32"}),
-        name(params={"ruler": "20"}),
+        name(params={"segments": "32"}),
+        name(params={"ruler": "40"}),
         name(params={"impl": "skimage"}),
         name(params={"min_size": "8"}),
         name(box_fps=4.0),
@@ -46,12 +46,12 @@ def test_runtime_fields_do_not_change_the_name():
 
 def test_param_errors_name_the_input():
     assert parse_param_args(["a=1", " b = x=y "]) == {"a": "1", "b": "x=y"}
-    with pytest.raises(ValueError, match=r"--param 'region_size': expected KEY=VALUE"):
-        parse_param_args(["region_size"])
-    with pytest.raises(ValueError, match=r"method slic has no parameter 'regionsize'; valid: .*region_size"):
+    with pytest.raises(ValueError, match=r"--param 'segments': expected KEY=VALUE"):
+        parse_param_args(["segments"])
+    with pytest.raises(ValueError, match=r"method slic has no parameter 'regionsize'; valid: .*segments"):
         make_params("slic", {"regionsize": "3"})
-    with pytest.raises(ValueError, match=r"--param region_size=big: method slic expects int"):
-        make_params("slic", {"region_size": "big"})
+    with pytest.raises(ValueError, match=r"--param segments=big: method slic expects int"):
+        make_params("slic", {"segments": "big"})
     with pytest.raises(ValueError, match=r"--param for method slic: slic impl must be 'opencv' or 'skimage'"):
         make_params("slic", {"impl": "cuda"})
     with pytest.raises(ValueError, match=r"--param for method fh: max_area must be in \(0, 1\]"):
@@ -65,7 +65,7 @@ def test_aliases_resolve_and_conflicts_are_refused(tmp_path):
     assert reg == {"sets": {}, "aliases": {}}
     with pytest.raises(KeyError, match=r"unknown box set 'slic'; available: none"):
         resolve_set(reg, "slic")
-    a, b = name(), name(params={"region_size": "32"})
+    a, b = name(), name(params={"segments": "32"})
     register_set(tmp_path, a, {"method": "slic"}, alias="superpixels")
     reg = read_registry(tmp_path)
     assert resolve_set(reg, "superpixels") == a == resolve_set(reg, a)

@@ -37,7 +37,7 @@ def test_box_frame_indices():
 
 
 def test_compute_round_trip_then_noop(data, capsys):
-    report = compute_box_set(data, "slic", {"region_size": "16"}, box_fps=2.0, max_boxes=8, progress=False)
+    report = compute_box_set(data, "slic", {"segments": "30"}, box_fps=2.0, max_boxes=8, progress=False)
     assert not report.failed and sorted(report.computed) == shards_of(data) and report.frames > 0
     store = BoxStore(data)
     index = read_index(data)
@@ -46,7 +46,7 @@ def test_compute_round_trip_then_noop(data, capsys):
         sb = store.load(shard, report.set_name)
         entries = [e for e in index if e["shard"] == f"{shard}.tar"]
         assert sb.keys == [e["key"] for e in entries]
-        assert sb.attrs["method"] == "slic" and sb.attrs["params"]["region_size"] == 16
+        assert sb.attrs["method"] == "slic" and sb.attrs["params"]["segments"] == 30
         assert sb.attrs["box_fps"] == 2.0 and sb.attrs["max_boxes"] == 8 and sb.attrs["code_version"]
         assert sb.rows.boxes.shape[1:] == (8, 4) and sb.rows.score is None
         for e in entries:
@@ -64,7 +64,7 @@ def test_compute_round_trip_then_noop(data, capsys):
         rows += len(sb.rows.count)
     assert rows == report.frames
     # the same request again computes nothing, through the API and the CLI
-    again = compute_box_set(data, "slic", {"region_size": 16}, box_fps=2.0, max_boxes=8, progress=False)
+    again = compute_box_set(data, "slic", {"segments": 30}, box_fps=2.0, max_boxes=8, progress=False)
     assert again.noop and again.frames == 0 and sorted(again.skipped) == shards_of(data)
     capsys.readouterr()
     assert (
@@ -75,7 +75,7 @@ def test_compute_round_trip_then_noop(data, capsys):
                 "--method",
                 "slic",
                 "--param",
-                "region_size=16",
+                "segments=30",
                 "--max-boxes",
                 "8",
                 "--name",
@@ -93,7 +93,7 @@ def test_compute_round_trip_then_noop(data, capsys):
     assert main(["boxes", str(data), "--list"]) == 0
     table = capsys.readouterr().out
     line = next(x for x in table.splitlines() if x.startswith(report.set_name))
-    assert "(sp16)" in line and "region_size=16" in line and " 2/2 " in line
+    assert "(sp16)" in line and "segments=30" in line and " 2/2 " in line
 
 
 def test_two_workers_write_different_shards_concurrently(data, tmp_path):
@@ -174,8 +174,8 @@ def test_cli_error_messages(data, tmp_path, capsys):
         rc = main(["boxes", *map(str, argv)])
         return rc, capsys.readouterr().err
 
-    rc, msg = err(data, "--method", "slic", "--param", "region_size")
-    assert rc == 1 and "--param 'region_size': expected KEY=VALUE" in msg
+    rc, msg = err(data, "--method", "slic", "--param", "segments")
+    assert rc == 1 and "--param 'segments': expected KEY=VALUE" in msg
     rc, msg = err(data, "--method", "slic", "--param", "colour=1")
     assert rc == 1 and "method slic has no parameter 'colour'" in msg
     with pytest.raises(SystemExit):
@@ -208,3 +208,60 @@ def test_cli_error_messages(data, tmp_path, capsys):
             data, "--method", "detectron2", "--param", f"weights={weights}", "--param", f"config={weights}"
         )
         assert rc == 1 and "detectron2 is not installed here" in msg
+
+
+def _group_files(data, set_name):
+    root = store_root(data)
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for shard in shards_of(data)
+        for p in sorted((root / shard / set_name).rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_fewer_shards_than_workers_splits_into_video_ranges_byte_identical(data, tmp_path):
+    """2 shards of 3 videos, 3 workers: each shard runs as 2 video ranges in parallel and the
+    driver writes its group once, byte for byte what the per-shard path writes."""
+    other = tmp_path / "per-shard"
+    shutil.copytree(data, other)
+    split = compute_box_set(data, "hog", {"min_side": "224"}, workers=3, progress=False)
+    whole = compute_box_set(other, "hog", {"min_side": "224"}, workers=0, progress=False)
+    assert split.tasks == 4 and whole.tasks == 2  # 2 ranges per shard vs one task per shard
+    assert not split.failed and sorted(split.computed) == shards_of(data) == sorted(whole.computed)
+    assert split.frames == whole.frames and split.videos == whole.videos == 6
+    a, b = _group_files(data, split.set_name), _group_files(other, whole.set_name)
+    assert a.keys() == b.keys() and any(k.endswith("/score/c/0/0") for k in a)  # every array + zarr.json
+    assert all(a[k] == b[k] for k in a)
+    assert compute_box_set(data, "hog", {"min_side": "224"}, workers=3, progress=False).noop
+
+
+def test_a_split_shard_is_written_only_when_every_range_is_done(data):
+    first = shards_of(data)[0]
+    crashed = compute_box_set(data, "motion", workers=3, crash_in=(first,), progress=False)
+    assert crashed.tasks == 4 and [s for s, _ in crashed.failed] == [first] and crashed.computed == shards_of(data)[1:]
+    assert group_status(store_root(data), first, crashed.set_name) == "partial"
+    resumed = compute_box_set(data, "motion", workers=3, progress=False)
+    assert resumed.computed == [first] and resumed.tasks == 3 and not resumed.failed  # 1 shard of 3 videos, 3 workers: 3 ranges
+
+
+def test_show_sheet_has_a_legend_and_detector_scores(data, tmp_path):
+    import cv2
+
+    from rhovid.store.show import LEGEND_LINE, legend_lines
+
+    report = compute_box_set(data, "hog", {"min_side": "224", "hit_threshold": "-0.5"}, progress=False)
+    key = read_index(data)[0]["key"]
+    sb = BoxStore(data).load(shards_of(data)[0], report.set_name)
+    _, count, score = sb.lookup(key, sb.stored_frames(key))
+    lines = legend_lines(report.set_name, sb.attrs, key, float(count.mean()), len(count), score is not None)
+    assert lines[0].startswith(f"set {report.set_name}   method hog")
+    assert any("detector=daimler" in x and "min_side=224" in x for x in lines)
+    assert lines[-1] == (f"video {key}: {count.mean():.1f} boxes per frame over {len(count)} stored frames; "
+                         "detector score at each box")
+    out = tmp_path / "sheet.png"
+    assert main(["boxes", str(data), "--show", key, "--set", report.set_name, "-o", str(out), "--frames", "4"]) == 0
+    img = cv2.imread(str(out))
+    tile = max(1, round(240 / 112)) * 112
+    assert img.shape[0] == LEGEND_LINE * len(lines) + 6 + tile  # the legend band above one row of tiles
+    assert (img[: LEGEND_LINE * len(lines)] < 128).any()  # legend text drawn

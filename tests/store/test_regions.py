@@ -78,6 +78,30 @@ def test_select_boxes_clips_drops_and_ranks():
     np.testing.assert_array_equal(b[0], [50, 50, 60, 60])
 
 
+def test_select_boxes_frame_fraction_range_and_nms():
+    boxes = np.array(
+        [
+            [0, 0, 60, 40],  # 60 % of the width: above max_frac 0.5, dropped
+            [0, 0, 4, 20],  # 4 % of the width: below min_frac 0.05, dropped
+            [10, 10, 40, 40],  # 30x30, area 900: kept first
+            [12, 12, 40, 40],  # 28x28, IoU 784/900 = 0.87 with the first: suppressed
+            [30, 30, 50, 50],  # 20x20, IoU 100/1200 = 0.08 with the first: kept
+            [60, 10, 80, 30],  # 20x20, disjoint: kept
+        ],
+        np.float32,
+    )
+    b, _ = select_boxes(boxes, 100, 80, 16, 4, 0.9, frac=(0.05, 0.5), nms_iou=0.5)
+    np.testing.assert_array_equal(b, [[10, 10, 40, 40], [30, 30, 50, 50], [60, 10, 80, 30]])
+    b, _ = select_boxes(boxes, 100, 80, 2, 4, 0.9, frac=(0.05, 0.5), nms_iou=0.5)
+    assert len(b) == 2  # K counts boxes that survive suppression
+    b, _ = select_boxes(boxes, 100, 80, 16, 4, 0.9)  # defaults: no range, no suppression
+    assert len(b) == 6
+    scores = np.array([0.1, 0.1, 0.5, 0.9, 0.8, 0.2], np.float32)  # detectors: NMS by score rank
+    b, s = select_boxes(boxes, 100, 80, 16, 4, 0.9, scores=scores, frac=(0.05, 0.5), nms_iou=0.5)
+    np.testing.assert_array_equal(s, np.float32([0.9, 0.8, 0.2]))
+    np.testing.assert_array_equal(b[0], [12, 12, 40, 40])
+
+
 def assert_valid(result, h, w, min_size=4, max_area=0.9, k=16):
     boxes, scores = select_boxes(result[0], w, h, k, min_size, max_area, result[1])
     assert boxes.dtype == np.float32 and boxes.shape[1] == 4
@@ -93,7 +117,8 @@ def test_opencv_and_skimage_paths_both_give_valid_boxes(method):
     params_cls, fn = METHODS[method]
     counts = {}
     for impl in ("opencv", "skimage"):
-        p = make_params(method, {"impl": impl})
+        # a 128x96 scene: SLIC at 60 superpixels (16 px) so some superpixel fits inside the 30-px rectangle
+        p = make_params(method, {"impl": impl, **({"segments": 60} if method == "slic" else {})})
         per_frame = fn(frames, p)
         assert len(per_frame) == len(frames)
         kept = [assert_valid(r, 96, 128) for r in per_frame]
@@ -108,9 +133,8 @@ def test_opencv_and_skimage_paths_both_give_valid_boxes(method):
             assert inside.any()
         if method == "fh":
             assert (np.abs(cand - red).max(1) <= 2).any(), impl
-    labels = (slic_labels if method == "slic" else fh_labels)(
-        frames[0], make_params(method, {"impl": "skimage"})
-    )
+    p = make_params(method, {"impl": "skimage"})
+    labels = slic_labels(frames[0], p) if method == "slic" else fh_labels(frames[0], p, p.scales[0])
     assert labels.shape == (96, 128)
 
 

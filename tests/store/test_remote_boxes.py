@@ -57,3 +57,23 @@ def test_boxes_on_s3_equal_local_boxes_and_feed_the_loader(tiny_data, bucket, tm
     assert main(["boxes", url, "--list"]) == 0
     listing = capsys.readouterr().out
     assert "fh1" in listing and "2/2" in listing
+
+
+def test_split_shards_on_s3_write_what_the_local_per_shard_path_writes(tiny_data, bucket, tmp_path):
+    """Fewer shards than workers on a remote DATA: range workers read their videos from the
+    bucket, the driver writes each shard's group there once, with the arrays a local
+    one-task-per-shard run writes."""
+    local = tmp_path / "local"
+    shutil.copytree(tiny_data, local, ignore=shutil.ignore_patterns("boxes.zarr"))
+    url = f"{bucket}/tiny"
+    upload_tree(local, url)
+    kw = dict(box_fps=1.0, max_boxes=6, progress=False)
+    whole = compute_box_set(local, "motion", workers=0, **kw)
+    split = compute_box_set(url, "motion", workers=3, **kw)
+    assert split.tasks == 4 and whole.tasks == 2 and not split.failed  # 2 shards of 3 videos as 2 ranges each
+    assert sorted(split.computed) == sorted(whole.computed) == storage.list_dirs(store_root(url))
+    for shard in split.computed:
+        x, y = BoxStore(local).load(shard, whole.set_name), BoxStore(url).load(shard, split.set_name)
+        assert x.keys == y.keys and x.attrs["stats"] == y.attrs["stats"]
+        for name in ("boxes", "count", "frame", "video_offsets"):
+            assert np.array_equal(getattr(x.rows, name), getattr(y.rows, name)), name
