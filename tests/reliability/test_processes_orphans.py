@@ -30,9 +30,16 @@ START_UP_S = 60.0
 
 def _descendants_once(proc, ready, what: str) -> dict[int, str]:
     """``proc``'s descendants as soon as ``ready(their command lines)`` holds (within 60 s)."""
+    seen: dict[int, str] = {}
+
+    def check() -> bool:  # keep the snapshot that satisfied `ready`: a second look may catch an ffmpeg
+        seen.clear()      # between two videos (one ended, the next not yet exec'd: an empty command line)
+        seen.update(descendants(proc.pid))
+        return ready(list(seen.values()))
+
     try:
-        assert wait_until(lambda: ready(list(descendants(proc.pid).values())), 60), f"{what} never started"
-        return descendants(proc.pid)
+        assert wait_until(check, 60), f"{what} never started"
+        return dict(seen)
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
