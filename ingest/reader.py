@@ -105,16 +105,16 @@ def data_shards(data: str | os.PathLike, split: str | None = None) -> list[str]:
 
 
 @contextlib.contextmanager
-def local_copy(url: str) -> Iterator[Path]:
+def local_copy(url: str, fetcher: RangeFetcher | None = None) -> Iterator[Path]:
     """A local path holding the bytes of ``url``: the file itself, or a temporary download removed
-    afterwards (``verify`` reads every byte of a shard anyway, and tarfile wants a seekable file)."""
+    afterwards (``verify`` reads every byte of a shard anyway, and tarfile wants a seekable file).
+    The download goes through ``fetcher`` (retried and counted; a new one when None)."""
     if not storage.is_remote(url):
         yield storage.local_path(url)
         return
     with tempfile.TemporaryDirectory(prefix="rhovid-shard-") as tmp:
         path = Path(tmp) / storage.name(url)
-        fs, remote = storage.filesystem(url)
-        fs.get_file(remote, str(path))
+        (fetcher or RangeFetcher()).download(url, path)
         yield path
 
 
