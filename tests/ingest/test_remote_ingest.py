@@ -33,7 +33,9 @@ def _remote_keys(url: str) -> Counter:
     return keys
 
 
-def test_ingest_to_a_bucket_equals_a_local_ingest(tiny_src, tiny_data, bucket, tmp_path):
+def test_ingest_to_a_bucket_equals_a_local_ingest(tiny_src, tiny_data, store_bucket, tmp_path):
+    """On S3 (moto) and GCS (gcp-storage-emulator)."""
+    bucket = store_bucket
     url = f"{bucket}/data"
     stage = tmp_path / "stage"
     rep = ingest([str(tiny_src)], url, CFG, stage=stage)
