@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -89,10 +91,24 @@ def nginx(tmp_path_factory):
     server.stop()
 
 
+@contextlib.contextmanager
+def _environment(env: dict[str, str]):
+    """``env`` set in os.environ (child processes inherit it) for the block, the old values restored after."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def s3():
     """moto's S3 server on 127.0.0.1; the AWS_* variables point s3fs at it for the session."""
-    import os
 
     from rhovid.benchmarks.servers import MotoS3, ServerUnavailable
 
@@ -101,14 +117,8 @@ def s3():
         server.start()
     except ServerUnavailable as e:
         pytest.skip(f"no S3 server: {e}")
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    yield server
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with _environment(server.env):
+        yield server
     server.stop()
 
 
@@ -127,7 +137,6 @@ def gcs():
     """gcp-storage-emulator (GCS's JSON API) on 127.0.0.1; its variables point gcsfs at it for the session
     (child processes included), with anonymous credentials."""
     import importlib.util
-    import os
 
     import fsspec
 
@@ -140,17 +149,11 @@ def gcs():
         server.start()
     except ServerUnavailable as e:
         pytest.skip(f"no GCS server: {e}")
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
     saved_conf = fsspec.config.conf.get("gs")
     # fsspec read FSSPEC_GS_* when it was imported, before this fixture: give this process the same options
     fsspec.config.conf["gs"] = {"token": "anon", "project": server.env["FSSPEC_GS_PROJECT"]}
-    yield server
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with _environment(server.env):
+        yield server
     if saved_conf is None:
         fsspec.config.conf.pop("gs", None)
     else:
