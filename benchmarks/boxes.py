@@ -199,7 +199,7 @@ def time_case(name: str, frames: np.ndarray, prev: np.ndarray, repeats: int) -> 
 
 
 def time_workers(data: Path, method: str, tmp: Path, box_fps: float) -> dict:
-    from rhovid.ingest.shards import list_shards
+    from rhovid.ingest.reader import list_shards
     from rhovid.store.compute import compute_box_set
 
     out = {"method": method, "box_fps": box_fps, "shards": len(list_shards(data))}

@@ -144,7 +144,7 @@ def _moving_regions_truth(data: Path):
     import cv2
 
     from rhovid.ingest.decode import decode_rgb
-    from rhovid.ingest.shards import iter_shard, list_shards
+    from rhovid.ingest.reader import iter_shard, list_shards
 
     videos = {s["__key__"]: s for p in list_shards(data) for s in iter_shard(p)}
 
@@ -167,7 +167,7 @@ def _moving_regions_truth(data: Path):
 
 def evaluate(data: Path, truth, method: str, overrides: dict) -> dict:
     """Compute one prior on DATA (or draw random boxes) and score it against ``truth``."""
-    from rhovid.ingest.shards import list_shards, read_index, shard_name
+    from rhovid.ingest.reader import list_shards, read_index, shard_name
     from rhovid.store.compute import box_frame_indices, compute_box_set
     from rhovid.store.zarr_store import BoxStore
     from rhovid.train.sampler import random_boxes
@@ -220,7 +220,7 @@ def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _sheet(data: Path, set_name: str, out: Path) -> None:
-    from rhovid.ingest.shards import read_index
+    from rhovid.ingest.reader import read_index
     from rhovid.store.show import contact_sheet
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,8 @@ def run(args) -> int:
 def prepare(root: Path, seconds: float, replicas: int, fps: float, width: int, height: int) -> Path:
     """One synth video ingested, then ``replicas`` copies of its sample (distinct keys) in two shards."""
     from rhovid.ingest.pipeline import IngestConfig, ingest
-    from rhovid.ingest.shards import ShardWriter, index_entry, iter_shard, list_shards, write_index
+    from rhovid.ingest.reader import iter_shard, list_shards
+    from rhovid.ingest.shards import ShardWriter, index_entry, write_index
     from rhovid.ingest.sources import Source
     from rhovid.ingest.synth import SynthConfig, synthesize
 

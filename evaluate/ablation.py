@@ -22,6 +22,7 @@ from rhovid import storage
 from rhovid.atomic import atomic_path, atomic_write_json, atomic_write_text
 from rhovid.errors import UsageError
 from rhovid.evaluate.report import markdown_table
+from rhovid.ranged import RangeFetcher
 from rhovid.train.sampler import RANDOM_BOXES
 
 # metric columns of the ablation table: (evaluation, result key, column title)
@@ -196,26 +197,30 @@ def run_status(run_dir: Path, cfg) -> str:
     return "resume"
 
 
-def train_variant(run_dir: Path, cfg, log=print) -> str:
-    """Train (or resume, or skip) one run; returns what happened."""
+def train_variant(run_dir: Path, cfg, log=print, fetcher: RangeFetcher | None = None) -> tuple[str, int]:
+    """Train (or resume, or skip) one run; returns what happened and the samples its loader skipped.
+    The loader's reads are added to ``fetcher``'s counters (when given)."""
     from rhovid.train.loop import train
 
     status = run_status(run_dir, cfg)
     if status == "finished":
         log(f"run {run_dir.name}: finished ({cfg.steps} steps), skipped")
-        return "skipped"
+        return "skipped", 0
     log(f"run {run_dir.name}: {'resuming' if status == 'resume' else 'training'} {cfg.method}/{cfg.arch} "
         f"for {cfg.steps} steps (boxes={cfg.data.boxes}, rho={cfg.data.rho}, timespan={cfg.data.timespan_s:g}s)")
-    train(cfg, run_dir, resume=status == "resume")
-    return "trained"
+    result = train(cfg, run_dir, resume=status == "resume")
+    if fetcher is not None and "io" in result:
+        fetcher.count(**result["io"].as_dict())
+    return "trained", result.get("skipped", 0)
 
 
 def evaluate_run(data: str | Path, run_dir: Path | None, budget: Budget, random_init: bool = False,
-                 log=print) -> tuple[str, dict]:
+                 log=print, fetcher: RangeFetcher | None = None) -> tuple[str, dict]:
     """Feature evaluations of a run (or of the random-init baseline of its arch).
 
     Each evaluation also writes its report where ``rhovid eval`` would
-    (``RUN/eval/<evaluation>.json``, ``-random-init`` for the baseline).
+    (``RUN/eval/<evaluation>.json``, ``-random-init`` for the baseline). Shards are read through
+    ``fetcher`` (counted; None = a new one).
     """
 
     from rhovid.evaluate.features import parse_views
@@ -225,7 +230,7 @@ def evaluate_run(data: str | Path, run_dir: Path | None, budget: Budget, random_
     temporal, spatial = parse_views(budget.views)
     src = feature_source(run_dir, None, random_init, budget.arch, budget.seed, temporal, spatial)
     ensure_features(data, src, ("train", "test"), budget.device, budget.workers, progress=budget.progress, log=log,
-                    store=budget.features)
+                    store=budget.features, fetcher=fetcher)
     results = {}
     for e in budget.evaluations:
         results[e] = evaluate_stored(data, src.name, e, store=budget.features)
@@ -235,8 +240,12 @@ def evaluate_run(data: str | Path, run_dir: Path | None, budget: Budget, random_
 
 
 def run_ablation(data: str | Path, out: str | Path, variants: list[Variant], budget: Budget,
-                 title: str = "ablation", command: str = "", log=print) -> dict:
+                 title: str = "ablation", command: str = "", log=print, fetcher: RangeFetcher | None = None) -> dict:
     """Train and evaluate every variant, then write OUT/ablation.{json,md,png}.
+
+    ``fetcher``'s counters get every shard read of this call (the training loaders' and the
+    evaluations'); each row's ``skipped`` holds the samples its training (this call) and feature
+    extraction left out (``skipped_samples`` sums them).
 
     Returns:
         the ablation summary (also written to ``OUT/ablation.json``).
@@ -246,21 +255,33 @@ def run_ablation(data: str | Path, out: str | Path, variants: list[Variant], bud
     rows = []
     for v in variants:
         cfg = train_config(v, data, budget, box_sets[v.boxes])
-        status = train_variant(out / v.name, cfg, log)
-        _, results = evaluate_run(data, out / v.name, budget, log=log)
+        status, train_skipped = train_variant(out / v.name, cfg, log, fetcher)
+        _, results = evaluate_run(data, out / v.name, budget, log=log, fetcher=fetcher)
         rows.append({"run": v.name, "label": v.name, "box_set": box_sets[v.boxes], "rho": cfg.data.rho,
                      "timespan_s": cfg.data.timespan_s, "status": status, "results": results,
-                     "path": str(out / v.name)})
+                     "path": str(out / v.name), "skipped": _skipped(train_skipped, results)})
     # the baseline: same arch, random weights, same views and probes (features are shared by name)
-    name, results = evaluate_run(data, out / variants[0].name, budget, random_init=True, log=log)
+    name, results = evaluate_run(data, out / variants[0].name, budget, random_init=True, log=log, fetcher=fetcher)
     rows.append({"run": name, "label": "random init", "box_set": None, "rho": None, "timespan_s": None,
-                 "status": "baseline", "results": results, "path": None})
+                 "status": "baseline", "results": results, "path": None, "skipped": _skipped(0, results)})
     summary = {"title": title, "data": storage.absolute(data), "command": command,
                "budget": dataclasses.asdict(budget), "rows": rows}
     atomic_write_json(out / "ablation.json", summary)
     atomic_write_text(out / "ablation.md", ablation_markdown(summary))
     bar_chart(summary, out / "ablation.png")
     return summary
+
+
+def _skipped(train_skipped: int, results: dict) -> dict:
+    """A row's skipped samples: its training loader's (this call) and its stored features' (every
+    evaluation of a run reads the same features: the first one's count)."""
+    features = next(iter(results.values()), {}).get("skipped", {})
+    return {"train_loader": train_skipped, **{f"features_{k}": v for k, v in features.items()}}
+
+
+def skipped_samples(summary: dict) -> int:
+    """Samples skipped over every row of an ablation (the ``data:`` summary's count)."""
+    return sum(sum(r.get("skipped", {}).values()) for r in summary["rows"])
 
 
 def table_rows(summary: dict) -> tuple[list[str], list[list]]:

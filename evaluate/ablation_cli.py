@@ -101,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
         args.steps = DEFAULT_STEPS
     if not args.data or not args.method:
         raise UsageError("rhovid ablation needs --data DATA and --method M (or the 'demo' mode)")
-    from rhovid.evaluate.ablation import run_ablation, table_rows
+    from rhovid.evaluate.ablation import run_ablation, skipped_samples, table_rows
     from rhovid.evaluate.report import markdown_table
+    from rhovid.ranged import RangeFetcher, data_summary
 
     kwargs, overrides = _split_overrides(args.overrides)
     budget = Budget(steps=args.steps, arch=args.arch, device=args.device, seed=args.seed,
@@ -126,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
     cmd += ["--out", args.out]
     knobs = [k for k, v in (("box sets", args.boxes), ("rho", args.rho), ("timespan", args.timespan)) if v]
     title = f"{args.method} ablation" + (f": {', '.join(knobs)}" if knobs else "")
-    summary = run_ablation(args.data, args.out, vs, budget, title=title, command=shlex.join(cmd))
+    fetcher = RangeFetcher()  # every shard read of the ablation: one `data:` summary
+    summary = run_ablation(args.data, args.out, vs, budget, title=title, command=shlex.join(cmd), fetcher=fetcher)
     print(markdown_table(*table_rows(summary)))
+    print(data_summary(fetcher.stats, skipped_samples(summary)))
     print(f"wrote {args.out}/ablation.md, {args.out}/ablation.png, {args.out}/ablation.json")
     return 0

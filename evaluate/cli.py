@@ -14,6 +14,7 @@ from rhovid import storage
 from rhovid.cli import check_counts
 from rhovid.errors import UsageError
 from rhovid.evaluate.linear import WEIGHT_DECAYS
+from rhovid.ranged import RangeFetcher, data_summary
 
 EVALUATIONS = {
     "linear": "linear probe (logistic regression, L-BFGS) on frozen features: top-1/top-5",
@@ -98,16 +99,17 @@ def run(args: argparse.Namespace) -> int:
     if args.report and not storage.is_remote(path) and (args.report.endswith(("/", os.sep)) or Path(path).is_dir()):
         path = Path(path) / storage.name(default)
     progress = not args.no_progress
+    fetcher = RangeFetcher()  # every shard read of the run: the `data:` summary
     if args.evaluation == "finetune":
         from rhovid.evaluate.finetune import FinetuneConfig, finetune
 
         cfg = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, workers=args.workers,
                              seed=args.seed)
         results = finetune(args.data, src.model, src.views, cfg, args.train_split, args.test_split,
-                           args.device, progress)
+                           args.device, progress, fetcher)
     else:
         ensure_features(args.data, src, (args.train_split, args.test_split), args.device, args.workers,
-                        args.batch_clips, progress, store=args.features)
+                        args.batch_clips, progress, store=args.features, fetcher=fetcher)
         options = {}
         if args.evaluation == "linear":
             options = {"weight_decays": tuple(args.weight_decays), "max_iter": args.max_iter}
@@ -122,5 +124,6 @@ def run(args: argparse.Namespace) -> int:
     if any(skipped.values()):
         print(f"skipped videos that could not be read or decoded: {skipped} (left out of every metric; the "
               f"warnings name them, `rhovid ingest --verify --out {args.data}` checks the shards)")
+    print(data_summary(fetcher.stats, sum(skipped.values())))
     print(f"report: {path}")
     return 0

@@ -90,7 +90,7 @@ def prepare_data(out: Path, cfg: DemoConfig, progress: bool = True, log=print) -
     """Synthesise and ingest the demo dataset into OUT/data (reusing what exists)."""
     from rhovid.ingest.datasets import safe_key
     from rhovid.ingest.pipeline import IngestConfig, ingest
-    from rhovid.ingest.shards import read_index_file
+    from rhovid.ingest.reader import read_index_file
     from rhovid.ingest.sources import Source
     from rhovid.ingest.synth import SynthConfig, synthesize
 

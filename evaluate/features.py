@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from rhovid.errors import UsageError
 from rhovid.evaluate.feature_store import WriteStats, write_features
+from rhovid.ranged import RangeFetcher
 from rhovid.train.augment import KINETICS_MEAN, KINETICS_STD
 
 log = logging.getLogger(__name__)
@@ -87,11 +88,12 @@ def row_label(row: dict) -> int:
     return label
 
 
-def split_rows(data: str | Path, split: str) -> list[dict]:
-    """Index entries of ``split`` in shard order (the feature store's row order)."""
+def split_rows(data: str | Path, split: str, fetcher: RangeFetcher | None = None) -> list[dict]:
+    """Index entries of ``split`` in shard order (the feature store's row order); a remote index.json
+    is read through ``fetcher`` (counted)."""
     from rhovid.ingest.reader import read_index
 
-    index = read_index(data)
+    index = read_index(data, fetcher)
     rows = [e for e in index if e["split"] == split]
     if not rows:
         have = sorted({e["split"] for e in index})
@@ -115,8 +117,8 @@ def view_frames(meta: dict, views: ViewConfig) -> list[tuple[int, ...]]:
     return list(dict.fromkeys(c.frames for c in view_plan(meta, views).clips))
 
 
-def iter_views(data: str | Path, rows: list[dict], skip: set[int], views: ViewConfig,
-               ahead: int = 8) -> Iterator[tuple[int, tuple[dict, list] | str | None]]:
+def iter_views(data: str | Path, rows: list[dict], skip: set[int], views: ViewConfig, ahead: int = 8,
+               fetcher: RangeFetcher | None = None) -> Iterator[tuple[int, tuple[dict, list] | str | None]]:
     """``(row, (meta, slices))`` for every row in order: the clip slices of its test views.
 
     Reads go through the loader's lazy path (``rhovid.ingest.reader``): one manifest read per
@@ -128,11 +130,13 @@ def iter_views(data: str | Path, rows: list[dict], skip: set[int], views: ViewCo
     A row that cannot be read comes back as ``(row, message)`` instead: its shard is missing or
     no tar at all (0 bytes, cut before it), the shard does not hold it, its json is unusable, or
     its bytes are cut off or outside its member — skip-and-count, the evaluation goes on.
+
+    ``fetcher``: the command's fetcher, whose counters then hold these reads (a new one when None).
     """
     from rhovid.ingest.reader import ShardReader, shard_url
     from rhovid.ranged import prefetch
 
-    reader = ShardReader()
+    reader = ShardReader(fetcher)
 
     def start(r: int):
         if r in skip:
@@ -225,6 +229,7 @@ def extract_split(
     block: int = 256,
     progress: bool = True,
     store: str | Path | None = None,
+    fetcher: RangeFetcher | None = None,
 ) -> WriteStats:
     """Encode every video of ``split`` into ``DATA/features.zarr/<name>/<split>`` (or ``store``).
 
@@ -242,11 +247,12 @@ def extract_split(
         block: rows per resumable block.
         progress: tqdm bar.
         store: another feature store than ``DATA/features.zarr`` (read-only datasets).
+        fetcher: reads the shards (its counters: the command's ``data:`` summary); None = a new one.
 
     Returns:
         What was computed vs reused.
     """
-    rows = split_rows(data, split)
+    rows = split_rows(data, split, fetcher)
     keys = [str(r["key"]) for r in rows]
     labels = [row_label(r) for r in rows]
     model = model.to(device).eval()
@@ -260,7 +266,7 @@ def extract_split(
     def compute(lo: int, hi: int) -> np.ndarray:
         """Features of rows lo..hi-1; a video that cannot be read or decoded is a NaN row (skipped)."""
         if state["it"] is None:  # first block that needs work: rows before it are skipped
-            state["it"] = iter_views(data, rows, set(range(lo)), views)
+            state["it"] = iter_views(data, rows, set(range(lo)), views, fetcher=fetcher)
         out = np.full((hi - lo, int(model.feature_dim)), np.nan, np.float32)
         todo, problems = [], {}
         for r, got in state["it"]:

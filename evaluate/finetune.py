@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from rhovid.errors import UsageError
 from rhovid.evaluate.features import ViewConfig, iter_views, row_label, sample_views, split_rows
 from rhovid.evaluate.knn import topk_accuracy
+from rhovid.ranged import RangeFetcher
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +84,19 @@ def finetune(
     test_split: str = "test",
     device: str = "cpu",
     progress: bool = True,
+    fetcher: RangeFetcher | None = None,
 ) -> dict:
-    """Fine-tune a copy of ``backbone`` on ``train_split``; top-1/top-5 (%) on ``test_split``."""
+    """Fine-tune a copy of ``backbone`` on ``train_split``; top-1/top-5 (%) on ``test_split``.
+
+    ``fetcher`` reads the index and the test views; the training loader's reads (its own fetchers,
+    in its workers) are added to its counters at the end, so they hold every read of the run.
+    """
     from rhovid.train.augment import AugmentConfig
     from rhovid.train.data import ClipLoader, LoaderConfig
 
-    train_rows = [r for r in split_rows(data, train_split) if row_label(r) >= 0]
-    test_rows = [r for r in split_rows(data, test_split) if r.get("label") is not None]  # bad labels: skipped
+    fetcher = fetcher or RangeFetcher()
+    train_rows = [r for r in split_rows(data, train_split, fetcher) if row_label(r) >= 0]
+    test_rows = [r for r in split_rows(data, test_split, fetcher) if r.get("label") is not None]  # bad labels: skipped
     if not train_rows or not test_rows:
         raise UsageError(f"{data}: fine-tuning needs labelled videos in {train_split!r} and {test_split!r}")
     num_classes = max(row_label(r) for r in train_rows + test_rows) + 1
@@ -131,7 +138,8 @@ def finetune(
             if step >= cfg.steps:
                 break
     bar.close()
-    scores, labels, skipped = multiview_scores(data, model, views, test_rows, device, progress)
+    fetcher.count(**loader.io_stats.as_dict())
+    scores, labels, skipped = multiview_scores(data, model, views, test_rows, device, progress, fetcher)
     acc = topk_accuracy(scores, labels)
     return {
         "top1": 100 * acc["top1"], "top5": 100 * acc["top5"], "steps": cfg.steps,
@@ -144,12 +152,13 @@ def finetune(
 
 @torch.no_grad()
 def multiview_scores(data, model: nn.Module, views: ViewConfig, rows: list[dict], device: str,
-                progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
+                     progress: bool = True, fetcher: RangeFetcher | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Softmax averaged over the views of every readable test video: (N, C) scores, (N,) labels, and
     how many videos were skipped (unreadable, undecodable or without a valid label)."""
     model.eval()
     out, labels, skipped = [], [], 0
-    for r, got in tqdm(iter_views(data, rows, set(), views), total=len(rows), desc="finetune test",
+    for r, got in tqdm(iter_views(data, rows, set(), views, fetcher=fetcher), total=len(rows), desc="finetune test",
                        unit="video", disable=not progress, dynamic_ncols=True):
         try:
             if isinstance(got, str):

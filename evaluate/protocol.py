@@ -19,6 +19,7 @@ from rhovid.evaluate.features import ViewConfig, extract_split
 from rhovid.evaluate.knn import knn_eval
 from rhovid.evaluate.linear import linear_eval
 from rhovid.evaluate.retrieval import retrieval_eval
+from rhovid.ranged import RangeFetcher
 
 # evaluation name -> function(train_x, train_y, test_x, test_y, **options) -> results dict
 FEATURE_EVALUATIONS = {"linear": linear_eval, "knn": knn_eval, "retrieval": retrieval_eval}
@@ -144,13 +145,14 @@ def ensure_features(
     progress: bool = True,
     log=print,
     store: str | Path | None = None,
+    fetcher: RangeFetcher | None = None,
 ) -> dict:
     """Extract (or reuse) the features of ``splits`` into ``store`` (default ``DATA/features.zarr``);
-    logs what was computed vs reused."""
+    logs what was computed vs reused. Shards are read through ``fetcher`` (counted; None = a new one)."""
     out = {}
     for split in splits:
         st = extract_split(data, split, src.model, src.name, src.views, src.attrs, device=device,
-                           batch_clips=batch_clips, workers=workers, progress=progress, store=store)
+                           batch_clips=batch_clips, workers=workers, progress=progress, store=store, fetcher=fetcher)
         what = ("reused (stored)" if st.computed_rows == 0
                 else f"computed {st.computed_rows} videos" + (f", reused {st.reused_rows}" if st.reused_rows else ""))
         log(f"features {src.name}/{split} [{src.views.views} views]: {what}")

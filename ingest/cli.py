@@ -115,11 +115,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from rhovid.ingest.verify import verify
+    from rhovid.ranged import data_summary
 
     if args.sources:
         raise UsageError("--verify checks --out and takes no SRC")
     report = verify(args.out, decode=args.verify_decode, progress=not args.no_progress)
     print(f"{args.out}: {report.shards} shards, {report.samples} samples, {len(report.problems)} problems")
+    print(data_summary(report.io, None))
     _print_head(report.problems, 20)
     return 0 if report.ok else 1
 

@@ -26,18 +26,15 @@ from rhovid.errors import UsageError
 from rhovid.executor import map_unordered
 from rhovid.ingest import quality
 from rhovid.ingest.manifest import manifest_name, write_manifest
-from rhovid.ingest.shards import (
+from rhovid.ingest.reader import (
     DamagedIndexError,
-    ShardWriter,
-    index_entry,
     iter_shard,
     list_shards,
     read_index_file,
     shard_keys,
     shards_dir,
-    write_idx,
-    write_index,
 )
+from rhovid.ingest.shards import ShardWriter, index_entry, write_idx, write_index
 from rhovid.ingest.sources import Source, assign_labels, expand_specs, sample_key
 from rhovid.ingest.transcode import X264_MAX_BFRAMES, X264_PRESETS, X264_TUNES, TranscodeSettings
 from rhovid.ingest.worker import Task, run_task

@@ -25,18 +25,16 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 
 from rhovid import storage
 from rhovid.ingest.manifest import manifest_name
-from rhovid.ingest.reader import INDEX_FILE, SHARDS_DIR, ShardReader, read_index_doc
-from rhovid.ingest.shards import FORMAT_VERSION, index_entry, write_index
+from rhovid.ingest.reader import FORMAT_VERSION, INDEX_FILE, SHARD_RE, SHARDS_DIR, ShardReader, read_index_doc
+from rhovid.ingest.shards import index_entry, write_index
 from rhovid.ingest.sources import Source, expand_specs, sample_key
 
 log = logging.getLogger(__name__)
-_SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<num>\d{6})\.tar$")
 FAILED_FILE = "failed.jsonl"
 CONFIG_FILE = "ingest.json"
 RUNS_FILE = "ingest-runs.jsonl"
@@ -52,7 +50,7 @@ def default_stage(url: str) -> Path:
 
 def remote_shards(url: str) -> list[str]:
     """Names of the finished shards (``*.tar``) in the bucket, from a fresh listing."""
-    return [n for n in storage.list_names(storage.join(url, SHARDS_DIR)) if _SHARD_RE.match(n)]
+    return [n for n in storage.list_names(storage.join(url, SHARDS_DIR)) if SHARD_RE.match(n)]
 
 
 def recover_remote_index(url: str) -> dict:
@@ -97,13 +95,13 @@ class Publisher:
         self.labels = list(doc["labels"])
         self.next: dict[str, int] = {}
         for name in remote_shards(url):
-            m = _SHARD_RE.match(name)
+            m = SHARD_RE.match(name)
             self.next[m["split"]] = max(self.next.get(m["split"], 0), int(m["num"]) + 1)
         self.published: list[str] = []
 
     def publish(self, path: Path, metas: list[dict]) -> None:
         """``ingest(on_shard=...)`` hook: upload ``path`` (+ .idx, manifest), update index.json, drop the copy."""
-        split = _SHARD_RE.match(path.name)["split"]
+        split = SHARD_RE.match(path.name)["split"]
         number = self.next.get(split, 0)
         name = f"{split}-{number:06d}.tar"
         folder = storage.join(self.url, SHARDS_DIR)

@@ -1,6 +1,8 @@
 """Read a DATA at a path or URL: index, shard list, manifests, and clip slices by byte ranges.
 
-The reading side of the shard format for every later stage (DESIGN.md decision 8): a shard
+The reading side of the shard format (ingest/FORMAT.md) for every later stage — train, evaluate,
+store, verify — and for the writer when it resumes (``rhovid.ingest.shards`` writes; this module
+reads). DESIGN.md decision 8: a shard
 costs one metadata read (its manifest, ``rhovid.ingest.manifest``), and a clip costs one
 ranged read of its covering fragments, since the manifest carries the init segments. Reads
 go through a ``RangeFetcher`` (many in flight, retried, counted), so the same code serves a
@@ -18,6 +20,8 @@ import contextlib
 import json
 import logging
 import os
+import re
+import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -25,18 +29,92 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from rhovid import storage
+from rhovid.errors import NotFoundError, UsageError
 from rhovid.ingest.fragments import ClipSlice, clip_groups, fragment_bytes, slices_of_groups
 from rhovid.ingest.manifest import Manifest, ManifestSample, build_manifest, manifest_name, parse_manifest
-from rhovid.ingest.shards import iter_shard, list_shards, read_index_file, shard_name
-from rhovid.ingest.tar_members import parse_json
+from rhovid.ingest.tar_members import member_groups, parse_json
 from rhovid.ranged import RangeFetcher, coalesce, prefetch
-
-# The tar-level walks (``list_shards``, ``iter_shard``, ``shard_name``) live beside the writer,
-# which shares them; later stages import every reader from this module (``__all__``).
 
 log = logging.getLogger(__name__)
 SHARDS_DIR = "shards"
 INDEX_FILE = "index.json"
+FORMAT_VERSION = "rhovid-shards/1"
+SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<num>\d{6})\.tar$")
+"""A finished shard's file name (``<split>-NNNNNN.tar``); temporaries never match."""
+
+
+# ----------------------------------------------------------------------------- local folders and tars
+
+
+def shards_dir(data: str | os.PathLike) -> Path:
+    return Path(data) / SHARDS_DIR
+
+
+def list_shards(data: str | os.PathLike, split: str | None = None) -> list[Path]:
+    """Finished shards of a local ``DATA`` (optionally of one split), sorted by name."""
+    folder = shards_dir(data)
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in folder.iterdir():
+        m = SHARD_RE.match(p.name)
+        if m and (split is None or m["split"] == split):
+            out.append(p)
+    return sorted(out)
+
+
+def shard_name(path: str | os.PathLike) -> str:
+    """``.../train-000003.tar`` -> ``train-000003`` (the box store's group name)."""
+    name = Path(path).name
+    return name[: -len(".tar")] if name.endswith(".tar") else name
+
+
+def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
+    """Samples of one local shard in shard order: ``{"__key__": str, "mp4": bytes, "json": dict}``.
+
+    ``json`` members are parsed, others are returned as bytes under their extension. Strict
+    (ingest's resume scan and the tests rely on it): a truncated shard raises
+    ``tarfile.ReadError``, a damaged json ``ValueError``. The loader reads clips by byte ranges
+    instead (``ShardReader``).
+    """
+    with tarfile.open(path, mode="r:") as tar:
+        for key, members in member_groups(tar, path):
+            sample: dict = {"__key__": key}
+            for m in members:
+                ext = m.name.partition(".")[2]
+                payload = tar.extractfile(m).read()
+                sample[ext] = parse_json(payload, m.name) if ext == "json" else payload
+            yield sample
+
+
+def shard_keys(path: str | os.PathLike) -> list[str]:
+    """Sample keys of one local shard in shard order, from its tar headers alone (strict, like ``iter_shard``)."""
+    with tarfile.open(path, mode="r:") as tar:
+        return [key for key, _ in member_groups(tar, path)]
+
+
+def read_index_file(data: str | os.PathLike) -> dict:
+    """The whole ``DATA/index.json`` document of a local DATA (samples, labels, format), or an empty one."""
+    path = Path(data) / INDEX_FILE
+    if not path.exists():
+        return {"format": FORMAT_VERSION, "labels": [], "samples": []}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("samples"), list):
+            raise ValueError("no 'samples' list")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DamagedIndexError(
+            f"{path} is damaged ({e}); the shards hold everything in it: rerun `rhovid ingest` with the same "
+            f"sources and --out {data} to rebuild it"
+        ) from e
+    return doc
+
+
+class DamagedIndexError(UsageError):
+    """index.json exists but does not parse (ingest rebuilds it from the shards)."""
+
+
+# ----------------------------------------------------------------------------- folders and URLs
 
 
 def read_index_doc(data: str | os.PathLike, fetcher: RangeFetcher | None = None) -> dict:
@@ -44,19 +122,19 @@ def read_index_doc(data: str | os.PathLike, fetcher: RangeFetcher | None = None)
     retried and counted; a new one when None).
 
     Raises:
-        FileNotFoundError: DATA has no index.json (not ingested yet).
-        ValueError: it does not parse (naming the file).
+        NotFoundError: DATA has no index.json (not ingested yet); a ``FileNotFoundError``.
+        ValueError: it does not parse (naming the file; locally a ``DamagedIndexError``).
     """
     if not storage.is_remote(data):
         path = storage.local_path(data) / INDEX_FILE
         if not path.exists():
-            raise FileNotFoundError(f"{path} not found: run `rhovid ingest SRC --out {data}` first")
+            raise NotFoundError(f"{path} not found: run `rhovid ingest SRC --out {data}` first")
         return read_index_file(storage.local_path(data))
     url = storage.join(data, INDEX_FILE)
     try:
         raw = (fetcher or RangeFetcher()).get_all(url)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{url} not found: run `rhovid ingest SRC --out {data}` first") from None
+        raise NotFoundError(f"{url} not found: run `rhovid ingest SRC --out {data}` first") from None
     try:
         doc = json.loads(raw)
         if not isinstance(doc, dict) or not isinstance(doc.get("samples"), list):
@@ -92,7 +170,7 @@ def split_shards(data: str | os.PathLike, split: str | None = None,
 def data_shards(data: str | os.PathLike, split: str | None = None) -> list[str]:
     """Paths or URLs of the finished shards of DATA (optionally of one split), sorted by name.
 
-    Local: the tars in ``DATA/shards`` (as ``rhovid.ingest.shards.list_shards``). Remote: a
+    Local: the tars in ``DATA/shards`` (as ``list_shards``). Remote: a
     listing where the store offers one (S3, GCS), else the shards index.json names (HTTP).
     """
     if not storage.is_remote(data):
@@ -105,16 +183,16 @@ def data_shards(data: str | os.PathLike, split: str | None = None) -> list[str]:
 
 
 @contextlib.contextmanager
-def local_copy(url: str) -> Iterator[Path]:
+def local_copy(url: str, fetcher: RangeFetcher | None = None) -> Iterator[Path]:
     """A local path holding the bytes of ``url``: the file itself, or a temporary download removed
-    afterwards (``verify`` reads every byte of a shard anyway, and tarfile wants a seekable file)."""
+    afterwards (``verify`` reads every byte of a shard anyway, and tarfile wants a seekable file).
+    The download goes through ``fetcher`` (retried and counted; a new one when None)."""
     if not storage.is_remote(url):
         yield storage.local_path(url)
         return
     with tempfile.TemporaryDirectory(prefix="rhovid-shard-") as tmp:
         path = Path(tmp) / storage.name(url)
-        fs, remote = storage.filesystem(url)
-        fs.get_file(remote, str(path))
+        (fetcher or RangeFetcher()).download(url, path)
         yield path
 
 
@@ -274,5 +352,6 @@ def _cut(got: dict, reads: list[tuple[int, int]], a: int, b: int) -> bytes:
     raise AssertionError(f"range {a}..{b} not in the reads {reads}")
 
 
-__all__ = ["ShardReader", "data_shards", "iter_shard", "list_shards", "local_copy", "read_index", "read_index_doc",
-           "shard_name", "shard_url", "split_shards"]
+__all__ = ["FORMAT_VERSION", "INDEX_FILE", "SHARDS_DIR", "SHARD_RE", "DamagedIndexError", "ShardReader", "data_shards",
+           "iter_shard", "list_shards", "local_copy", "read_index", "read_index_doc", "read_index_file", "shard_keys",
+           "shard_name", "shard_url", "shards_dir", "split_shards"]

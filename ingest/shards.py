@@ -1,9 +1,8 @@
 """Write the shard set: ``DATA/shards/<split>-NNNNNN.tar`` (+ ``.idx``, manifest) and ``DATA/index.json``.
 
-The writer of the on-disk format described in ingest/FORMAT.md, plus the tar-level walks it
-shares with the reader (``list_shards``, ``iter_shard``, ``read_index_file``).
-Later stages read through ``rhovid.ingest.reader`` (folders and URLs, one manifest read per
-shard, clips by byte ranges), which builds on those walks.
+The writer of the on-disk format described in ingest/FORMAT.md. Everything that reads the
+format (the shard list, the tar walks, index.json, manifests and clips by byte ranges) is in
+``rhovid.ingest.reader``, which the writer uses to find where it left off.
 
 Writes are atomic: a shard is written under a ``.tmp-`` name and renamed when complete, so
 a reader (or a rerun after SIGKILL) sees finished shards only. The DALI ``.idx`` (the
@@ -23,105 +22,14 @@ import signal
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from rhovid.atomic import TMP_PREFIX, atomic_path, atomic_write_json
-from rhovid.errors import NotFoundError, UsageError
 from rhovid.ingest.manifest import write_manifest
-from rhovid.ingest.tar_members import member_groups, parse_json
+from rhovid.ingest.reader import FORMAT_VERSION, INDEX_FILE, SHARD_RE, list_shards, shards_dir
+from rhovid.ingest.tar_members import member_groups
 
-SHARDS_DIR = "shards"
-INDEX_FILE = "index.json"
-FORMAT_VERSION = "rhovid-shards/1"
 log = logging.getLogger(__name__)
-_SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<num>\d{6})\.tar$")
-
-
-# ----------------------------------------------------------------------------- readers
-
-
-def shards_dir(data: str | os.PathLike) -> Path:
-    return Path(data) / SHARDS_DIR
-
-
-def list_shards(data: str | os.PathLike, split: str | None = None) -> list[Path]:
-    """Finished shards of ``DATA`` (optionally of one split), sorted by name."""
-    folder = shards_dir(data)
-    if not folder.is_dir():
-        return []
-    out = []
-    for p in folder.iterdir():
-        m = _SHARD_RE.match(p.name)
-        if m and (split is None or m["split"] == split):
-            out.append(p)
-    return sorted(out)
-
-
-def shard_name(path: str | os.PathLike) -> str:
-    """``.../train-000003.tar`` -> ``train-000003`` (the box store's group name)."""
-    name = Path(path).name
-    return name[: -len(".tar")] if name.endswith(".tar") else name
-
-
-def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
-    """Samples of one shard in shard order: ``{"__key__": str, "mp4": bytes, "json": dict}``.
-
-    ``json`` members are parsed, others are returned as bytes under their extension. Strict
-    (ingest's resume scan and the tests rely on it): a truncated shard raises
-    ``tarfile.ReadError``, a damaged json ``ValueError``. The loader reads clips by byte ranges
-    instead (``rhovid.ingest.reader.ShardReader``).
-    """
-    with tarfile.open(path, mode="r:") as tar:
-        for key, members in member_groups(tar, path):
-            sample: dict = {"__key__": key}
-            for m in members:
-                ext = m.name.partition(".")[2]
-                payload = tar.extractfile(m).read()
-                sample[ext] = parse_json(payload, m.name) if ext == "json" else payload
-            yield sample
-
-
-def shard_keys(path: str | os.PathLike) -> list[str]:
-    """Sample keys of one shard in shard order, from its tar headers alone (strict, like ``iter_shard``)."""
-    with tarfile.open(path, mode="r:") as tar:
-        return [key for key, _ in member_groups(tar, path)]
-
-
-def read_index(data: str | os.PathLike) -> list[dict]:
-    """Entries of ``DATA/index.json``, one per sample (see ingest/FORMAT.md).
-
-    Raises:
-        FileNotFoundError: ``DATA`` has no index.json (not ingested yet).
-    """
-    path = Path(data) / INDEX_FILE
-    if not path.exists():
-        raise NotFoundError(f"{path} not found: run `rhovid ingest SRC --out {data}` first")
-    return read_index_file(data)["samples"]
-
-
-def read_index_file(data: str | os.PathLike) -> dict:
-    """The whole ``DATA/index.json`` document (samples, labels, format), or an empty one."""
-    path = Path(data) / INDEX_FILE
-    if not path.exists():
-        return {"format": FORMAT_VERSION, "labels": [], "samples": []}
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(doc, dict) or not isinstance(doc.get("samples"), list):
-            raise ValueError("no 'samples' list")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DamagedIndexError(
-            f"{path} is damaged ({e}); the shards hold everything in it: rerun `rhovid ingest` with the same "
-            f"sources and --out {data} to rebuild it"
-        ) from e
-    return doc
-
-
-class DamagedIndexError(UsageError):
-    """index.json exists but does not parse (ingest rebuilds it from the shards)."""
-
-
-# ----------------------------------------------------------------------------- writers
 
 
 def index_entry(meta: dict, shard: str) -> dict:
@@ -186,7 +94,7 @@ def idx_text(tar_path: str | os.PathLike) -> str:
 
 def next_shard_number(data: str | os.PathLike, split: str) -> int:
     """1 + the highest shard number of ``split`` already finished (0 when none)."""
-    nums = [int(_SHARD_RE.match(p.name)["num"]) for p in list_shards(data, split)]
+    nums = [int(SHARD_RE.match(p.name)["num"]) for p in list_shards(data, split)]
     return max(nums, default=-1) + 1
 
 

@@ -3,7 +3,7 @@
 Python's ``tarfile`` trusts a member header's size and ends a listing silently where a file
 is cut at a member boundary or inside a payload; a shard copied half-way would then read as a
 shorter, "complete" shard. ``member_groups`` checks both (issue 13, items 9 and 11) for every
-reader in ``rhovid.ingest.shards``.
+reader in ``rhovid.ingest.reader`` and ``rhovid.ingest.manifest``.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from rhovid.ingest.fmp4 import parse_fragments
 from rhovid.ingest.manifest import build_manifest, iter_manifest_samples, manifest_bytes, manifest_name
 from rhovid.ingest.reader import data_shards, local_copy, read_index
 from rhovid.ingest.shards import idx_text
+from rhovid.ranged import FetchStats, RangeFetcher
 
 
 @dataclass
@@ -35,6 +36,8 @@ class VerifyReport:
     shards: int = 0
     samples: int = 0
     problems: list[str] = field(default_factory=list)
+    io: FetchStats = field(default_factory=FetchStats)
+    """Reads of shards (remote ones downloaded whole), .idx files, manifests and a remote index.json."""
 
     @property
     def ok(self) -> bool:
@@ -50,11 +53,12 @@ def verify(data: str | os.PathLike, decode: bool = False, progress: bool = True)
     urls = data_shards(data)
     if not urls:
         raise NotFoundError(f"{data}: no shards under {storage.join(data, 'shards')}")
-    listed = {e["key"]: e for e in read_index(data)}
-    report = VerifyReport(shards=len(urls))
+    fetcher = RangeFetcher()
+    listed = {e["key"]: e for e in read_index(data, fetcher)}
+    report = VerifyReport(shards=len(urls), io=fetcher.stats)
     seen: set[str] = set()
     for url in tqdm(urls, desc="verify", unit="shard", disable=not progress, dynamic_ncols=True):
-        with local_copy(url) as path:  # a remote shard is read once, whole (one at a time on disk)
+        with local_copy(url, fetcher) as path:  # a remote shard is read once, whole (one at a time on disk)
             name = storage.name(url)
             try:
                 expected = idx_text(path)
@@ -62,7 +66,7 @@ def verify(data: str | os.PathLike, decode: bool = False, progress: bool = True)
                 report.problems.append(f"{name}: unreadable tar ({type(e).__name__}: {e})")
                 expected = None  # the samples before the damage are still checked below
             if expected is not None:
-                report.problems += _companion_problems(url, path, expected)
+                report.problems += _companion_problems(url, path, expected, fetcher)
             count = 0
             try:
                 with open(path, "rb") as f:
@@ -80,17 +84,17 @@ def verify(data: str | os.PathLike, decode: bool = False, progress: bool = True)
     return report
 
 
-def _companion_problems(url: str, path: Path, expected_idx: str) -> list[str]:
+def _companion_problems(url: str, path: Path, expected_idx: str, fetcher: RangeFetcher) -> list[str]:
     """The shard's ``.idx`` and manifest against its tar (local copy at ``path``)."""
     out = []
     idx, manifest = url[: -len(".tar")] + ".idx", manifest_name(url)
     try:
-        if storage.read_bytes(idx).decode("utf-8") != expected_idx:
+        if fetcher.get_all(idx).decode("utf-8") != expected_idx:
             out.append(f"{storage.name(idx)}: does not describe {storage.name(url)} (stale or damaged)")
     except FileNotFoundError:
         out.append(f"{storage.name(idx)}: missing (DALI's reader needs it)")
     try:
-        if storage.read_bytes(manifest) != manifest_bytes(build_manifest(path)):
+        if fetcher.get_all(manifest) != manifest_bytes(build_manifest(path)):
             out.append(f"{storage.name(manifest)}: does not describe {storage.name(url)} (stale or damaged)")
     except FileNotFoundError:
         if storage.is_remote(url):  # locally the reader walks the tar instead, at no extra cost

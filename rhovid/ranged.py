@@ -17,6 +17,7 @@ not retried (it will not heal). Every read, retry and byte is counted in ``Fetch
 from __future__ import annotations
 
 import collections
+import os
 import random
 import threading
 import time
@@ -59,6 +60,14 @@ class FetchStats:
     def summary(self) -> str:
         return (f"fetched {self.bytes / 1e6:.2f} MB in {self.requests} requests, {self.retries} retries, "
                 f"{self.failed} failed reads, {self.wait_us / 1e6:.1f} s waiting for reads")
+
+
+def data_summary(stats: FetchStats, skipped: int | None) -> str:
+    """The one-line summary every command that reads a DATA prints at the end of its run:
+    ``data: fetched ... MB in N requests, R retries, ...; S skipped samples`` (``skipped`` None:
+    a command that skips nothing, e.g. ``rhovid ingest --verify``, which reports problems instead)."""
+    tail = "" if skipped is None else f"; {skipped} skipped samples"
+    return f"data: {stats.summary()}{tail}"
 
 
 def coalesce(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -112,17 +121,29 @@ class RangeFetcher:
         """The whole file or object at ``url`` (manifests, indexes), retried like ``get``."""
         return self._retried(lambda: storage.read_bytes(url), None, url, storage.is_remote(url))
 
-    def _retried(self, read: Callable[[], bytes], expect: int | None, what: str, remote: bool) -> bytes:
-        """``read()`` with retries; a local read is tried once (a short local file stays short)."""
+    def download(self, url: str, dest: str | os.PathLike) -> int:
+        """Copy the whole object at ``url`` into local file ``dest`` (streamed to disk, not held in
+        memory), retried like ``get``; returns its size."""
+
+        def read() -> int:
+            fs, path = storage.filesystem(url)
+            fs.get_file(path, os.fspath(dest))
+            return os.path.getsize(dest)
+
+        return self._retried(read, None, url, storage.is_remote(url), size=int)
+
+    def _retried(self, read: Callable, expect: int | None, what: str, remote: bool, size: Callable = len):
+        """``read()`` with retries; a local read is tried once (a short local file stays short).
+        ``size(result)``: the bytes it counts."""
         delay = self.backoff_s
         attempts = self.attempts if remote else 1
         for attempt in range(attempts):
             self._count(requests=1, retries=int(attempt > 0))
             try:
                 data = read()
-                if expect is not None and len(data) != expect:
-                    raise EOFError(f"short read: {len(data)} of {expect} bytes")
-                self._count(bytes=len(data))
+                if expect is not None and size(data) != expect:
+                    raise EOFError(f"short read: {size(data)} of {expect} bytes")
+                self._count(bytes=size(data))
                 return data
             except _PERMANENT:
                 self._count(failed=1)

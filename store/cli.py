@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compute(args: argparse.Namespace) -> int:
+    from rhovid.ranged import data_summary
     from rhovid.store.boxsets import parse_param_args
     from rhovid.store.compute import compute_box_set
 
@@ -137,6 +138,7 @@ def _compute(args: argparse.Namespace) -> int:
             print(f"  {shard}/{key}: {reason}", file=sys.stderr)
         if len(report.skipped_samples) > 10:
             print(f"  ... and {len(report.skipped_samples) - 10} more", file=sys.stderr)
+    print(data_summary(report.io, len(report.skipped_samples)))
     for shard, err in report.failed:
         print(f"  failed {shard}: {err}", file=sys.stderr)
     if report.failed:

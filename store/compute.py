@@ -40,6 +40,7 @@ from rhovid import storage
 from rhovid.errors import NotFoundError, UsageError
 from rhovid.executor import map_unordered
 from rhovid.locks import hold, try_hold
+from rhovid.ranged import FetchStats
 from rhovid.store.boxsets import (
     box_set_name,
     code_version,
@@ -107,6 +108,8 @@ class ShardResult:
     """``computed``; ``complete`` (another run completed it); ``busy`` (another run holds it)."""
     skipped: tuple = ()
     """``{"key", "reason"}`` of the samples left out of the group."""
+    io: FetchStats = field(default_factory=FetchStats)
+    """The worker's reads of the shard: bytes, requests, retries, failed reads."""
 
 
 DECODE_ERRORS = (ValueError, IndexError, EOFError, OSError)
@@ -273,11 +276,13 @@ def _compute_locked(task: ShardTask) -> ShardResult:
         )
     finally:
         reader.close()
+    io = reader.fetcher.stats
     if task.videos is not None:
         part = ShardPart(task.videos[0], rows, keys, sizes, skipped)
-        return ShardResult(task.shard, len(keys), n, time.perf_counter() - t0, prior_s, part, skipped=tuple(skipped))
+        return ShardResult(task.shard, len(keys), n, time.perf_counter() - t0, prior_s, part, skipped=tuple(skipped),
+                           io=io)
     write_group(task, rows, keys, sizes, skipped)
-    return ShardResult(task.shard, len(keys), n, time.perf_counter() - t0, prior_s, skipped=tuple(skipped))
+    return ShardResult(task.shard, len(keys), n, time.perf_counter() - t0, prior_s, skipped=tuple(skipped), io=io)
 
 
 
@@ -358,6 +363,8 @@ class ComputeReport:
     """CPU seconds in the prior itself, summed over workers (``/ frames``: its cost per frame)."""
     tasks: int = 0
     """Tasks handed to the executor: shards, or video ranges of shards when they were split."""
+    io: FetchStats = field(default_factory=FetchStats)
+    """Reads of this call's workers and driver (shard manifests and videos): bytes, requests, retries."""
 
     @property
     def noop(self) -> bool:
@@ -450,7 +457,7 @@ def compute_box_set(
     if not todo:
         return report
     t0 = time.perf_counter()
-    tasks = split_tasks(todo, workers if not scheduler else 0)
+    tasks = split_tasks(todo, workers if not scheduler else 0, report.io)
     report.tasks = len(tasks)
     finished: set[str] = set()  # completed by another run meanwhile
     # first pass: groups another run holds are left for the second pass, which waits for them
@@ -483,6 +490,7 @@ def compute_box_set(
                     finished.add(shard)
                     report.skipped.append(shard)
                 continue
+            report.io.add(v.io)
             report.frames += v.frames
             report.videos += v.videos
             report.prior_seconds += v.prior_seconds
@@ -508,9 +516,10 @@ def compute_box_set(
     return report
 
 
-def split_tasks(todo: list[ShardTask], workers: int) -> list[ShardTask]:
+def split_tasks(todo: list[ShardTask], workers: int, io: FetchStats | None = None) -> list[ShardTask]:
     """``todo`` as is, or, with fewer shards than local ``workers``, each shard as
-    ``ceil(workers / shards)`` video ranges (never more ranges than videos)."""
+    ``ceil(workers / shards)`` video ranges (never more ranges than videos); the manifest reads
+    this costs are added to ``io``."""
     from rhovid.ingest.reader import ShardReader
 
     if workers <= len(todo):
@@ -525,4 +534,6 @@ def split_tasks(todo: list[ShardTask], workers: int) -> list[ShardTask]:
             out += [t] if len(ranges) <= 1 else [replace(t, videos=r) for r in ranges]
     finally:
         reader.close()
+        if io is not None:
+            io.add(reader.fetcher.stats)
     return out

@@ -181,7 +181,7 @@ class BoxStore:
         """Read all arrays of one shard's box set.
 
         Args:
-            shard: shard name, e.g. "train-000000" (``rhovid.ingest.shards.shard_name``).
+            shard: shard name, e.g. "train-000000" (``rhovid.ingest.reader.shard_name``).
             set_name: set name, alias, or a method name with exactly one set.
 
         Raises:

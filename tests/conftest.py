@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -89,10 +91,24 @@ def nginx(tmp_path_factory):
     server.stop()
 
 
+@contextlib.contextmanager
+def _environment(env: dict[str, str]):
+    """``env`` set in os.environ (child processes inherit it) for the block, the old values restored after."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def s3():
     """moto's S3 server on 127.0.0.1; the AWS_* variables point s3fs at it for the session."""
-    import os
 
     from rhovid.benchmarks.servers import MotoS3, ServerUnavailable
 
@@ -101,14 +117,8 @@ def s3():
         server.start()
     except ServerUnavailable as e:
         pytest.skip(f"no S3 server: {e}")
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    yield server
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with _environment(server.env):
+        yield server
     server.stop()
 
 
@@ -120,3 +130,44 @@ def bucket(s3, request):
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-b"
     s3.make_bucket(name)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """gcp-storage-emulator (GCS's JSON API) on 127.0.0.1; its variables point gcsfs at it for the session
+    (child processes included), with anonymous credentials."""
+    import importlib.util
+
+    import fsspec
+
+    from rhovid.benchmarks.servers import GcsEmulator, ServerUnavailable
+
+    if importlib.util.find_spec("gcsfs") is None:  # not imported here: gcsfs reads its switches on import
+        pytest.skip("gcsfs is not installed (pip install 'rhovid[gcs]')")
+    server = GcsEmulator()
+    try:
+        server.start()
+    except ServerUnavailable as e:
+        pytest.skip(f"no GCS server: {e}")
+    saved_conf = fsspec.config.conf.get("gs")
+    # fsspec read FSSPEC_GS_* when it was imported, before this fixture: give this process the same options
+    fsspec.config.conf["gs"] = {"token": "anon", "project": server.env["FSSPEC_GS_PROJECT"]}
+    with _environment(server.env):
+        yield server
+    if saved_conf is None:
+        fsspec.config.conf.pop("gs", None)
+    else:
+        fsspec.config.conf["gs"] = saved_conf
+    server.stop()
+
+
+@pytest.fixture(params=["s3", "gs"])
+def store_bucket(request):
+    """A new, empty bucket on moto's S3 or the GCS emulator (the same storage contract for both): its URL."""
+    import re
+
+    server = request.getfixturevalue({"s3": "s3", "gs": "gcs"}[request.param])
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-b"
+    name = re.sub(r"-+", "-", name)
+    server.make_bucket(name)
+    return f"{request.param}://{name}"

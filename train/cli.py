@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {cfg.method}/{cfg.arch} for {result['step']} steps, final loss {loss}; "
               f"checkpoint {result['checkpoint']}")
         if result.get("data"):
-            print(f"data: {result['data']}")  # bytes fetched, requests, retries, skipped samples
+            print(result["data"])  # data: bytes fetched, requests, retries, skipped samples
     return 0
 
 

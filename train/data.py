@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from rhovid.errors import NotFoundError, UnknownNameError, UsageError
 from rhovid.ingest.fragments import ClipSlice
 from rhovid.ingest.reader import ShardReader, read_index, shard_name, shard_url, split_shards
-from rhovid.ranged import FetchStats, RangeFetcher, prefetch
+from rhovid.ranged import FetchStats, RangeFetcher, data_summary, prefetch
 from rhovid.train.data_config import DataConfig, check_data_config
 from rhovid.train.sampler import RANDOM_BOXES, SamplePlan, plan_sample, sample_seed
 from rhovid.train.streaming import (
@@ -416,8 +416,8 @@ class ClipLoader:
         return FetchStats(**{name: self._state[f"io_{name}"].value for name in FetchStats().as_dict()})
 
     def summary(self) -> str:
-        """One line for the end of a run: what was read and what was skipped."""
-        return f"{self.io_stats.summary()}; {self.skipped} skipped samples"
+        """One line for the end of a run: what was read and what was skipped (``data: ...``)."""
+        return data_summary(self.io_stats, self.skipped)
 
     def __len__(self) -> int:
         return sum(self.dataset.batch_counts())

@@ -220,7 +220,8 @@ def _train(cfg: TrainConfig, run_dir: Path, batches: Iterable[dict] | None, resu
     if world > 1:
         dist.barrier()  # no rank leaves (and destroys its group) while another still checkpoints
     summary = batches.summary() if hasattr(batches, "summary") else None
-    return {"step": cfg.steps, "loss": loss, "checkpoint": ckpt_path, "rank": rank, "data": summary}
+    io = {"io": batches.io_stats, "skipped": batches.skipped} if hasattr(batches, "io_stats") else {}
+    return {"step": cfg.steps, "loss": loss, "checkpoint": ckpt_path, "rank": rank, "data": summary, **io}
 
 
 def _io_record(batches) -> dict:

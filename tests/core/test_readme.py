@@ -71,7 +71,7 @@ def readme_data(tmp_path_factory):
 
 
 def test_every_code_block_runs(readme_data, tmp_path):
-    from rhovid.ingest.shards import read_index
+    from rhovid.ingest.reader import read_index
 
     subs = {"DATA": str(readme_data), "KEY": read_index(readme_data)[0]["key"], "RUN": str(tmp_path / "run")}
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}

@@ -42,7 +42,10 @@ def test_local_reads_and_atomic_writes(tmp_path):
     assert storage.list_names(tmp_path / "nope") == []
 
 
-def test_s3_reads_writes_lists(bucket, tmp_path):
+def test_bucket_reads_writes_lists(store_bucket, tmp_path):
+    """The storage contract on S3 (moto) and GCS (gcp-storage-emulator): whole and ranged reads,
+    single and multipart uploads, listings, removal; and the fetcher's ranged reads."""
+    bucket = store_bucket
     storage.write_bytes(f"{bucket}/d/a.bin", b"hello world")
     assert storage.read_range(f"{bucket}/d/a.bin", 6, 11) == b"world"
     assert storage.read_bytes(f"{bucket}/d/a.bin") == b"hello world"
@@ -56,17 +59,26 @@ def test_s3_reads_writes_lists(bucket, tmp_path):
     assert not storage.exists(f"{bucket}/d/c")  # a failed upload leaves nothing
     storage.remove(f"{bucket}/d/a.bin")
     assert storage.list_names(f"{bucket}/d") == ["big"]
+    assert storage.list_dirs(bucket) == ["d"]
+    fetcher = RangeFetcher(inflight=4)
+    ranges = [(k * 100_000, k * 100_000 + 70_000) for k in range(10)]
+    got = fetcher.submit(f"{bucket}/d/big", ranges).result()
+    fetcher.close()
+    assert all(got[(a, b)] == (tmp_path / "big").read_bytes()[a:b] for a, b in ranges)
+    assert (fetcher.stats.requests, fetcher.stats.bytes, fetcher.stats.retries) == (10, 700_000, 0)
+    with pytest.raises(FileNotFoundError):
+        fetcher.get(f"{bucket}/d/none", 0, 10)
 
 
-def test_s3_sees_what_another_process_wrote_after_a_listing(s3, bucket):
-    """s3fs answers whole-object reads and exists() from its listing cache; a resuming writer must
-    see objects another process wrote after that listing (index.json of a killed run)."""
-    import s3fs
-
+def test_a_bucket_sees_what_another_process_wrote_after_a_listing(store_bucket):
+    """s3fs and gcsfs answer whole-object reads and exists() from their listing caches; a resuming writer
+    must see objects another process wrote after that listing (index.json of a killed run)."""
+    bucket = store_bucket
     storage.write_bytes(f"{bucket}/data/a.txt", b"a")
     assert storage.list_names(f"{bucket}/data") == ["a.txt"]  # fills the listing cache
-    other = s3fs.S3FileSystem(skip_instance_cache=True, endpoint_url=s3.url, key="testing", secret="testing")
-    other.pipe_file(f"{bucket[5:]}/data/index.json", b"{}")
+    fs, path = storage.filesystem(f"{bucket}/data/index.json")
+    other = type(fs)(skip_instance_cache=True, **fs.storage_options)  # another client: its own caches
+    other.pipe_file(path, b"{}")
     assert storage.exists(f"{bucket}/data/index.json")
     assert storage.read_bytes(f"{bucket}/data/index.json") == b"{}"
 

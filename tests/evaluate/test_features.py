@@ -48,7 +48,7 @@ def test_multiview_rows_are_mean_of_views(split_data):
     f = read_features(split_data, "counting", "test")
     assert f.keys == [r["key"] for r in rows] and list(f.labels) == [r["label"] for r in rows]
     # direct: decode the 2x3 views of one video and average the backbone's outputs by hand
-    from rhovid.ingest.shards import iter_shard
+    from rhovid.ingest.reader import iter_shard
 
     key = rows[1]["key"]
     shard = split_data / "shards" / rows[1]["shard"]

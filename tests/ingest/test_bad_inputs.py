@@ -15,7 +15,7 @@ from rhovid.atomic import read_jsonl
 from rhovid.ffmpeg import ffmpeg_exe
 from rhovid.ingest.decode import decode_rgb
 from rhovid.ingest.pipeline import IngestConfig, ingest
-from rhovid.ingest.shards import iter_shard, list_shards, read_index
+from rhovid.ingest.reader import iter_shard, list_shards, read_index
 
 X264 = ["-c:v", "libx264", "-preset", "ultrafast"]
 

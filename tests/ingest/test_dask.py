@@ -11,7 +11,7 @@ import pytest
 from rhovid.cli import main
 from rhovid.ingest.decode import count_frames
 from rhovid.ingest.pipeline import IngestConfig, ingest
-from rhovid.ingest.shards import iter_shard, list_shards, read_index
+from rhovid.ingest.reader import iter_shard, list_shards, read_index
 
 
 def test_ingest_on_a_local_dask_cluster(tmp_path, encode_video):

@@ -149,7 +149,7 @@ def test_ucf101_and_hmdb51_ingest_cli_split_field(tmp_path):
     import shutil
 
     from rhovid.cli import main
-    from rhovid.ingest.shards import read_index
+    from rhovid.ingest.reader import read_index
     from rhovid.ingest.synth import SynthConfig, synthesize
 
     made = synthesize(tmp_path / "synth", SynthConfig(classes=2, per_class=2, seconds=1.0, width=64, height=48))

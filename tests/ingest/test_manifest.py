@@ -11,8 +11,7 @@ import pytest
 from rhovid.ingest.fragments import slice_clips
 from rhovid.ingest.manifest import build_manifest, manifest_bytes, manifest_name, parse_manifest
 from rhovid.ingest.pipeline import IngestConfig, ingest
-from rhovid.ingest.reader import ShardReader, split_shards
-from rhovid.ingest.shards import iter_shard, list_shards
+from rhovid.ingest.reader import ShardReader, iter_shard, list_shards, split_shards
 
 FRAMES = [[0, 4, 8], [30, 34], [100, 110, 119]]
 

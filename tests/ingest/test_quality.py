@@ -15,7 +15,7 @@ from skimage.metrics import structural_similarity
 from rhovid.ffmpeg import ffmpeg_exe
 from rhovid.ingest.pipeline import RUNS_FILE, IngestConfig, ingest
 from rhovid.ingest.quality import PSNR_CAP, psnr, sample_frames, ssim
-from rhovid.ingest.shards import iter_shard, list_shards
+from rhovid.ingest.reader import iter_shard, list_shards
 
 GRAIN = "noise=alls=30:allf=t+u"
 

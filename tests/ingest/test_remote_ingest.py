@@ -18,8 +18,8 @@ from rhovid.ingest.fmp4 import parse_fragments
 from rhovid.ingest.manifest import build_manifest, manifest_bytes
 from rhovid.ingest.pipeline import IngestConfig, ingest
 from rhovid.ingest.publish import Publisher, remote_shards
-from rhovid.ingest.reader import ShardReader, read_index, split_shards
-from rhovid.ingest.shards import idx_text, iter_shard, list_shards
+from rhovid.ingest.reader import ShardReader, iter_shard, list_shards, read_index, split_shards
+from rhovid.ingest.shards import idx_text
 from rhovid.ingest.verify import verify
 
 CFG = IngestConfig(short_side=112, gop=16, shard_count=3, workers=0, progress=False)
@@ -33,7 +33,9 @@ def _remote_keys(url: str) -> Counter:
     return keys
 
 
-def test_ingest_to_a_bucket_equals_a_local_ingest(tiny_src, tiny_data, bucket, tmp_path):
+def test_ingest_to_a_bucket_equals_a_local_ingest(tiny_src, tiny_data, store_bucket, tmp_path):
+    """On S3 (moto) and GCS (gcp-storage-emulator)."""
+    bucket = store_bucket
     url = f"{bucket}/data"
     stage = tmp_path / "stage"
     rep = ingest([str(tiny_src)], url, CFG, stage=stage)

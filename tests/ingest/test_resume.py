@@ -14,7 +14,7 @@ import pytest
 
 from rhovid.atomic import read_jsonl
 from rhovid.ingest.pipeline import IngestConfig, ingest
-from rhovid.ingest.shards import iter_shard, list_shards, read_index
+from rhovid.ingest.reader import iter_shard, list_shards, read_index
 from rhovid.train.data import ClipLoader, LoaderConfig
 
 CFG = IngestConfig(short_side=64, gop=8, shard_count=2, progress=False)

@@ -10,7 +10,7 @@ import pytest
 from rhovid.ingest.decode import count_frames, decode_rgb
 from rhovid.ingest.fmp4 import parse_fragments
 from rhovid.ingest.fragments import clip_slice, fragment_range
-from rhovid.ingest.shards import iter_shard, list_shards, read_index, shard_name
+from rhovid.ingest.reader import iter_shard, list_shards, read_index, shard_name
 
 CONTRACT = {"key", "source", "split", "label", "label_name", "fps", "num_frames", "width", "height",
             "duration_s", "gop", "init_size", "fragments"}

@@ -8,7 +8,7 @@ import pytest
 from rhovid.atomic import read_jsonl
 from rhovid.cli import main
 from rhovid.ingest.decode import decode_rgb
-from rhovid.ingest.shards import iter_shard, list_shards, read_index
+from rhovid.ingest.reader import iter_shard, list_shards, read_index
 from rhovid.ingest.sources import Source, expand_specs, folder_sources, sample_key
 
 CSV = """label,youtube_id,time_start,time_end,split

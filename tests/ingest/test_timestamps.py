@@ -19,7 +19,7 @@ import pytest
 from rhovid.benchmarks.counter_video import read_counter, write_counter_video
 from rhovid.ingest.fragments import clip_slice
 from rhovid.ingest.pipeline import IngestConfig, ingest
-from rhovid.ingest.shards import iter_shard, list_shards
+from rhovid.ingest.reader import iter_shard, list_shards
 from rhovid.ingest.timestamps import presentation_start, start_at_zero
 
 FPS, GOP, SIDE, FRAMES = 30, 16, 64, 96

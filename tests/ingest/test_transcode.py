@@ -13,7 +13,7 @@ from rhovid.ingest.fmp4 import parse_fragments
 from rhovid.ingest.fragments import clip_slice
 from rhovid.ingest.pipeline import IngestConfig, ingest
 from rhovid.ingest.probe import ProbeError, probe
-from rhovid.ingest.shards import iter_shard, list_shards
+from rhovid.ingest.reader import iter_shard, list_shards
 from rhovid.ingest.transcode import TranscodeSettings, ffmpeg_args, output_size, run_ffmpeg
 
 

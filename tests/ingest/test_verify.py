@@ -9,7 +9,8 @@ import tarfile
 
 from rhovid.cli import main
 from rhovid.ingest.manifest import build_manifest
-from rhovid.ingest.shards import list_shards, read_index, write_idx
+from rhovid.ingest.reader import list_shards, read_index
+from rhovid.ingest.shards import write_idx
 from rhovid.ingest.verify import verify
 
 

@@ -69,7 +69,8 @@ def _make_hostile_data(good_data, out, kinds, split="train"):
     import shutil
     import tarfile
 
-    from rhovid.ingest.shards import index_entry, list_shards, read_index_file, write_index
+    from rhovid.ingest.reader import list_shards, read_index_file
+    from rhovid.ingest.shards import index_entry, write_index
 
     if not out.exists():
         shutil.copytree(good_data, out)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from process_tree import finish, rhovid
 
-from rhovid.ingest.shards import list_shards, shard_name
+from rhovid.ingest.reader import list_shards, shard_name
 from rhovid.store.compute import compute_box_set
 from rhovid.store.zarr_store import BoxStore, group_status, store_root
 

@@ -17,7 +17,7 @@ import time
 
 from hostile_media import edit_sample, member_spans, tar_members, zero_frames
 
-from rhovid.ingest.shards import list_shards, shard_name
+from rhovid.ingest.reader import list_shards, shard_name
 from rhovid.store.cli import list_rows
 from rhovid.store.zarr_store import BoxStore, group_status, store_root
 

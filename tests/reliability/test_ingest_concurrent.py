@@ -19,7 +19,7 @@ from process_tree import finish, rhovid, wait_until
 
 from rhovid.atomic import read_jsonl
 from rhovid.ingest.pipeline import IngestConfig, ingest
-from rhovid.ingest.shards import iter_shard, list_shards, read_index
+from rhovid.ingest.reader import iter_shard, list_shards, read_index
 
 ARGS = ["--short-side", "64", "--gop", "8", "--shard-count", "2", "--workers", "1", "--no-progress"]
 TRIALS = [0, *(pytest.param(t, marks=pytest.mark.slow) for t in range(1, 6))]

@@ -17,7 +17,7 @@ from process_tree import finish, rhovid
 from rhovid.atomic import read_jsonl
 from rhovid.ingest.pipeline import IngestConfig, ingest
 from rhovid.ingest.probe import probe
-from rhovid.ingest.shards import read_index
+from rhovid.ingest.reader import read_index
 from rhovid.ingest.transcode import TranscodeError, TranscodeSettings, ffmpeg_args, run_ffmpeg
 
 CFG = IngestConfig(short_side=64, gop=8, workers=0, progress=False)

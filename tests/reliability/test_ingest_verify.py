@@ -20,7 +20,7 @@ import time
 import pytest
 from hostile_media import claim_size, edit_sample, huge_trun, member_spans, tar_members
 
-from rhovid.ingest.shards import list_shards
+from rhovid.ingest.reader import list_shards
 
 LIMIT_S = 60.0
 """Wall-clock bound of one verify run (a clean one takes ~3 s here, mostly imports)."""

@@ -17,8 +17,7 @@ import zlib
 import pytest
 
 from rhovid.ingest.manifest import MAX_MANIFEST_BYTES, manifest_name
-from rhovid.ingest.reader import ShardReader
-from rhovid.ingest.shards import list_shards
+from rhovid.ingest.reader import ShardReader, list_shards
 
 
 def _shard(tiny_data, tmp_path):

@@ -13,7 +13,8 @@ import shutil
 import pytest
 
 from rhovid.errors import UsageError
-from rhovid.ingest.shards import list_shards, read_index_file, write_index
+from rhovid.ingest.reader import list_shards, read_index_file
+from rhovid.ingest.shards import write_index
 from rhovid.train.data import ClipLoader, LoaderConfig
 
 CLIP = ["--frames", "4", "--stride", "2", "--crop", "32", "--set", "data.timespan_s=1.0", "--set", "progress=false"]

@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 
 from rhovid.atomic import read_jsonl
-from rhovid.ingest.shards import read_index
+from rhovid.ingest.reader import read_index
 from rhovid.train.data import ClipLoader, LoaderConfig
 
 HOSTILE = ("fps0", "fps_inf", "label_2e70", "nested_json", "cut_in_json", "empty_tar", "claims_1e12")

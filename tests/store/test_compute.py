@@ -10,7 +10,7 @@ import pytest
 
 from rhovid.cli import main
 from rhovid.ingest.decode import decode_rgb
-from rhovid.ingest.shards import iter_shard, list_shards, read_index, shard_name
+from rhovid.ingest.reader import iter_shard, list_shards, read_index, shard_name
 from rhovid.store.compute import box_frame_indices, compute_box_set
 from rhovid.store.priors.motion import decode_motion_vectors
 from rhovid.store.zarr_store import BoxStore, group_status, store_root

@@ -14,7 +14,7 @@ import pytest
 from rhovid.cli import main
 from rhovid.config import field_docs
 from rhovid.ffmpeg import ffmpeg_exe
-from rhovid.ingest.shards import list_shards, shard_name
+from rhovid.ingest.reader import list_shards, shard_name
 from rhovid.store.boxsets import box_set_name, make_params, param_text, params_dict, read_registry
 from rhovid.store.compute import compute_box_set
 from rhovid.store.priors import METHODS

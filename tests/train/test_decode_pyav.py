@@ -10,7 +10,7 @@ import pytest
 from rhovid.ffmpeg import ffmpeg_exe
 from rhovid.ingest.fmp4 import video_samples
 from rhovid.ingest.fragments import slice_clips
-from rhovid.ingest.shards import iter_shard, list_shards
+from rhovid.ingest.reader import iter_shard, list_shards
 from rhovid.train.decode_pyav import _is_reference, decode_frames
 
 
