@@ -91,3 +91,38 @@ def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
         out, err = proc.communicate()
         raise AssertionError(f"{proc.args} did not finish in {timeout} s; stderr: {err.decode()[-2000:]}") from None
     return proc.returncode, out.decode(), err.decode()
+
+
+def run_measured(cmd: list[str], timeout: float, preexec_fn=None) -> tuple[int, str, str, float]:
+    """Run ``cmd`` to its end: (exit status, stdout, stderr, its peak RSS in GiB).
+
+    The pipes are read on threads and the process is reaped with ``os.wait4``, whose rusage is this
+    child's alone; ``getrusage(RUSAGE_CHILDREN)`` would report the largest child the whole pytest
+    process ever had (an earlier training run). AssertionError past ``timeout`` seconds.
+    """
+    import threading
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn)
+    out: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda k=k, f=f: out.__setitem__(k, f.read()))
+               for k, f in (("out", proc.stdout), ("err", proc.stderr))]
+    for t in readers:
+        t.start()
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            for t in readers:
+                t.join()
+            raise AssertionError(f"{' '.join(map(str, cmd[:6]))} ... ran past {timeout:.0f} s")
+        time.sleep(0.02)
+    for t in readers:
+        t.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    proc.stderr.close()
+    return proc.returncode, out["out"].decode(), out["err"].decode(), usage.ru_maxrss / 2**20

@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 import resource
 import shutil
-import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from hostile_media import claim_size, edit_sample, huge_trun, member_spans, tar_members
+from process_tree import run_measured
 
 from rhovid.ingest.reader import list_shards
 
@@ -81,31 +80,9 @@ def _verify(data) -> tuple[int, str, float, float]:
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "rhovid.cli", "ingest", "--verify", "--out", str(data),
-                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=limit)
-    # read the pipes on threads and reap with wait4: its rusage is this child's alone (RUSAGE_CHILDREN
-    # would be the largest child of the whole pytest process, e.g. an earlier training run)
-    out: dict[str, bytes] = {}
-    readers = [threading.Thread(target=lambda k=k, f=f: out.__setitem__(k, f.read()))
-               for k, f in (("out", proc.stdout), ("err", proc.stderr))]
-    for t in readers:
-        t.start()
-    deadline = time.monotonic() + LIMIT_S
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            os.wait4(proc.pid, 0)
-            for t in readers:
-                t.join()
-            raise AssertionError(f"--verify ran past {LIMIT_S:.0f} s")
-        time.sleep(0.02)
-    for t in readers:
-        t.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, out["err"].decode(), time.monotonic() - t0, usage.ru_maxrss / 2**20
+    rc, _, err, peak_gib = run_measured([sys.executable, "-m", "rhovid.cli", "ingest", "--verify", "--out", str(data),
+                                         "--no-progress"], LIMIT_S, preexec_fn=limit)
+    return rc, err, time.monotonic() - t0, peak_gib
 
 
 @pytest.mark.parametrize("case", list(CASES))
