@@ -318,13 +318,11 @@ class ShardReader:
         """``submit_clips`` and wait."""
         return self.submit_clips(shard, sample, frames).result()
 
-    def iter_samples(self, shard: str, ahead: int = 4, videos: tuple[int, int] | None = None) -> Iterator[dict]:
+    def iter_samples(self, shard: str, ahead: int = 4) -> Iterator[dict]:
         """Every sample of a shard, whole: ``{"__key__", "json", "mp4": bytes}`` in shard order, the
-        next ``ahead`` videos read meanwhile (one ranged read each). Strict, like
-        ``shards.iter_shard``: a damaged sample raises ``ValueError`` naming it. ``videos``
-        ``(start, stop)``: only samples ``start..stop-1`` (a box-prior worker's video range)."""
-        manifest = self.manifest(shard)
-        samples = manifest.samples if videos is None else manifest.samples[videos[0]:videos[1]]
+        next ``ahead`` videos read meanwhile (one ranged read each). Strict, like ``iter_shard``: a
+        damaged sample raises ``ValueError`` naming it."""
+        samples = self.manifest(shard).samples
 
         def start(sample: ManifestSample) -> Future:
             if sample.error is not None:
