@@ -31,7 +31,14 @@ from pathlib import Path
 from rhovid import storage
 from rhovid.errors import NotFoundError, UsageError
 from rhovid.ingest.fragments import ClipSlice, clip_groups, fragment_bytes, slices_of_groups
-from rhovid.ingest.manifest import Manifest, ManifestSample, build_manifest, manifest_name, parse_manifest
+from rhovid.ingest.manifest import (
+    MAX_JSON_BYTES,
+    Manifest,
+    ManifestSample,
+    build_manifest,
+    manifest_name,
+    parse_manifest,
+)
 from rhovid.ingest.tar_members import member_groups, parse_json
 from rhovid.ranged import RangeFetcher, coalesce, prefetch
 
@@ -268,12 +275,19 @@ class ShardReader:
                 ext, off, size, name = parts[k:k + 4]
                 members[ext] = (int(off), int(size))
             rows.append((parts[3].partition(".")[0] if len(parts) >= 4 else "?", members))
-        jsons = self.fetcher.submit(shard, [m["json"] for _, m in rows if "json" in m]).result()
+        # the .idx gives (offset, size); the fetcher reads [start, end) ranges. A json claiming more
+        # than MAX_JSON_BYTES is not read (the sample gets the error), as when a manifest is built.
+        span = {i: (m["json"][0], m["json"][0] + m["json"][1]) for i, (_, m) in enumerate(rows)
+                if "json" in m and 0 <= m["json"][1] <= MAX_JSON_BYTES}
+        jsons = self.fetcher.submit(shard, list(set(span.values()))).result()
         samples = []
-        for key, members in rows:
+        for i, (key, members) in enumerate(rows):
             meta, error = None, None
             try:
-                meta = parse_json(jsons[members["json"]], f"{key}.json")
+                if "json" in members and i not in span:
+                    raise ValueError(f"the member claims {members['json'][1]} bytes; a sample json is at "
+                                     f"most {MAX_JSON_BYTES} (MAX_JSON_BYTES)")
+                meta = parse_json(jsons[span[i]], f"{key}.json")
             except (KeyError, ValueError) as e:
                 error = f"{key}.json: missing or invalid ({type(e).__name__}: {e})"
             samples.append(ManifestSample(key, members, meta, None, error))

@@ -117,3 +117,45 @@ def test_a_hostile_fragment_table_reads_nothing_outside_its_member(tiny_data):
             reader.read_clips(shard, bad, [[0, 1], [20, 21]])
         assert reader.fetcher.stats.requests == before
     reader.close()
+
+
+def test_a_remote_shard_without_manifest_reads_its_idx_and_jsons(tiny_data, nginx):
+    """Shards uploaded before manifests existed: over HTTP the reader takes the ``.idx`` and then each
+    json member by its (offset, size) from it; the samples equal the local manifest's."""
+    served = nginx.root / "no-manifest"
+    shutil.copytree(tiny_data, served, ignore=shutil.ignore_patterns("boxes.zarr", "features.zarr"))
+    for shard in list_shards(served):
+        _manifest_path(shard).unlink()
+    url = f"{nginx.url}/no-manifest"
+    reader = ShardReader()
+    try:
+        for (remote, n), local in zip(split_shards(url), list_shards(tiny_data)):
+            got, want = reader.manifest(remote), build_manifest(local)
+            assert len(got.samples) == n == len(want.samples)
+            assert [(s.key, s.members, s.meta, s.error) for s in got.samples] == \
+                [(s.key, s.members, s.meta, s.error) for s in want.samples]
+    finally:
+        reader.close()
+
+
+def test_a_remote_idx_claiming_a_huge_json_is_not_read(tiny_data, nginx):
+    """A hostile ``.idx`` claiming a 10^12-byte json: that sample gets an error naming the bound, the
+    request is never sent (it would be a 1 TB read), and the other samples read as usual."""
+    served = nginx.root / "huge-idx"
+    shutil.copytree(tiny_data, served, ignore=shutil.ignore_patterns("boxes.zarr", "features.zarr"))
+    shard = list_shards(served)[0]
+    _manifest_path(shard).unlink()
+    idx = shard.with_suffix(".idx")
+    lines = idx.read_text().splitlines()
+    parts = lines[1].split()
+    j = parts.index("json")
+    parts[j + 2] = str(10**12)
+    idx.write_text("\n".join([lines[0], " ".join(parts), *lines[2:]]) + "\n")
+    reader = ShardReader()
+    try:
+        got = reader.manifest(f"{nginx.url}/huge-idx/shards/{shard.name}")
+        assert "MAX_JSON_BYTES" in got.samples[0].error and got.samples[0].meta is None
+        assert all(s.error is None and s.meta is not None for s in got.samples[1:]) and len(got.samples) > 1
+        assert reader.fetcher.stats.bytes < shard.stat().st_size
+    finally:
+        reader.close()
